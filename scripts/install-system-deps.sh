@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs the Debian packages istio-cni-ts needs to build and test, when missing.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(libnftables-dev nftables iproute2 util-linux python3 make g++ pkg-config ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

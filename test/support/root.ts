@@ -1,0 +1,35 @@
+// Guards for tests that need root and system tools: they fail loudly, never skip silently.
+import { execFileSync, spawnSync } from 'node:child_process';
+
+export function requireRootAndTools(...tools: string[]): void {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new Error('this test needs root (it creates network namespaces); run the suite as root');
+  }
+  for (const t of tools) {
+    const r = spawnSync('sh', ['-c', `command -v ${t}`], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`this test needs "${t}" on PATH (apt-get install nftables iproute2)`);
+  }
+}
+
+let counter = 0;
+
+/** A fresh named netns (/run/netns/<name>); call the returned cleanup in an after hook. */
+export function makeNetns(tag: string): { name: string; path: string; remove: () => void } {
+  const name = `icts-${tag}-${process.pid}-${counter++}`;
+  execFileSync('ip', ['netns', 'add', name]);
+  execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  return {
+    name,
+    path: `/run/netns/${name}`,
+    remove: () => {
+      spawnSync('ip', ['netns', 'del', name]);
+    },
+  };
+}
+
+/** Run a command inside a named netns and return stdout; throws with stderr on failure. */
+export function inNetns(name: string, cmd: string[], input?: string): string {
+  const r = spawnSync('ip', ['netns', 'exec', name, ...cmd], { encoding: 'utf8', input });
+  if (r.status !== 0) throw new Error(`${cmd.join(' ')} in ${name} failed: ${r.stderr}`);
+  return r.stdout;
+}
