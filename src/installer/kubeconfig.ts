@@ -1,0 +1,121 @@
+// The kubeconfig the CNI plugin uses to reach the API server, built from the agent's own
+// service account. Same YAML shape as Istio's install-cni writes (clientcmd v1, keys sorted):
+// cluster "local", user "istio-cni", context "istio-cni-context".
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { InstallConfig, KUBECONFIG_NAME } from './config';
+import { atomicWrite } from './fsutil';
+import { Logger, nullLogger } from './log';
+
+export class KubeconfigError extends Error {
+  override name = 'KubeconfigError';
+}
+
+export interface Kubeconfig {
+  full: string;
+  /** For logs: the token and CA data replaced by REDACTED. */
+  redacted: string;
+}
+
+/** net.JoinHostPort. */
+export function joinHostPort(host: string, port: string): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+// YAML 1.1 words a plain scalar must not be, or it would read back as a bool or null.
+const YAML_RESERVED = /^(y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF|null|Null|NULL|~)$/;
+
+/** A YAML scalar: plain when that is unambiguous (as Go's YAML writer emits these values), else double-quoted. */
+export function yamlScalar(s: string): string {
+  const plain =
+    /^[A-Za-z_/][A-Za-z0-9_./+=:\-[\]]*$/.test(s) && !YAML_RESERVED.test(s) && !s.endsWith(':');
+  return plain ? s : JSON.stringify(s);
+}
+
+function render(server: string, ca: { data?: string; skipTLS?: boolean }, token: string): string {
+  const clusterLines = ca.skipTLS
+    ? [`    insecure-skip-tls-verify: true`]
+    : [`    certificate-authority-data: ${yamlScalar(ca.data ?? '')}`];
+  return [
+    'apiVersion: v1',
+    'clusters:',
+    '- cluster:',
+    ...clusterLines,
+    `    server: ${yamlScalar(server)}`,
+    '  name: local',
+    'contexts:',
+    '- context:',
+    '    cluster: local',
+    '    user: istio-cni',
+    '  name: istio-cni-context',
+    'current-context: istio-cni-context',
+    'kind: Config',
+    'users:',
+    '- name: istio-cni',
+    '  user:',
+    `    token: ${yamlScalar(token)}`,
+    '',
+  ].join('\n');
+}
+
+export function createKubeConfig(cfg: InstallConfig): Kubeconfig {
+  if (cfg.k8sServiceHost === '') {
+    throw new KubeconfigError('KUBERNETES_SERVICE_HOST not set. Is this not running within a pod?');
+  }
+  if (cfg.k8sServicePort === '') {
+    throw new KubeconfigError('KUBERNETES_SERVICE_PORT not set. Is this not running within a pod?');
+  }
+  const protocol = cfg.k8sServiceProtocol || 'https';
+  const server = `${protocol}://${joinHostPort(cfg.k8sServiceHost, cfg.k8sServicePort)}`;
+  let caData: string | undefined;
+  if (!cfg.skipTLSVerify) {
+    const caFile = cfg.kubeCAFile || path.join(cfg.k8sServiceAccountPath, 'ca.crt');
+    try {
+      caData = fs.readFileSync(caFile).toString('base64');
+    } catch (e) {
+      throw new KubeconfigError(`cannot read the API server CA ${caFile}: ${(e as Error).message}`);
+    }
+  }
+  const tokenFile = path.join(cfg.k8sServiceAccountPath, 'token');
+  let token: string;
+  try {
+    token = fs.readFileSync(tokenFile, 'utf8');
+  } catch (e) {
+    throw new KubeconfigError(`cannot read the service account token ${tokenFile}: ${(e as Error).message}`);
+  }
+  const ca = { data: caData, skipTLS: cfg.skipTLSVerify };
+  return {
+    full: render(server, ca, token),
+    redacted: render(server, { data: caData === undefined ? undefined : 'REDACTED', skipTLS: cfg.skipTLSVerify }, 'REDACTED'),
+  };
+}
+
+export function kubeconfigPath(cfg: InstallConfig): string {
+  return path.join(cfg.cniAgentRunDir, KUBECONFIG_NAME);
+}
+
+/**
+ * (Re)writes `<run dir>/istio-cni-kubeconfig` atomically with KUBECONFIG_MODE. The file is only
+ * replaced when its content changes, so an unchanged token causes no churn for readers.
+ */
+export async function writeKubeConfigFile(cfg: InstallConfig, log: Logger = nullLogger): Promise<string> {
+  const kc = createKubeConfig(cfg);
+  const file = kubeconfigPath(cfg);
+  await fsp.mkdir(cfg.cniAgentRunDir, { recursive: true, mode: 0o750 });
+  let current: string | undefined;
+  let currentMode: number | undefined;
+  try {
+    current = await fsp.readFile(file, 'utf8');
+    currentMode = (await fsp.stat(file)).mode & 0o7777;
+  } catch {
+    current = undefined;
+  }
+  if (current === kc.full && currentMode === (cfg.kubeconfigMode & 0o7777)) {
+    log.debug('kubeconfig unchanged', { file });
+    return file;
+  }
+  await atomicWrite(file, kc.full, cfg.kubeconfigMode);
+  log.info(`wrote kubeconfig file ${file} with:\n${kc.redacted}`);
+  return file;
+}
