@@ -1,0 +1,20 @@
+{
+  "targets": [
+    {
+      "target_name": "nftables_napi",
+      "sources": [
+        "native/addon.cc",
+        "native/common.cc",
+        "native/netns_sync.cc",
+        "native/nft_run.cc",
+        "native/sockets.cc"
+      ],
+      "dependencies": [
+        "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"
+      ],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
+      "libraries": ["-lnftables", "-lpthread"]
+    }
+  ]
+}

@@ -1,0 +1,65 @@
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+namespace icts {
+
+std::string ErrnoName(int err) {
+  const char* name = strerrorname_np(err);
+  return name != nullptr ? std::string(name) : "E" + std::to_string(err);
+}
+
+Napi::Error ErrnoError(Napi::Env env, const std::string& what, int err) {
+  Napi::Error e = Napi::Error::New(env, what);
+  if (err != 0) {
+    e.Set("code", Napi::String::New(env, ErrnoName(err)));
+    e.Set("errno", Napi::Number::New(env, err));
+  }
+  return e;
+}
+
+int OpenNetns(const std::string& path, std::string* message, int* err) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *err = errno;
+    if (*err == ENOENT) {
+      *message = "network namespace " + path + " does not exist (no such file: was the netns deleted?)";
+    } else {
+      *message = "cannot open network namespace " + path + ": " + strerror(*err);
+    }
+    return -1;
+  }
+  // A netns bind mount that was unmounted leaves an ordinary empty file behind: opening it
+  // succeeds, so check the file system type before anyone tries to setns into it.
+  struct statfs fs;
+  if (fstatfs(fd, &fs) != 0) {
+    *err = errno;
+    *message = "cannot stat network namespace " + path + ": " + strerror(*err);
+    close(fd);
+    return -1;
+  }
+  if (static_cast<unsigned long>(fs.f_type) != NSFS_MAGIC) {
+    *err = EINVAL;
+    *message = path + " is not a network namespace (not an nsfs file; its bind mount may have been removed)";
+    close(fd);
+    return -1;
+  }
+  int type = ioctl(fd, NS_GET_NSTYPE);
+  if (type >= 0 && type != CLONE_NEWNET) {
+    *err = EINVAL;
+    *message = path + " is a namespace, but not a network namespace";
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace icts

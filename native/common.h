@@ -1,0 +1,27 @@
+// Helpers shared by the addon's functions: errors that carry errno, and opening a netns path.
+#pragma once
+
+#include <napi.h>
+
+#include <string>
+
+namespace icts {
+
+// An Error whose message is `what`, with `.code` set to the errno name (e.g. "ENOENT") and
+// `.errno` to its number when `err` is non-zero. Extra string properties are added as given.
+Napi::Error ErrnoError(Napi::Env env, const std::string& what, int err);
+
+// The errno name ("ENOENT") or "E<number>" when glibc does not know it.
+std::string ErrnoName(int err);
+
+// Opens a network namespace file (e.g. /run/netns/NAME or /proc/PID/ns/net) read-only and
+// close-on-exec, and checks that it is an nsfs file of type CLONE_NEWNET. On failure returns -1
+// and fills *message with a sentence that names the path, and *err with the errno.
+int OpenNetns(const std::string& path, std::string* message, int* err);
+
+// Initialisers for each part of the addon, called from the module's Init.
+void InitNft(Napi::Env env, Napi::Object exports);
+void InitNetns(Napi::Env env, Napi::Object exports);
+void InitSockets(Napi::Env env, Napi::Object exports);
+
+}  // namespace icts

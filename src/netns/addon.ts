@@ -1,0 +1,47 @@
+// Loads the native addon (native/, built by binding.gyp into build/Release during npm install).
+// Loading is lazy: code that only renders rules (e.g. `rules --dry-run`) never needs it.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** What the C++ side exports; src/netns/nft.ts is the typed surface over it. */
+export interface NativeAddon {
+  /** Runs `script` in the netns at `netnsPath` on a new pthread. Rejects with nft's diagnostics. */
+  nftRun(netnsPath: string, script: string, dryRun: boolean, json: boolean): Promise<{ output: string; error: string }>;
+  withNetnsSync<T>(netnsPath: string, fn: () => T): T;
+  getOriginalDst(fd: number): { address: string; port: number; family: 'IPv4' | 'IPv6' };
+  createTransparentListenSocket(family: 4 | 6, address: string, port: number, backlog: number): number;
+}
+
+const ADDON_FILE = path.join('build', 'Release', 'nftables_napi.node');
+
+/** Where the addon is looked for: $ISTIO_CNI_TS_ADDON, else build/Release under the package root. */
+export function addonPath(): string {
+  const override = process.env.ISTIO_CNI_TS_ADDON;
+  if (override) return override;
+  for (let d = __dirname; ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, 'package.json')) && fs.existsSync(path.join(d, 'binding.gyp'))) {
+      return path.join(d, ADDON_FILE);
+    }
+    if (path.dirname(d) === d) return path.resolve(__dirname, '..', '..', '..', ADDON_FILE);
+  }
+}
+
+let loaded: NativeAddon | undefined;
+
+export function addon(): NativeAddon {
+  if (loaded) return loaded;
+  const file = addonPath();
+  if (!fs.existsSync(file)) {
+    throw new Error(
+      `the native addon is not built: ${file} is missing. Build it with \`npm install\` (or \`npm run install\`), ` +
+        'which runs node-gyp; it needs g++, make, python3 and libnftables-dev (apt-get install libnftables-dev)',
+    );
+  }
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    loaded = require(file) as NativeAddon;
+  } catch (e) {
+    throw new Error(`cannot load the native addon ${file}: ${(e as Error).message} (rebuild it with \`npm run install\`)`);
+  }
+  return loaded;
+}
