@@ -1,0 +1,161 @@
+// Pod lookup for the CNI plugin: one HTTPS GET per attempt with node's https module (no
+// Kubernetes client library on the plugin's hot path), and the retry loop upstream uses
+// (30 attempts, 1 s apart by default).
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { KubeEndpoint } from './kubeconfig';
+import { Pod } from './pod';
+
+export interface KubeClient {
+  /** Rejects with KubeError. */
+  getPod(namespace: string, name: string): Promise<Pod>;
+}
+
+export class KubeError extends Error {
+  constructor(
+    message: string,
+    /** HTTP status when the API server answered. */
+    readonly status?: number,
+  ) {
+    super(message);
+    this.name = 'KubeError';
+  }
+
+  /** No answer, a 5xx or 429: the API server may well answer later. */
+  get transient(): boolean {
+    return this.status === undefined || this.status >= 500 || this.status === 429;
+  }
+}
+
+export interface HttpsKubeClientOptions {
+  /** Per-request timeout; default 5000 ms. */
+  readonly timeoutMs?: number;
+  /** Largest response body accepted; default 8 MiB. */
+  readonly maxBodyBytes?: number;
+}
+
+export function podPath(namespace: string, name: string): string {
+  return `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`;
+}
+
+export class HttpsKubeClient implements KubeClient {
+  private readonly agent: http.Agent;
+
+  constructor(
+    private readonly ep: KubeEndpoint,
+    private readonly opts: HttpsKubeClientOptions = {},
+  ) {
+    const tls = ep.server.startsWith('https:');
+    this.agent = tls
+      ? new https.Agent({
+          keepAlive: true,
+          maxSockets: 1,
+          ...(ep.ca !== undefined ? { ca: ep.ca } : {}),
+          rejectUnauthorized: !ep.insecureSkipTlsVerify,
+          ...(ep.tlsServerName ? { servername: ep.tlsServerName } : {}),
+          ...(ep.clientCert && ep.clientKey ? { cert: ep.clientCert, key: ep.clientKey } : {}),
+        })
+      : new http.Agent({ keepAlive: true, maxSockets: 1 });
+  }
+
+  /** Closes kept-alive sockets so a short-lived process can exit at once. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  getPod(namespace: string, name: string): Promise<Pod> {
+    if (!namespace || !name || namespace === '.' || namespace === '..' || name === '.' || name === '..') {
+      return Promise.reject(new KubeError(`invalid pod reference ${JSON.stringify(`${namespace}/${name}`)}`, 400));
+    }
+    return this.getJson(podPath(namespace, name)) as Promise<Pod>;
+  }
+
+  private getJson(path: string): Promise<unknown> {
+    const url = new URL(this.ep.server + path);
+    const timeoutMs = this.opts.timeoutMs ?? 5000;
+    const maxBody = this.opts.maxBodyBytes ?? 8 << 20;
+    const mod = url.protocol === 'https:' ? https : http;
+    return new Promise((resolve, reject) => {
+      const req = mod.request(
+        url,
+        {
+          method: 'GET',
+          agent: this.agent,
+          headers: {
+            Accept: 'application/json',
+            'User-Agent': 'istio-cni-ts',
+            ...(this.ep.token ? { Authorization: `Bearer ${this.ep.token}` } : {}),
+          },
+          timeout: timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          res.on('data', (c: Buffer) => {
+            size += c.length;
+            if (size > maxBody) {
+              req.destroy(new KubeError(`GET ${path}: response larger than ${maxBody} bytes`, res.statusCode));
+              return;
+            }
+            chunks.push(c);
+          });
+          res.on('error', (e) => reject(new KubeError(`GET ${path}: ${e.message}`)));
+          res.on('end', () => {
+            const body = Buffer.concat(chunks).toString('utf8');
+            const status = res.statusCode ?? 0;
+            if (status !== 200) {
+              reject(new KubeError(`GET ${path}: HTTP ${status}${statusReason(body)}`, status));
+              return;
+            }
+            try {
+              resolve(JSON.parse(body));
+            } catch (e) {
+              reject(new KubeError(`GET ${path}: response is not JSON: ${(e as Error).message}`, status));
+            }
+          });
+        },
+      );
+      req.on('timeout', () => req.destroy(new KubeError(`GET ${path}: no answer within ${timeoutMs} ms`)));
+      req.on('error', (e) => reject(e instanceof KubeError ? e : new KubeError(`GET ${path}: ${e.message}`)));
+      req.end();
+    });
+  }
+}
+
+/** The API's Status message, if the body is one, kept short. */
+function statusReason(body: string): string {
+  try {
+    const s = JSON.parse(body) as { message?: unknown };
+    if (typeof s.message === 'string' && s.message !== '') return ` (${s.message.slice(0, 300)})`;
+  } catch {
+    // not a Status object
+  }
+  return '';
+}
+
+export interface RetryOptions {
+  /** Attempts in all (upstream: 30). */
+  readonly attempts: number;
+  /** Pause between attempts (upstream: 1000 ms). */
+  readonly intervalMs: number;
+  readonly sleep: (ms: number) => Promise<void>;
+  /** Told about each failed attempt (1-based). */
+  readonly onAttemptFailed?: (attempt: number, err: KubeError) => void;
+}
+
+export const DEFAULT_POD_LOOKUP = { attempts: 30, intervalMs: 1000 } as const;
+
+/** GET the pod, retrying every failure as upstream does; rejects with the last error. */
+export async function getPodWithRetries(client: KubeClient, namespace: string, name: string, opts: RetryOptions): Promise<Pod> {
+  let last: KubeError | undefined;
+  for (let attempt = 1; attempt <= opts.attempts; attempt++) {
+    try {
+      return await client.getPod(namespace, name);
+    } catch (e) {
+      last = e instanceof KubeError ? e : new KubeError(e instanceof Error ? e.message : String(e));
+      opts.onAttemptFailed?.(attempt, last);
+    }
+    if (attempt < opts.attempts) await opts.sleep(opts.intervalMs);
+  }
+  throw last ?? new KubeError('no attempt made');
+}
