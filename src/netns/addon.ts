@@ -38,7 +38,6 @@ export function addon(): NativeAddon {
     );
   }
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     loaded = require(file) as NativeAddon;
   } catch (e) {
     throw new Error(`cannot load the native addon ${file}: ${(e as Error).message} (rebuild it with \`npm run install\`)`);
