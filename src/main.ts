@@ -2,6 +2,8 @@
 import yargs from 'yargs';
 import { InputError } from './values/errors';
 import { rulesCommand } from './cli/rules';
+import { installCommand } from './cli/install';
+import { agentCommand } from './cli/agent';
 
 /** Bad input exits 2 with one line naming the flag, key or variable and the value. */
 export const EXIT_BAD_INPUT = 2;
@@ -18,6 +20,7 @@ export async function main(args: string[]): Promise<number> {
       'duplicate-arguments-array': false,
     })
     .command(rulesCommand)
+    .command(installCommand).command(agentCommand)
     .demandCommand(1, 'name a command (rules)')
     .strict()
     .help()

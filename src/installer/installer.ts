@@ -323,3 +323,23 @@ export class Installer {
     }
   }
 }
+
+export interface OnceResult {
+  cniConfigFile: string;
+  kubeconfigFile: string;
+  binaries: string[];
+}
+
+/**
+ * One install pass (payload, kubeconfig, CNI config) and nothing else: for init containers and
+ * tests. In chained mode it waits for a primary CNI config until `signal` aborts.
+ */
+export async function installOnce(cfg: InstallConfig, opts: InstallerOptions & { signal?: AbortSignal } = {}): Promise<OnceResult> {
+  const installer = new Installer(cfg, opts);
+  const bins = await installer.installAll(opts.signal);
+  return {
+    cniConfigFile: installer.cniConfigFilepath,
+    kubeconfigFile: installer.kubeconfigFilepath,
+    binaries: [...bins].sort(),
+  };
+}

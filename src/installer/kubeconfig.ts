@@ -80,7 +80,8 @@ export function createKubeConfig(cfg: InstallConfig): Kubeconfig {
   const tokenFile = path.join(cfg.k8sServiceAccountPath, 'token');
   let token: string;
   try {
-    token = fs.readFileSync(tokenFile, 'utf8');
+    // Upstream pastes the file as is; a trailing newline would end up inside the bearer header.
+    token = fs.readFileSync(tokenFile, 'utf8').replace(/[\r\n]+$/, '');
   } catch (e) {
     throw new KubeconfigError(`cannot read the service account token ${tokenFile}: ${(e as Error).message}`);
   }

@@ -1,0 +1,137 @@
+// The node agent process (Istio's install-cni root command): servers, then the install loop;
+// on stop, cleanup unless this is an upgrade.
+import * as path from 'node:path';
+import { Installer } from '../installer/installer';
+import { AgentConfig, describeConfig } from './config';
+import { ScopedLogger } from './log';
+import { LOG_SOCKET_NAME, LogServer, startLogServer } from './logserver';
+import { AgentMetrics, Listening, startHealthServer } from './servers';
+import { KubeGet, inClusterApi, shouldStopCleanup } from './upgrade';
+
+/** The ambient node agent (CNI event server, pod enrollment, ZDS), when this build has one. */
+export interface AmbientAgent {
+  /** Resolves once the agent can answer plugin events. */
+  start(): Promise<void>;
+  /** `skipCleanup`: an upgrade is in progress; leave pod and host rules in place. */
+  stop(skipCleanup: boolean): Promise<void>;
+}
+
+export interface AgentDeps {
+  log: ScopedLogger;
+  ambient?: (cfg: AgentConfig, log: ScopedLogger) => AmbientAgent;
+  kube?: KubeGet;
+  /** For tests: install-loop timings. */
+  installer?: { pollMs?: number; resyncMs?: number; retryMinMs?: number; retryMaxMs?: number };
+}
+
+export interface RunningAgent {
+  readonly health: Listening;
+  readonly metrics?: Listening;
+  readonly logServer: LogServer;
+  readonly installer: Installer;
+  ready(): boolean;
+  /** Stops the install loop, cleans up (unless upgrading), closes servers. */
+  stop(): Promise<void>;
+  /** Settles when the install loop ends (rejects if it failed unexpectedly). */
+  readonly done: Promise<void>;
+}
+
+export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<RunningAgent> {
+  const log = deps.log.withScope('cni-agent');
+  log.info('CNI node agent configuration', describeConfig(cfg));
+  if (cfg.ignored.length > 0) log.warn('these variables are accepted for compatibility and ignored', { names: cfg.ignored.join(',') });
+  if (cfg.repair.enabled) log.info('the repair controller is not implemented in this build; REPAIR_* settings have no effect');
+
+  const metrics = new AgentMetrics();
+  let metricsServer: Listening | undefined;
+  if (cfg.monitoringPort > 0) {
+    metricsServer = await metrics.start(cfg.monitoringPort, cfg.listenAddress);
+    log.info('metrics server listening', { address: metricsServer.address, path: '/metrics' });
+  }
+
+  const logServer = await startLogServer(
+    path.join(cfg.install.cniAgentRunDir, LOG_SOCKET_NAME),
+    deps.log.withScope('cni-plugin'),
+    log,
+  );
+
+  let installReady = false;
+  let watchReady = false;
+  const health = await startHealthServer(() => installReady && watchReady, cfg.healthPort, cfg.listenAddress);
+  log.info('health server listening', { address: health.address });
+
+  const installer = new Installer(cfg.install, {
+    log,
+    ...deps.installer,
+    observer: {
+      installResult: (result) => metrics.installs.inc({ result }),
+      ready: (r) => {
+        installReady = r;
+        metrics.installReady.set(r ? 1 : 0);
+      },
+    },
+  });
+
+  let ambient: AmbientAgent | undefined;
+  if (cfg.ambient.enabled) {
+    if (deps.ambient) {
+      ambient = deps.ambient(cfg, deps.log);
+      await ambient.start();
+      watchReady = true;
+      log.info('ambient node agent started, starting installer');
+    } else {
+      log.error('AMBIENT_ENABLED is true but this build has no ambient node agent; /readyz stays not ready');
+    }
+  } else {
+    // Without ambient there is no event server to wait for.
+    watchReady = true;
+  }
+
+  const ac = new AbortController();
+  log.info('initialization complete, watching node CNI dir');
+  const done = installer.run(ac.signal);
+  done.catch((e) => log.error('installer failed', { error: String(e) }));
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      ac.abort(new Error('agent stopping'));
+      await done.catch(() => undefined);
+      let skipCleanup = false;
+      if (cfg.ambient.enabled) {
+        if (cfg.ambient.disableSafeUpgrade) {
+          log.info('ambient node agent safe upgrade explicitly disabled via env');
+        } else {
+          skipCleanup = await shouldStopCleanup({
+            api: deps.kube ?? inClusterApi(cfg.install),
+            namespace: cfg.install.podNamespace,
+            nodeName: cfg.nodeName,
+            istioOwnedCNIConfig: cfg.install.istioOwnedCNIConfig,
+            log,
+          });
+        }
+        log.info(`ambient node agent shutting down - should stop cleanup? ${skipCleanup}`);
+      } else {
+        log.info('CNI node agent shutting down');
+      }
+      if (!skipCleanup) {
+        await installer.cleanup().catch((e) => log.error(`cleanup failed: ${(e as Error).message}`));
+      }
+      await ambient?.stop(skipCleanup).catch((e) => log.error(`ambient agent stop failed: ${(e as Error).message}`));
+      watchReady = false;
+      await Promise.all([health.close(), metricsServer?.close(), logServer.close()]);
+      log.info('CNI node agent stopped');
+    })();
+    return stopping;
+  };
+
+  return {
+    health,
+    metrics: metricsServer,
+    logServer,
+    installer,
+    ready: () => installReady && watchReady,
+    stop,
+    done,
+  };
+}
