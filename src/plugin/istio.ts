@@ -1,0 +1,277 @@
+// Istio's CNI plugin behaviour on top of the CNI protocol: ADD sets up sidecar capture in the pod
+// netns (or leaves the pod alone, for the reasons plugin.go has), DEL removes it, CHECK verifies
+// it, STATUS reports whether ADD could work, GC has nothing to collect.
+import { K8sArgs, parseCniArgs } from '../cni/args';
+import { CniError, ErrorCode } from '../cni/errors';
+import { CniRequest, Env } from '../cni/env';
+import { JsonObject } from '../cni/json';
+import { NetConf, passThroughResult } from '../cni/netconf';
+import { CniOutput, CniPlugin, dispatchCni, internalError } from '../cni/skel';
+import { buildCapture } from '../capture/build';
+import { CaptureConfig } from '../capture/config';
+import { SIDECAR_TABLES } from '../capture/tables';
+import { KubeClient, KubeError, getPodWithRetries } from '../kube/client';
+import { TableRef, tablesOf } from '../nft/transaction';
+import { captureConfigFor, extractPodInfo, parseRedirect, routePlanFor, PodInfo, Redirect } from '../redirect';
+import { InputError } from '../values/errors';
+import { PluginConfig, parsePluginConfig } from './config';
+import { SKIP_EXPLANATION, earlyDecision, sidecarSkipReason } from './decide';
+import { Fields, NetnsState, PluginDeps } from './deps';
+
+/** The mark and table the CNI path always uses for TPROXY (config.DefaultConfig). */
+const DEFAULT_TPROXY = { mark: 1337, table: 133 } as const;
+
+/**
+ * The whole CNI plugin as one function: environment and stdin in, stdout text and exit code out.
+ * It writes nothing itself (logs go through deps.log), so it can run in the short-lived process a
+ * runtime starts or inside the node agent.
+ */
+export function handleCni(env: Env, stdin: string, deps: PluginDeps): Promise<CniOutput> {
+  return dispatchCni(env, stdin, istioPlugin(deps));
+}
+
+/** What a pod gets on ADD: the decision and, for captured pods, the rules. Exposed for dry runs. */
+export type SidecarPlan =
+  | { readonly capture: false; readonly reason: string }
+  | { readonly capture: true; readonly redirect: Redirect; readonly config: CaptureConfig };
+
+/** Pod -> plan, pure: skip reason, or the redirect and the capture config it yields. */
+export function planSidecar(
+  pi: PodInfo,
+  ctx: { netnsPath: string; enableIPv6: boolean; env?: Env },
+  warn: (msg: string) => void = () => {},
+): SidecarPlan {
+  const skip = sidecarSkipReason(pi);
+  if (skip) return { capture: false, reason: SKIP_EXPLANATION[skip] };
+  let redirect: Redirect;
+  try {
+    redirect = parseRedirect(pi, warn);
+  } catch (e) {
+    if (e instanceof InputError) throw new CniError(ErrorCode.InvalidPodSettings, `pod ${pi.namespace}/${pi.name}: ${e.message}`, e.message);
+    throw e;
+  }
+  let config: CaptureConfig;
+  try {
+    config = captureConfigFor(redirect, ctx);
+  } catch (e) {
+    if (e instanceof InputError) throw new CniError(ErrorCode.InvalidEnvironment, e.message, e.message);
+    throw e;
+  }
+  return { capture: true, redirect, config };
+}
+
+export function istioPlugin(deps: PluginDeps): CniPlugin {
+  const { log } = deps;
+
+  const setup = (req: CniRequest, conf: NetConf) => {
+    const pc = parsePluginConfig(conf.raw);
+    log.setLevel?.(pc.logLevel);
+    const args = parseCniArgs(req.args);
+    const fields: Fields = {
+      pod: args.podNamespace || args.podName ? `${args.podNamespace}/${args.podName}` : undefined,
+      containerId: req.containerId || undefined,
+      netns: req.netns || undefined,
+      ifName: req.ifName || undefined,
+    };
+    return { pc, args, fields };
+  };
+
+  const netnsState = async (req: CniRequest): Promise<NetnsState> => {
+    const state = await deps.netns.inspect(req.netns);
+    if (state === 'own') {
+      throw new CniError(ErrorCode.InvalidNetns, "plugin's netns and netns from CNI_NETNS should not be the same",
+        `CNI_NETNS=${req.netns} is the plugin's own network namespace`);
+    }
+    return state;
+  };
+
+  const requireNetns = (req: CniRequest, state: NetnsState): void => {
+    if (state === 'ok') return;
+    throw new CniError(ErrorCode.NetnsUnusable, `cannot use CNI_NETNS ${req.netns}`,
+      state === 'missing' ? 'it does not exist' : 'it is not a network namespace');
+  };
+
+  const kubeClient = async (pc: PluginConfig): Promise<KubeClient> => {
+    try {
+      return await deps.kube(pc.agentRunDir);
+    } catch (e) {
+      throw new CniError(ErrorCode.KubeconfigUnusable, 'cannot create a Kubernetes client', (e as Error).message);
+    }
+  };
+
+  const lookupPod = async (client: KubeClient, pc: PluginConfig, args: K8sArgs, fields: Fields): Promise<PodInfo> => {
+    const started = deps.now();
+    try {
+      const pod = await getPodWithRetries(client, args.podNamespace, args.podName, {
+        attempts: pc.podLookup.attempts,
+        intervalMs: pc.podLookup.intervalMs,
+        sleep: deps.sleep,
+        onAttemptFailed: (attempt, err) => {
+          const log1 = attempt === 1 ? log.warn : log.debug;
+          log1(`pod lookup failed (attempt ${attempt} of ${pc.podLookup.attempts})`, { ...fields, error: err.message });
+        },
+      });
+      return extractPodInfo(pod);
+    } catch (e) {
+      const err = e instanceof KubeError ? e : new KubeError(String(e));
+      const details = `${err.message} (after ${pc.podLookup.attempts} attempts in ${deps.now() - started} ms)`;
+      throw err.transient
+        ? new CniError(ErrorCode.TryAgainLater, `cannot reach the Kubernetes API to get pod ${args.podNamespace}/${args.podName}`, details)
+        : new CniError(ErrorCode.PodLookupFailed, `failed to get pod ${args.podNamespace}/${args.podName}`, details);
+    }
+  };
+
+  /** The ambient seam: true when the ambient branch took the pod. */
+  const ambient = async (pc: PluginConfig, args: K8sArgs, req: CniRequest, conf: NetConf, client: KubeClient, fields: Fields) => {
+    if (!pc.ambientEnabled) return false;
+    if (deps.ambient) {
+      const r = await deps.ambient.add({ conf: pc, args, netns: req.netns, prevResult: conf.prevResult, client });
+      return r === 'handled';
+    }
+    if (pc.enableAmbientDetectionRetry) {
+      throw new CniError(ErrorCode.AmbientUnavailable, 'ambient mode is not available in this build',
+        'ambient_enabled and enable_ambient_detection_retry are set, but this plugin has no ambient branch yet');
+    }
+    log.warn('ambient_enabled is set but this build has no ambient branch; treating the pod as not ambient', fields);
+    return false;
+  };
+
+  const plan = async (req: CniRequest, pi: PodInfo, fields: Fields, state: NetnsState): Promise<SidecarPlan> => {
+    const skip = sidecarSkipReason(pi);
+    if (skip) return { capture: false, reason: SKIP_EXPLANATION[skip] };
+    // Validate the pod's settings before looking at the netns: a bad annotation is the user's
+    // error to fix whatever the netns.
+    planSidecar(pi, { netnsPath: req.netns, enableIPv6: false, env: deps.env }, (m) => log.warn(m, fields));
+    requireNetns(req, state);
+    let enableIPv6: boolean;
+    try {
+      enableIPv6 = await deps.netns.isDualStack(req.netns);
+    } catch (e) {
+      throw new CniError(ErrorCode.NetnsUnusable, `cannot read the addresses in ${req.netns}`, (e as Error).message);
+    }
+    return planSidecar(pi, { netnsPath: req.netns, enableIPv6, env: deps.env });
+  };
+
+  return {
+    async add(req, conf): Promise<JsonObject> {
+      const { pc, args, fields } = setup(req, conf);
+      const result = passThroughResult(conf);
+      const early = earlyDecision(pc, args);
+      if (early.pass) {
+        log.info(`ADD: pod passed through (${early.reason})`, fields);
+        return result;
+      }
+      const state = await netnsState(req);
+      const client = await kubeClient(pc);
+      if (await ambient(pc, args, req, conf, client, fields)) return result;
+      const pi = await lookupPod(client, pc, args, fields);
+      const p = await plan(req, pi, fields, state);
+      if (!p.capture) {
+        log.info(`ADD: no sidecar capture: ${p.reason}`, fields);
+        return result;
+      }
+      const tx = buildCapture(p.config);
+      try {
+        await deps.rules.apply(req.netns, tx);
+      } catch (e) {
+        throw new CniError(ErrorCode.RuleApplyFailed, `failed to apply nftables rules in ${req.netns}`, (e as Error).message);
+      }
+      const routes = routePlanFor(p.config);
+      if (routes) {
+        try {
+          await deps.rules.setupRoutes(req.netns, routes);
+        } catch (e) {
+          // Leave nothing half-done: rules without their routes would black-hole inbound traffic.
+          await deps.rules.remove(req.netns, tablesOf(tx)).catch(() => undefined);
+          throw new CniError(ErrorCode.RuleApplyFailed, `failed to set up routes in ${req.netns}`, (e as Error).message);
+        }
+      }
+      log.info('ADD: sidecar capture applied', {
+        ...fields,
+        mode: p.redirect.mode,
+        ipv6: p.config.enableIPv6,
+        tables: tablesOf(tx).map((t) => t.table),
+      });
+      return result;
+    },
+
+    async del(req, conf) {
+      if (req.netns === '') {
+        log.debug('DEL: no CNI_NETNS, nothing to remove');
+        return;
+      }
+      let fields: Fields = { containerId: req.containerId, netns: req.netns };
+      try {
+        const s = setup(req, conf);
+        fields = s.fields;
+        const early = earlyDecision(s.pc, s.args);
+        if (early.pass) {
+          log.debug(`DEL: nothing to remove (${early.reason})`, fields);
+          return;
+        }
+      } catch (e) {
+        // DEL is best effort: a config or CNI_ARGS problem must not keep the rules in place.
+        log.warn('DEL: ignoring a config problem', { ...fields, error: (e as Error).message });
+      }
+      const state = await netnsState(req);
+      if (state !== 'ok') {
+        log.debug(`DEL: netns ${state}, nothing to remove`, fields);
+        return;
+      }
+      const tables: TableRef[] = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }));
+      try {
+        await deps.rules.remove(req.netns, tables);
+        await deps.rules.removeRoutes(req.netns, DEFAULT_TPROXY);
+        log.info('DEL: sidecar capture removed', fields);
+      } catch (e) {
+        // The netns is being torn down; failing DEL would only make the runtime retry.
+        log.warn('DEL: could not remove everything', { ...fields, error: (e as Error).message });
+      }
+    },
+
+    async check(req, conf) {
+      const { pc, args, fields } = setup(req, conf);
+      const early = earlyDecision(pc, args);
+      if (early.pass) return;
+      const state = await netnsState(req);
+      requireNetns(req, state);
+      const client = await kubeClient(pc);
+      if (pc.ambientEnabled && deps.ambient) {
+        log.debug('CHECK: ambient pods are checked by the node agent', fields);
+      }
+      const pi = await lookupPod(client, pc, args, fields);
+      const p = await plan(req, pi, fields, state);
+      if (!p.capture) return;
+      if (!deps.rules.listTables) {
+        log.debug('CHECK: listing nft tables is not available in this build; rules not verified', fields);
+        return;
+      }
+      const want = tablesOf(buildCapture(p.config));
+      const have = await deps.rules.listTables(req.netns);
+      const missing = want.filter((w) => !have.some((h) => h.family === w.family && h.table === w.table));
+      if (missing.length > 0) {
+        throw new CniError(ErrorCode.RulesMissing, `sidecar capture is missing in ${req.netns}`,
+          `tables not found: ${missing.map((t) => `${t.family} ${t.table}`).join(', ')}`);
+      }
+    },
+
+    async status(_req, conf) {
+      const pc = parsePluginConfig(conf.raw);
+      try {
+        await deps.kube(pc.agentRunDir);
+      } catch (e) {
+        throw new CniError(ErrorCode.NotAvailable, 'istio-cni-ts cannot service ADD', (e as Error).message);
+      }
+    },
+
+    async gc() {
+      // Capture rules live inside pod network namespaces and go away with them: nothing to collect.
+    },
+
+    classify: (e) => internalError(e),
+
+    onError: (e, command) => {
+      log.error(`${command ?? 'CNI'} failed: ${e.msg}`, { code: e.code, details: e.details });
+    },
+  };
+}

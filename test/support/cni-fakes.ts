@@ -1,0 +1,186 @@
+// Fake dependencies for the CNI handler: a pod API, netns states, an nft that keeps state, a
+// clock that does not wait, and a log that records.
+import { FakeKubeClient } from '../../src/kube/fake';
+import { KubeClient } from '../../src/kube/client';
+import { Pod } from '../../src/kube/pod';
+import { FakeNft } from '../../src/nft/fake';
+import { TableRef, Transaction, tablesOf } from '../../src/nft/transaction';
+import { NetnsState, PluginDeps, RuleApplier } from '../../src/plugin/deps';
+import { RoutePlan } from '../../src/redirect';
+
+export interface LogEntry {
+  level: string;
+  msg: string;
+  fields?: Record<string, unknown>;
+}
+
+export class FakeRules implements RuleApplier {
+  readonly nft = new Map<string, FakeNft>();
+  readonly applied: { netns: string; tx: Transaction }[] = [];
+  readonly removed: { netns: string; tables: readonly TableRef[] }[] = [];
+  readonly routes: { netns: string; plan: RoutePlan }[] = [];
+  readonly routesRemoved: string[] = [];
+  failApply?: Error;
+  failRoutes?: Error;
+  failRemove?: Error;
+
+  private ns(p: string): FakeNft {
+    if (!this.nft.has(p)) this.nft.set(p, new FakeNft());
+    return this.nft.get(p)!;
+  }
+
+  async apply(netns: string, tx: Transaction): Promise<void> {
+    if (this.failApply) throw this.failApply;
+    this.ns(netns).run(tx);
+    this.applied.push({ netns, tx });
+  }
+
+  async remove(netns: string, tables: readonly TableRef[]): Promise<void> {
+    if (this.failRemove) throw this.failRemove;
+    this.removed.push({ netns, tables });
+    this.ns(netns).run(tables.flatMap((t) => [
+      { verb: 'add' as const, kind: 'table' as const, family: t.family, table: t.table },
+      { verb: 'delete' as const, kind: 'table' as const, family: t.family, table: t.table },
+    ]));
+  }
+
+  async listTables(netns: string): Promise<TableRef[]> {
+    const dump = this.ns(netns).dump();
+    return [...dump.matchAll(/^add table (\S+) (\S+)$/gm)].map((m) => ({ family: m[1] as TableRef['family'], table: m[2] }));
+  }
+
+  async setupRoutes(netns: string, plan: RoutePlan): Promise<void> {
+    if (this.failRoutes) throw this.failRoutes;
+    this.routes.push({ netns, plan });
+  }
+
+  async removeRoutes(netns: string): Promise<void> {
+    this.routesRemoved.push(netns);
+  }
+
+  tablesIn(netns: string): string[] {
+    return tablesOf(this.applied.filter((a) => a.netns === netns).flatMap((a) => a.tx)).map((t) => t.table);
+  }
+}
+
+export interface Fakes {
+  deps: PluginDeps;
+  kube: FakeKubeClient;
+  rules: FakeRules;
+  logs: LogEntry[];
+  sleeps: number[];
+  netns: Map<string, NetnsState>;
+  dualStack: Set<string>;
+  kubeRunDirs: string[];
+  /** Make deps.kube() reject (kubeconfig missing). */
+  kubeconfigError?: Error;
+}
+
+export function fakes(pods: Pod[] = [], opts: { env?: Record<string, string> } = {}): Fakes {
+  const kube = new FakeKubeClient(pods);
+  const rules = new FakeRules();
+  const logs: LogEntry[] = [];
+  const sleeps: number[] = [];
+  const netns = new Map<string, NetnsState>([['/var/run/netns/pod', 'ok']]);
+  const dualStack = new Set<string>();
+  const kubeRunDirs: string[] = [];
+  let clock = 0;
+  const f: Fakes = { deps: undefined as unknown as PluginDeps, kube, rules, logs, sleeps, netns, dualStack, kubeRunDirs };
+  const rec = (level: string) => (msg: string, fields?: Record<string, unknown>) => logs.push({ level, msg, fields });
+  f.deps = {
+    kube: async (dir: string): Promise<KubeClient> => {
+      kubeRunDirs.push(dir);
+      if (f.kubeconfigError) throw f.kubeconfigError;
+      return kube;
+    },
+    netns: {
+      inspect: async (p) => netns.get(p) ?? 'missing',
+      isDualStack: async (p) => dualStack.has(p),
+    },
+    rules,
+    log: { debug: rec('debug'), info: rec('info'), warn: rec('warn'), error: rec('error') },
+    sleep: async (ms) => {
+      sleeps.push(ms);
+      clock += ms;
+    },
+    now: () => clock,
+    env: opts.env ?? {},
+  };
+  return f;
+}
+
+/** A sidecar-injected pod as the injector leaves it (the shape the plugin-dryrun cases use). */
+export function sidecarPod(over: {
+  name?: string;
+  namespace?: string;
+  annotations?: Record<string, string>;
+  labels?: Record<string, string>;
+  env?: { name: string; value?: string }[];
+  securityContext?: { runAsUser?: number; runAsGroup?: number };
+  args?: string[];
+  initContainers?: string[];
+  proxyAsInit?: boolean;
+} = {}): Pod {
+  const proxy = {
+    name: 'istio-proxy',
+    args: over.args ?? ['proxy', 'sidecar'],
+    env: over.env ?? [],
+    securityContext: over.securityContext ?? {},
+  };
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: over.name ?? 'web-1',
+      namespace: over.namespace ?? 'shop',
+      labels: over.labels ?? {},
+      annotations: { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}', ...over.annotations },
+    },
+    spec: {
+      initContainers: [...(over.initContainers ?? []).map((name) => ({ name })), ...(over.proxyAsInit ? [proxy] : [])],
+      containers: [{ name: 'app' }, ...(over.proxyAsInit ? [] : [proxy])],
+    },
+  };
+}
+
+export const POD_NETNS = '/var/run/netns/pod';
+
+/** The environment a runtime gives the plugin for ADD/DEL/CHECK. */
+export function cniEnv(command: string, over: Record<string, string | undefined> = {}): Record<string, string> {
+  const env: Record<string, string | undefined> = {
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: 'c0ffee',
+    CNI_NETNS: POD_NETNS,
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: '/opt/cni/bin',
+    CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=u-1',
+    ...over,
+  };
+  return Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>;
+}
+
+/** A network config as install-cni writes the chained entry, with the list's version applied. */
+export function netconf(over: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    cniVersion: '1.0.0',
+    name: 'k8s-pod-network',
+    type: 'istio-cni',
+    ipam: {},
+    dns: {},
+    plugin_log_level: 'info',
+    cni_agent_run_dir: '/var/run/istio-cni',
+    ambient_enabled: false,
+    enablement_selectors: [{ podSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } } }],
+    exclude_namespaces: ['kube-system'],
+    pod_namespace: 'istio-system',
+    native_nftables: true,
+    prevResult: {
+      cniVersion: '1.0.0',
+      interfaces: [{ name: 'eth0', sandbox: POD_NETNS }],
+      ips: [{ address: '10.0.0.2/24', gateway: '10.0.0.1', interface: 0 }],
+      routes: [{ dst: '0.0.0.0/0' }],
+      dns: {},
+    },
+    ...over,
+  });
+}
