@@ -1,14 +1,16 @@
-// The istio-cni-ts executable: the yargs CLI (CNI mode arrives with the plugin).
-import yargs from 'yargs';
+// The istio-cni-ts executable: CNI mode when CNI_COMMAND is set (a runtime runs us as a plugin),
+// otherwise the yargs CLI. The CLI is loaded lazily so the plugin's start-up does not pay for it.
 import { InputError } from './values/errors';
-import { rulesCommand } from './cli/rules';
-import { installCommand } from './cli/install';
-import { agentCommand } from './cli/agent';
 
 /** Bad input exits 2 with one line naming the flag, key or variable and the value. */
 export const EXIT_BAD_INPUT = 2;
 
 export async function main(args: string[]): Promise<number> {
+  if (process.env.CNI_COMMAND) return (await import('./plugin/process')).runCniProcess();
+  const { default: yargs } = await import('yargs');
+  const { rulesCommand } = await import('./cli/rules');
+  const { initCommand } = await import('./cli/init');
+  const [{ installCommand }, { agentCommand }] = await Promise.all([import('./cli/install'), import('./cli/agent')]);
   let exitCode = 0;
   const cli = yargs(args)
     .scriptName('istio-cni-ts')
@@ -21,7 +23,8 @@ export async function main(args: string[]): Promise<number> {
     })
     .command(rulesCommand)
     .command(installCommand).command(agentCommand)
-    .demandCommand(1, 'name a command (rules)')
+    .command(initCommand)
+    .demandCommand(1, 'name a command')
     .strict()
     .help()
     .version(false)
@@ -40,7 +43,8 @@ export async function main(args: string[]): Promise<number> {
       exitCode = 1;
     }
   }
-  return exitCode;
+  // Commands that finish with a status of their own (init's validation: 126) set process.exitCode.
+  return exitCode || Number(process.exitCode ?? 0);
 }
 
 class UsageError extends Error {}
