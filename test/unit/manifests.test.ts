@@ -1,0 +1,315 @@
+// Offline validation of install/kubernetes/*.yaml: a strict structural schema for the Kubernetes
+// API types these manifests use (field names, types, enums, name formats; an unknown field is an
+// error, as `kubectl apply --validate=strict` would say), then cross-object checks, then the
+// agent's own parser over the ConfigMap and env so a deployed agent cannot fail its start-up.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as YAML from 'yaml';
+import { PARAMS, parseAgentConfig } from '../../src/agent/config';
+import { PACKAGE_ROOT } from '../support/conformance';
+
+const DIR = path.join(PACKAGE_ROOT, 'install', 'kubernetes');
+
+type S =
+  | 'string'
+  | 'int'
+  | 'bool'
+  | 'quantity'
+  | 'intOrString'
+  | { enum: string[] }
+  | { re: RegExp; what: string }
+  | { list: S }
+  | { map: S }
+  | { obj: Record<string, S>; required?: string[] };
+
+const dns1123 = { re: /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/, what: 'a DNS-1123 name' } as const;
+const label = { re: /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, what: 'a DNS-1123 label' } as const;
+const portName = { re: /^(?=.{1,15}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, what: 'an IANA service name' } as const;
+const envName = { re: /^[-._a-zA-Z][-._a-zA-Z0-9]*$/, what: 'an environment variable name' } as const;
+const strList: S = { list: 'string' };
+
+const objectMeta: S = {
+  obj: { name: dns1123, namespace: label, labels: { map: 'string' }, annotations: { map: 'string' } },
+  required: ['name'],
+};
+const labelSelector: S = {
+  obj: {
+    matchLabels: { map: 'string' },
+    matchExpressions: { list: { obj: { key: 'string', operator: { enum: ['In', 'NotIn', 'Exists', 'DoesNotExist'] }, values: strList }, required: ['key', 'operator'] } },
+  },
+};
+const httpGet: S = { obj: { path: 'string', port: 'intOrString', host: 'string', scheme: { enum: ['HTTP', 'HTTPS'] } }, required: ['port'] };
+const probe: S = {
+  obj: {
+    httpGet,
+    exec: { obj: { command: strList } },
+    tcpSocket: { obj: { port: 'intOrString', host: 'string' }, required: ['port'] },
+    initialDelaySeconds: 'int',
+    periodSeconds: 'int',
+    timeoutSeconds: 'int',
+    successThreshold: 'int',
+    failureThreshold: 'int',
+    terminationGracePeriodSeconds: 'int',
+  },
+};
+const envVar: S = {
+  obj: {
+    name: envName,
+    value: 'string',
+    valueFrom: {
+      obj: {
+        fieldRef: { obj: { fieldPath: 'string', apiVersion: 'string' }, required: ['fieldPath'] },
+        configMapKeyRef: { obj: { name: dns1123, key: 'string', optional: 'bool' }, required: ['key'] },
+      },
+    },
+  },
+  required: ['name'],
+};
+const container: S = {
+  obj: {
+    name: label,
+    image: 'string',
+    imagePullPolicy: { enum: ['Always', 'IfNotPresent', 'Never'] },
+    command: strList,
+    args: strList,
+    workingDir: 'string',
+    env: { list: envVar },
+    envFrom: { list: { obj: { prefix: 'string', configMapRef: { obj: { name: dns1123, optional: 'bool' } }, secretRef: { obj: { name: dns1123, optional: 'bool' } } } } },
+    ports: {
+      list: { obj: { name: portName, containerPort: 'int', hostPort: 'int', protocol: { enum: ['TCP', 'UDP', 'SCTP'] }, hostIP: 'string' }, required: ['containerPort'] },
+    },
+    readinessProbe: probe,
+    livenessProbe: probe,
+    startupProbe: probe,
+    resources: { obj: { requests: { map: 'quantity' }, limits: { map: 'quantity' } } },
+    securityContext: {
+      obj: {
+        runAsUser: 'int',
+        runAsGroup: 'int',
+        runAsNonRoot: 'bool',
+        privileged: 'bool',
+        allowPrivilegeEscalation: 'bool',
+        readOnlyRootFilesystem: 'bool',
+        capabilities: { obj: { add: { list: { re: /^[A-Z_]+$/, what: 'a capability' } }, drop: { list: { re: /^[A-Z_]+$/, what: 'a capability' } } } },
+        seccompProfile: { obj: { type: { enum: ['RuntimeDefault', 'Unconfined', 'Localhost'] }, localhostProfile: 'string' }, required: ['type'] },
+      },
+    },
+    volumeMounts: {
+      list: { obj: { name: label, mountPath: 'string', readOnly: 'bool', subPath: 'string', mountPropagation: { enum: ['None', 'HostToContainer', 'Bidirectional'] } }, required: ['name', 'mountPath'] },
+    },
+  },
+  required: ['name', 'image'],
+};
+const podSpec: S = {
+  obj: {
+    serviceAccountName: dns1123,
+    priorityClassName: 'string',
+    hostNetwork: 'bool',
+    hostPID: 'bool',
+    dnsPolicy: { enum: ['ClusterFirst', 'ClusterFirstWithHostNet', 'Default', 'None'] },
+    nodeSelector: { map: 'string' },
+    tolerations: {
+      list: {
+        obj: {
+          key: 'string',
+          operator: { enum: ['Exists', 'Equal'] },
+          value: 'string',
+          effect: { enum: ['NoSchedule', 'PreferNoSchedule', 'NoExecute'] },
+          tolerationSeconds: 'int',
+        },
+      },
+    },
+    terminationGracePeriodSeconds: 'int',
+    containers: { list: container },
+    initContainers: { list: container },
+    volumes: {
+      list: {
+        obj: {
+          name: label,
+          hostPath: {
+            obj: { path: 'string', type: { enum: ['', 'DirectoryOrCreate', 'Directory', 'FileOrCreate', 'File', 'Socket', 'CharDevice', 'BlockDevice'] } },
+            required: ['path'],
+          },
+          configMap: { obj: { name: dns1123 } },
+          emptyDir: { obj: {} },
+        },
+        required: ['name'],
+      },
+    },
+  },
+  required: ['containers'],
+};
+const verbs = { enum: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection', '*'] };
+const policyRule: S = { obj: { apiGroups: strList, resources: strList, resourceNames: strList, verbs: { list: verbs } }, required: ['verbs'] };
+const roleRef: S = { obj: { apiGroup: { enum: ['rbac.authorization.k8s.io'] }, kind: { enum: ['Role', 'ClusterRole'] }, name: dns1123 }, required: ['apiGroup', 'kind', 'name'] };
+const subject: S = { obj: { kind: { enum: ['ServiceAccount', 'User', 'Group'] }, name: 'string', namespace: label, apiGroup: 'string' }, required: ['kind', 'name'] };
+
+const KINDS: Record<string, { apiVersion: string; schema: Record<string, S>; required: string[] }> = {
+  ServiceAccount: { apiVersion: 'v1', schema: { metadata: objectMeta }, required: ['metadata'] },
+  ConfigMap: { apiVersion: 'v1', schema: { metadata: objectMeta, data: { map: 'string' } }, required: ['metadata'] },
+  ClusterRole: { apiVersion: 'rbac.authorization.k8s.io/v1', schema: { metadata: objectMeta, rules: { list: policyRule } }, required: ['metadata'] },
+  Role: { apiVersion: 'rbac.authorization.k8s.io/v1', schema: { metadata: objectMeta, rules: { list: policyRule } }, required: ['metadata'] },
+  ClusterRoleBinding: { apiVersion: 'rbac.authorization.k8s.io/v1', schema: { metadata: objectMeta, roleRef, subjects: { list: subject } }, required: ['metadata', 'roleRef'] },
+  RoleBinding: { apiVersion: 'rbac.authorization.k8s.io/v1', schema: { metadata: objectMeta, roleRef, subjects: { list: subject } }, required: ['metadata', 'roleRef'] },
+  DaemonSet: {
+    apiVersion: 'apps/v1',
+    schema: {
+      metadata: objectMeta,
+      spec: {
+        obj: {
+          selector: labelSelector,
+          minReadySeconds: 'int',
+          revisionHistoryLimit: 'int',
+          updateStrategy: {
+            obj: {
+              type: { enum: ['RollingUpdate', 'OnDelete'] },
+              rollingUpdate: { obj: { maxUnavailable: 'intOrString', maxSurge: 'intOrString' } },
+            },
+          },
+          template: { obj: { metadata: { obj: { labels: { map: 'string' }, annotations: { map: 'string' } } }, spec: podSpec }, required: ['spec'] },
+        },
+        required: ['selector', 'template'],
+      },
+    },
+    required: ['metadata', 'spec'],
+  },
+};
+
+function check(v: unknown, s: S, at: string, errors: string[]): void {
+  const err = (m: string): void => void errors.push(`${at}: ${m}`);
+  if (s === 'string') {
+    if (typeof v !== 'string') err('expected a string');
+  } else if (s === 'int') {
+    if (!Number.isInteger(v)) err('expected an integer');
+  } else if (s === 'bool') {
+    if (typeof v !== 'boolean') err('expected a boolean');
+  } else if (s === 'intOrString') {
+    if (!Number.isInteger(v) && typeof v !== 'string') err('expected an integer or a string');
+  } else if (s === 'quantity') {
+    if (typeof v !== 'string' || !/^[0-9.]+(m|k|M|G|T|Ki|Mi|Gi|Ti)?$/.test(v)) err(`expected a quantity, got ${JSON.stringify(v)}`);
+  } else if ('enum' in s) {
+    if (typeof v !== 'string' || !s.enum.includes(v)) err(`expected one of ${s.enum.join('|')}, got ${JSON.stringify(v)}`);
+  } else if ('re' in s) {
+    if (typeof v !== 'string' || !s.re.test(v)) err(`expected ${s.what}, got ${JSON.stringify(v)}`);
+  } else if ('list' in s) {
+    if (!Array.isArray(v)) return err('expected a list');
+    v.forEach((x, i) => check(x, s.list, `${at}[${i}]`, errors));
+  } else if ('map' in s) {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return err('expected a map');
+    for (const [k, x] of Object.entries(v)) check(x, s.map, `${at}.${k}`, errors);
+  } else {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) return err('expected an object');
+    for (const [k, x] of Object.entries(v)) {
+      if (!(k in s.obj)) err(`unknown field "${k}"`);
+      else check(x, s.obj[k], `${at}.${k}`, errors);
+    }
+    for (const r of s.required ?? []) if (!(r in (v as object))) err(`missing required field "${r}"`);
+  }
+}
+
+interface Doc {
+  file: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  [k: string]: any;
+}
+
+function loadDocs(): Doc[] {
+  return fs
+    .readdirSync(DIR)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()
+    .flatMap((f) =>
+      YAML.parseAllDocuments(fs.readFileSync(path.join(DIR, f), 'utf8')).map((d) => {
+        assert.deepEqual(d.errors, [], `${f}: YAML errors`);
+        return { ...(d.toJS() as Doc), file: f };
+      }),
+    );
+}
+
+const docs = loadDocs();
+const find = (kind: string, name: string) => docs.find((d) => d.kind === kind && d.metadata.name === name);
+
+test('every manifest object matches its Kubernetes API type (strict)', () => {
+  assert.ok(docs.length >= 7);
+  const errors: string[] = [];
+  for (const d of docs) {
+    const k = KINDS[d.kind];
+    if (!k) {
+      errors.push(`${d.file}: unsupported kind ${d.kind}`);
+      continue;
+    }
+    if (d.apiVersion !== k.apiVersion) errors.push(`${d.file}: ${d.kind} apiVersion ${d.apiVersion} != ${k.apiVersion}`);
+    const { file: _f, kind: _k, apiVersion: _a, ...rest } = d;
+    check(rest, { obj: k.schema, required: k.required }, `${d.file}:${d.kind}/${d.metadata?.name}`, errors);
+    if (['Role', 'RoleBinding', 'ConfigMap', 'ServiceAccount', 'DaemonSet'].includes(d.kind) && !d.metadata.namespace) {
+      errors.push(`${d.file}: namespaced ${d.kind} without a namespace`);
+    }
+  }
+  assert.deepEqual(errors, []);
+});
+
+test('the validator itself rejects unknown fields, wrong types and bad names', () => {
+  const errors: string[] = [];
+  check({ metadata: { name: 'Bad_Name' }, spec: { selector: {}, template: { spec: { containers: [{ name: 'c', image: 'i', imagePullPolicy: 'Sometimes', bogus: 1 }] } } } }, { obj: KINDS.DaemonSet.schema }, 'x', errors);
+  assert.equal(errors.length, 3, errors.join('\n'));
+});
+
+test('cross-object references hold: selector, volumes, probes, service account, role bindings', () => {
+  const ds = find('DaemonSet', 'istio-cni-node')!;
+  assert.ok(ds, 'DaemonSet istio-cni-node (the name Istio uses, so upgrade detection and drop-in replacement work)');
+  const tpl = ds.spec.template;
+  for (const [k, v] of Object.entries(ds.spec.selector.matchLabels as Record<string, string>)) assert.equal(tpl.metadata.labels[k], v, `selector ${k}`);
+  const spec = tpl.spec;
+  assert.equal(spec.hostNetwork, true);
+  const volumes = new Set((spec.volumes as { name: string }[]).map((v) => v.name));
+  const c = spec.containers[0];
+  const mounts = c.volumeMounts as { name: string; mountPath: string }[];
+  for (const m of mounts) assert.ok(volumes.has(m.name), `volume ${m.name} defined`);
+  assert.equal(new Set(mounts.map((m) => m.mountPath)).size, mounts.length, 'distinct mount paths');
+  const ports = new Map((c.ports as { name: string; containerPort: number }[]).map((p) => [p.name, p.containerPort]));
+  for (const p of [c.readinessProbe, c.livenessProbe]) {
+    const port = p.httpGet.port;
+    assert.ok(typeof port === 'number' ? [...ports.values()].includes(port) : ports.has(port), `probe port ${port} is a container port`);
+  }
+  assert.equal(c.readinessProbe.httpGet.path, '/readyz');
+  assert.equal(c.livenessProbe.httpGet.path, '/healthz');
+  const sa = find('ServiceAccount', spec.serviceAccountName)!;
+  assert.ok(sa, 'service account exists');
+  assert.equal(sa.metadata.namespace, ds.metadata.namespace);
+  for (const b of docs.filter((d) => d.kind.endsWith('Binding'))) {
+    assert.ok(find(b.roleRef.kind, b.roleRef.name), `${b.kind} ${b.metadata.name} -> ${b.roleRef.kind} ${b.roleRef.name}`);
+    for (const s of b.subjects) assert.ok(find('ServiceAccount', s.name) && s.namespace === sa.metadata.namespace, `subject ${s.name}`);
+  }
+  // The DaemonSet mounts exactly where the agent's defaults look.
+  const defaults = parseAgentConfig({}, {}).install;
+  const paths = mounts.map((m) => m.mountPath);
+  for (const p of [defaults.mountedCNINetDir, defaults.cniBinTargetDirs[0], defaults.cniAgentRunDir]) assert.ok(paths.includes(p), `mount for ${p}`);
+});
+
+test('least privilege: read-only access, no secrets, no wildcard', () => {
+  for (const r of docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role')) {
+    for (const rule of r.rules) {
+      assert.ok(!rule.verbs.includes('*') && !rule.resources.includes('*') && !rule.apiGroups.includes('*'), `${r.kind} ${r.metadata.name}: no wildcard`);
+      assert.ok(rule.verbs.every((v: string) => ['get', 'list', 'watch'].includes(v)), `${r.kind} ${r.metadata.name}: read-only`);
+      assert.ok(!rule.resources.includes('secrets'), 'no secrets');
+    }
+  }
+});
+
+test('the agent starts with the ConfigMap and DaemonSet environment (every variable known and well-formed)', () => {
+  const cm = find('ConfigMap', 'istio-cni-config')!;
+  const ds = find('DaemonSet', 'istio-cni-node')!;
+  const c = ds.spec.template.spec.containers[0];
+  assert.equal(c.envFrom[0].configMapRef.name, cm.metadata.name);
+  const known = new Set([...PARAMS.map((p) => p.env), 'POD_NAME', 'NODE_NAME', 'KUBERNETES_NODE_NAME']);
+  const env: Record<string, string> = { ...cm.data };
+  for (const e of c.env as { name: string; value?: string }[]) env[e.name] = e.value ?? 'from-downward-api';
+  for (const k of Object.keys(env)) assert.ok(known.has(k), `${k} is a variable the agent reads`);
+  const cfg = parseAgentConfig({}, env);
+  assert.equal(cfg.monitoringPort, (c.ports as { name: string; containerPort: number }[]).find((p) => p.name === 'metrics')!.containerPort);
+  assert.equal(cfg.healthPort, (c.ports as { name: string; containerPort: number }[]).find((p) => p.name === 'health')!.containerPort);
+  assert.deepEqual(c.command, ['istio-cni-ts', 'agent']);
+});
