@@ -25,8 +25,28 @@ export interface TableRef {
   readonly table: string;
 }
 
+/** The set key types Istio's probe sets use. */
+export type SetType = 'ipv4_addr' | 'ipv6_addr';
+
 export type Op =
   | ({ readonly verb: 'add' | 'flush' | 'delete'; readonly kind: 'table' } & TableRef)
+  | ({
+      readonly verb: 'add';
+      readonly kind: 'set';
+      readonly set: string;
+      readonly type: SetType;
+      readonly comment?: string;
+    } & TableRef)
+  | ({ readonly verb: 'flush' | 'delete'; readonly kind: 'set'; readonly set: string } & TableRef)
+  | ({
+      readonly verb: 'add' | 'delete';
+      readonly kind: 'element';
+      readonly set: string;
+      /** The key's parts (one for a plain address set); written joined by " . ". */
+      readonly key: readonly string[];
+      /** Written on add only, as knftables does. */
+      readonly comment?: string;
+    } & TableRef)
   | ({ readonly verb: 'add'; readonly kind: 'chain'; readonly chain: string; readonly base?: BaseChain } & TableRef)
   | ({ readonly verb: 'add'; readonly kind: 'rule'; readonly chain: string; readonly rule: string } & TableRef)
   | ({
@@ -63,7 +83,36 @@ export function renderOp(op: Op): string {
       return op.verb === 'insert'
         ? `insert rule ${where} ${op.chain} index ${op.index} ${op.rule}`
         : `add rule ${where} ${op.chain} ${op.rule}`;
+    case 'set': {
+      if (op.verb !== 'add') return `${op.verb} set ${where} ${op.set}`;
+      const comment = op.comment !== undefined ? ` comment ${goQuote(op.comment)} ;` : '';
+      return `add set ${where} ${op.set} { type ${op.type} ;${comment} }`;
+    }
+    case 'element': {
+      const comment = op.verb === 'add' && op.comment !== undefined ? ` comment ${goQuote(op.comment)}` : '';
+      return `${op.verb} element ${where} ${op.set} { ${op.key.join(' . ')}${comment} }`;
+    }
   }
+}
+
+/**
+ * A string literal as Go's %q writes it, which is how knftables quotes comments. Exact for ASCII
+ * (backslash escapes for quote, backslash and control bytes); other characters are kept as they
+ * are. nft's own scanner has no escapes, so callers keep quotes and backslashes out of comments
+ * (pod UIDs are parsed to a plain charset before they get here).
+ */
+export function goQuote(s: string): string {
+  const named: Record<string, string> = {
+    '"': '\\"', '\\': '\\\\', '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v',
+  };
+  let out = '"';
+  for (const ch of s) {
+    const code = ch.codePointAt(0)!;
+    if (named[ch] !== undefined) out += named[ch];
+    else if (code < 0x20 || code === 0x7f) out += `\\x${code.toString(16).padStart(2, '0')}`;
+    else out += ch;
+  }
+  return `${out}"`;
 }
 
 /** The transaction as nft script text: one operation per line, each ending in "\n". */

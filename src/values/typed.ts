@@ -147,3 +147,45 @@ export function parseIPv4LoopbackCidr(source: string, s: string): Cidr {
 export function ipString(a: IpAddr): string {
   return formatIp(a);
 }
+
+/** An IP address of one family, with its canonical text (netip.Addr.String()) for rule text. */
+export interface IpAddress {
+  readonly addr: IpAddr;
+  /** RFC 5952 for IPv6, dotted quad for IPv4: what Istio's goldens print. */
+  readonly text: string;
+}
+
+/** One address of the given family; the text is normalised (`fd16:0::1` -> `fd16::1`). */
+export function parseIpAddress(source: string, s: string, family: 4 | 6): IpAddress {
+  const t = s.trim();
+  const addr = family === 4 ? parseIPv4(t) : parseIPv6(t);
+  if (!addr) throw new InputError(source, s, `expected an IPv${family} address`);
+  return { addr, text: formatIp(addr) };
+}
+
+/** The name of an nft object (table, chain, set) that nft reads as a plain identifier. */
+export type NftName = Brand<string, 'NftName'>;
+
+/**
+ * nft's identifier rule (a letter or "_" first, then letters, digits and "_.-"; we leave out the
+ * "/" and leading "." nft also takes), and at most `max` characters (sets: 255 in the kernel,
+ * less whatever suffix the caller adds).
+ */
+export function parseNftName(source: string, s: string, max = 255): NftName {
+  if (s.length < 1 || s.length > max) throw new InputError(source, s, `names are 1-${max} characters`);
+  if (!/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(s)) {
+    throw new InputError(source, s, 'names start with a letter or "_" and hold only letters, digits and "_.-"');
+  }
+  return s as NftName;
+}
+
+/** A Kubernetes pod UID (in practice an RFC 4122 UUID), safe to write as an nft comment. */
+export type PodUid = Brand<string, 'PodUid'>;
+
+export function parsePodUid(source: string, s: string): PodUid {
+  // nft comments hold at most 128 bytes and nft's scanner has no escapes for quotes.
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(s)) {
+    throw new InputError(source, s, 'expected a pod UID (letters, digits and "._-", at most 128 characters)');
+  }
+  return s as PodUid;
+}
