@@ -58,6 +58,11 @@ export class HttpsKubeClient implements KubeClient {
       : new http.Agent({ keepAlive: true, maxSockets: 1 });
   }
 
+  private scrub(text: string): string {
+    const t = this.ep.token;
+    return t && text.includes(t) ? text.split(t).join('[redacted]') : text;
+  }
+
   /** Closes kept-alive sockets so a short-lived process can exit at once. */
   close(): void {
     this.agent.destroy();
@@ -104,7 +109,8 @@ export class HttpsKubeClient implements KubeClient {
             const body = Buffer.concat(chunks).toString('utf8');
             const status = res.statusCode ?? 0;
             if (status !== 200) {
-              reject(new KubeError(`GET ${path}: HTTP ${status}${statusReason(body)}`, status));
+              // The API's message is echoed from the server: make sure it cannot carry our token.
+              reject(new KubeError(`GET ${path}: HTTP ${status}${this.scrub(statusReason(body))}`, status));
               return;
             }
             try {

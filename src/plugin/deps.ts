@@ -11,7 +11,8 @@ import { KUBECONFIG_NAME, parseKubeconfig } from '../kube/kubeconfig';
 import { SIDECAR_TABLES } from '../capture/tables';
 import { TableRef, Transaction } from '../nft/transaction';
 import { RoutePlan } from '../redirect';
-import { LOG_LEVELS, LogLevel, PluginConfig } from './config';
+import { PluginLogger } from '../log/plugin-logger';
+import { LogLevel, PluginConfig } from './config';
 
 export type Fields = Record<string, unknown>;
 
@@ -20,8 +21,12 @@ export interface Logger {
   info(msg: string, fields?: Fields): void;
   warn(msg: string, fields?: Fields): void;
   error(msg: string, fields?: Fields): void;
-  /** plugin_log_level, once the config is read. */
-  setLevel?(level: LogLevel): void;
+  /** plugin_log_level and cni_agent_run_dir, once the config is read (file and agent sinks live there). */
+  configure?(c: { level: LogLevel; agentRunDir: string }): void;
+  /** Text that must never appear in a log line (the kubeconfig token). */
+  redact?(secret: string | undefined): void;
+  /** Delivers what is pending (the agent's log.sock) at the end of a run; never rejects. */
+  flush?(): Promise<unknown>;
 }
 
 export type NetnsState = 'ok' | 'missing' | 'not-netns' | 'own';
@@ -73,25 +78,6 @@ export interface PluginDeps {
 
 // ---------------------------------------------------------------------------------------------
 // Production implementations.
-
-/** JSON lines on stderr: stdout belongs to the CNI result. */
-export function stderrLogger(write: (line: string) => void = (l) => process.stderr.write(l)): Logger {
-  // Ranks follow LOG_LEVELS (debug .. none); a message is written when its rank reaches the level.
-  let threshold = LOG_LEVELS.indexOf('info');
-  const emit = (level: 'debug' | 'info' | 'warn' | 'error') => (msg: string, fields?: Fields) => {
-    if (LOG_LEVELS.indexOf(level) < threshold) return;
-    write(`${JSON.stringify({ time: new Date().toISOString(), level, scope: 'cni', msg, ...fields })}\n`);
-  };
-  return {
-    debug: emit('debug'),
-    info: emit('info'),
-    warn: emit('warn'),
-    error: emit('error'),
-    setLevel: (level) => {
-      threshold = LOG_LEVELS.indexOf(level);
-    },
-  };
-}
 
 async function statNs(p: string): Promise<fs.BigIntStats | undefined> {
   try {
@@ -149,20 +135,24 @@ export const realRules = (ownedTables: readonly TableRef[]): RuleApplier => ({
   removeRoutes: (p, tproxy) => routesModule().removeRoutesIn(p, tproxy),
 });
 
-export function realKube(agentRunDir: string): Promise<KubeClient> {
+/** The API client from <agentRunDir>/istio-cni-kubeconfig; its token is handed to `redact` before anything can log it. */
+export function realKube(agentRunDir: string, redact: (secret: string | undefined) => void = () => {}): Promise<KubeClient> {
   const file = path.join(agentRunDir, KUBECONFIG_NAME);
   return fs.promises.readFile(file, 'utf8').then(
-    (text) => new HttpsKubeClient(parseKubeconfig(text, file, (p) => fs.readFileSync(p, 'utf8'))),
+    (text) => {
+      const ep = parseKubeconfig(text, file, (p) => fs.readFileSync(p, 'utf8'));
+      redact(ep.token);
+      return new HttpsKubeClient(ep);
+    },
     (e: NodeJS.ErrnoException) => {
       throw new Error(`kubeconfig ${file}: ${e.code === 'ENOENT' ? 'does not exist (is the istio-cni node agent running?)' : e.message}`);
     },
   );
 }
 
-export function realDeps(env: Env = process.env): PluginDeps {
-  const log = stderrLogger();
+export function realDeps(env: Env = process.env, log: PluginLogger = new PluginLogger()): PluginDeps {
   return {
-    kube: realKube,
+    kube: (dir) => realKube(dir, (t) => log.redact(t)),
     netns: realNetns(),
     rules: realRules(SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }))),
     log,

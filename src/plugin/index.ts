@@ -1,4 +1,4 @@
 export { handleCni, istioPlugin, planSidecar, SidecarPlan } from './istio';
 export { PluginConfig, parsePluginConfig, DEFAULT_AGENT_RUN_DIR } from './config';
 export { earlyDecision, isOwnAgentPod, sidecarSkipReason, SkipReason, SKIP_EXPLANATION } from './decide';
-export { PluginDeps, Logger, PodNetns, RuleApplier, AmbientBranch, realDeps, stderrLogger } from './deps';
+export { PluginDeps, Logger, PodNetns, RuleApplier, AmbientBranch, realDeps, realKube } from './deps';

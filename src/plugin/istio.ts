@@ -65,7 +65,7 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
 
   const setup = (req: CniRequest, conf: NetConf) => {
     const pc = parsePluginConfig(conf.raw);
-    log.setLevel?.(pc.logLevel);
+    log.configure?.({ level: pc.logLevel, agentRunDir: pc.agentRunDir });
     const args = parseCniArgs(req.args);
     const fields: Fields = {
       pod: args.podNamespace || args.podName ? `${args.podNamespace}/${args.podName}` : undefined,

@@ -1,5 +1,6 @@
 // CNI mode of the executable: the runtime's environment and stdin in, handleCni, then exactly
-// the result or error JSON on stdout. Logs go to stderr (deps.log), never to stdout.
+// the result or error JSON on stdout. Logs go to stderr, istio-cni.log and the agent's log.sock
+// (deps.log, src/log/), never to stdout.
 import { Env } from '../cni/env';
 import { handleCni } from './istio';
 import { PluginDeps, realDeps } from './deps';
@@ -39,6 +40,9 @@ export async function runCniProcess(
   if (out.stdout !== '') {
     await new Promise<void>((resolve) => stdout.write(out.stdout, () => resolve()));
   }
+  // After the result, as upstream's deferred log.Sync: the log POST to the agent (one second at
+  // most) must not hold back a result, and its failure changes nothing.
+  await deps.log.flush?.();
   if (stdin === process.stdin) process.stdin.destroy();
   return out.exitCode;
 }
