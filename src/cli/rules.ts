@@ -6,12 +6,13 @@ import { FIELDS } from '../capture/fields';
 import { render } from '../nft/transaction';
 import { InputError } from '../values/errors';
 import { captureConfigFromArgv, withCaptureOptions } from './capture-options';
+import { runPodDryRun, withPodOptions } from './pod-dryrun';
 
 export const rulesCommand = {
   command: 'rules',
-  describe: 'Print the nftables transaction for a capture config (istio-init rules), or ambient in-pod/host rules',
+  describe: 'Print the nftables transaction for a capture config (istio-init rules), for a pod as the CNI plugin sees it, or ambient in-pod/host rules',
   builder: (y: Argv) =>
-    withCaptureOptions(y)
+    withPodOptions(withCaptureOptions(y))
       .option('ambient', {
         type: 'string',
         describe:
@@ -20,6 +21,7 @@ export const rulesCommand = {
           'hostProbeSNATAddress, ...) plus virtualInterfaces, ingressMode, dnsProxy (pod) or kubeletUID, probeIPSetName (host)',
       }),
   handler: (argv: Record<string, unknown>) => {
+    if (runPodDryRun(argv, (t) => process.stdout.write(t), (t) => process.stderr.write(t))) return;
     if (argv.ambient === undefined) {
       process.stdout.write(render(buildCapture(captureConfigFromArgv(argv))));
       return;

@@ -43,19 +43,24 @@ export function planSidecar(
 ): SidecarPlan {
   const skip = sidecarSkipReason(pi);
   if (skip) return { capture: false, reason: SKIP_EXPLANATION[skip] };
+  // The InputError stays reachable as `cause`, for the dry run's exit-2 message.
+  const asCni = (e: unknown, code: number, msg: (e: InputError) => string): unknown => {
+    if (!(e instanceof InputError)) return e;
+    const err = new CniError(code, msg(e), e.message);
+    err.cause = e;
+    return err;
+  };
   let redirect: Redirect;
   try {
     redirect = parseRedirect(pi, warn);
   } catch (e) {
-    if (e instanceof InputError) throw new CniError(ErrorCode.InvalidPodSettings, `pod ${pi.namespace}/${pi.name}: ${e.message}`, e.message);
-    throw e;
+    throw asCni(e, ErrorCode.InvalidPodSettings, (ie) => `pod ${pi.namespace}/${pi.name}: ${ie.message}`);
   }
   let config: CaptureConfig;
   try {
     config = captureConfigFor(redirect, ctx);
   } catch (e) {
-    if (e instanceof InputError) throw new CniError(ErrorCode.InvalidEnvironment, e.message, e.message);
-    throw e;
+    throw asCni(e, ErrorCode.InvalidEnvironment, (ie) => ie.message);
   }
   return { capture: true, redirect, config };
 }

@@ -16,7 +16,7 @@ export interface CaptureContext {
 }
 
 /** Upstream reads these from the plugin's own environment inside FillConfigFromEnvironment. */
-const FROM_PROCESS_ENV: readonly [key: string, variable: string][] = [
+export const FROM_PROCESS_ENV: readonly [key: string, variable: string][] = [
   ['ownerGroupsInclude', 'ISTIO_OUTBOUND_OWNER_GROUPS'],
   ['ownerGroupsExclude', 'ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE'],
   ['hostIPv4LoopbackCidr', 'ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR'],
