@@ -2,7 +2,9 @@
 # Installs the Debian packages istio-cni-ts needs to build and test, when missing.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(libnftables-dev nftables iproute2 util-linux python3 make g++ pkg-config ca-certificates)
+pkgs=(libnftables-dev nftables iproute2 util-linux python3 make g++ pkg-config ca-certificates
+  # test/e2e: a private containerd (CRI plugin) runs the CNI chain; gcc + libc6-dev build its static pause binary
+  containerd runc containernetworking-plugins gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
