@@ -1,11 +1,15 @@
 // Ambient rule inputs, probe-set operations and their nft text, without root.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { buildHostRules, buildHostSetup, buildInpodRules, deleteHostRules, deleteInpodRules } from '../../src/ambient/build';
 import {
   NO_POD_OVERRIDES, parseAmbientConfig, parseAmbientRulesObject, parseHostRuleParams, parsePodOverrides,
   podOverridesFromAnnotations,
 } from '../../src/ambient/config';
+import { findKubeletUid } from '../../src/ambient/kubelet-uid';
 import {
   addProbeAddress, createProbeSets, deleteProbeAddress, destroyProbeSets, flushProbeSets,
 } from '../../src/ambient/probe-sets';
@@ -185,4 +189,53 @@ test('delete transactions: in-pod tables removed whole, host table only flushed'
     ['nat', 'mangle', 'raw'].map((t) => `add table inet istio-ambient-${t}\ndelete table inet istio-ambient-${t}\n`).join(''),
   );
   assert.equal(render(deleteHostRules()), 'add table inet istio-ambient-nat\nflush table inet istio-ambient-nat\n');
+});
+
+// ---- kubelet UID from a fake /proc ----------------------------------------------------------
+
+function fakeProc(procs: Array<{ pid: number; comm: string; cmdline: string[]; uid: number; noStatus?: boolean }>): string {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-proc-'));
+  fs.mkdirSync(path.join(root, 'self'));
+  fs.writeFileSync(path.join(root, 'uptime'), '1 1\n');
+  for (const p of procs) {
+    const d = path.join(root, String(p.pid));
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, 'comm'), `${p.comm}\n`);
+    fs.writeFileSync(path.join(d, 'cmdline'), p.cmdline.length ? `${p.cmdline.join('\0')}\0` : '');
+    if (!p.noStatus) fs.writeFileSync(path.join(d, 'status'), `Name:\t${p.comm}\nUid:\t${p.uid}\t${p.uid + 1}\t${p.uid}\t${p.uid}\n`);
+  }
+  return root;
+}
+
+test('kubelet UID: kubelet, kubelite and k3s, first by PID, real UID, none is an error', () => {
+  const cases: Array<[string, Parameters<typeof fakeProc>[0], number | undefined]> = [
+    ['kubelet', [{ pid: 100, comm: 'kubelet', cmdline: ['/usr/bin/kubelet', '--config=/var/lib/kubelet/config.yaml'], uid: 1001 }], 1001],
+    ['kubelite', [{ pid: 100, comm: 'kubelite', cmdline: ['/snap/microk8s/current/bin/kubelite', '--kubelet'], uid: 1002 }], 1002],
+    ['k3s', [{ pid: 100, comm: 'k3s', cmdline: ['k3s', 'server'], uid: 1003 }], 1003],
+    ['no match', [{ pid: 100, comm: 'bash', cmdline: ['/bin/bash'], uid: 1000 }], undefined],
+    ['kubelet name without kubelet args', [{ pid: 100, comm: 'kubelet', cmdline: ['/opt/bin/agent'], uid: 7 }], undefined],
+    ['several processes', [
+      { pid: 50, comm: 'sshd', cmdline: ['/usr/sbin/sshd', '-D'], uid: 0 },
+      { pid: 75, comm: 'bash', cmdline: ['/bin/bash'], uid: 1000 },
+      { pid: 100, comm: 'kubelet', cmdline: ['/usr/bin/kubelet'], uid: 1004 },
+    ], 1004],
+    ['lowest PID wins, numerically', [
+      { pid: 900, comm: 'kubelet', cmdline: ['kubelet'], uid: 9 },
+      { pid: 1000, comm: 'kubelet', cmdline: ['kubelet'], uid: 10 },
+    ], 9],
+    ['a process that vanished is skipped', [
+      { pid: 10, comm: 'kubelet', cmdline: ['kubelet'], uid: 1, noStatus: true },
+      { pid: 20, comm: 'kubelet', cmdline: ['kubelet'], uid: 2 },
+    ], 2],
+  ];
+  for (const [name, procs, want] of cases) {
+    const root = fakeProc(procs);
+    try {
+      if (want === undefined) assert.throws(() => findKubeletUid(root), /no kubelet process/, name);
+      else assert.equal(findKubeletUid(root), want, name);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  }
+  assert.throws(() => findKubeletUid('/nonexistent/proc'), /\/nonexistent\/proc/);
 });

@@ -1,0 +1,88 @@
+// Per-pod cost of the ambient in-pod setup, by step: building the transaction (pure), applying it
+// with the addon, the same script through `nsenter --net nft -f -` (the exec baseline), and the
+// ip rule + local route over netlink. Fresh namespaces, the two apply paths interleaved.
+// Needs root, iproute2, nftables and util-linux (nsenter).
+// usage: node dist/bench/ambient-rules.js [pods, default 50]
+import { execFileSync, spawn } from 'node:child_process';
+import { buildInpodRules } from '../src/ambient/build';
+import { parseAmbientConfig, parsePodOverrides } from '../src/ambient/config';
+import { POD_TABLES } from '../src/ambient/tables';
+import { ambientRouting, configureAmbientRoutesIn } from '../src/netns/ambient-routes';
+import { applyNft, replaceScript } from '../src/netns/nft';
+
+const N = Number(process.argv[2] ?? 50);
+const cfg = parseAmbientConfig({ enableIPv6: true, redirectDNS: true });
+const pod = parsePodOverrides({});
+const replace = POD_TABLES.map((t) => ({ family: t.family, table: t.name }));
+
+let seq = 0;
+function freshNetns(): { path: string; remove: () => void } {
+  const name = `icts-abench-${process.pid}-${seq++}`;
+  execFileSync('ip', ['netns', 'add', name]);
+  execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  return { path: `/run/netns/${name}`, remove: () => execFileSync('ip', ['netns', 'del', name]) };
+}
+
+function viaExec(nsPath: string, script: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('nsenter', [`--net=${nsPath}`, 'nft', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`nft exited ${code}: ${err}`))));
+    child.stdin.end(script);
+  });
+}
+
+const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const p90 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length * 0.9)];
+
+async function main(): Promise<void> {
+  const build: number[] = [];
+  const addon: number[] = [];
+  const exec: number[] = [];
+  const routes: number[] = [];
+  let ops = 0;
+  for (let i = 0; i < N + 3; i++) {
+    let t0 = process.hrtime.bigint();
+    const tx = buildInpodRules(cfg, pod);
+    const tBuild = ms(t0);
+    ops = tx.length;
+    const script = replaceScript(tx, replace);
+    const a = freshNetns();
+    const b = freshNetns();
+    try {
+      t0 = process.hrtime.bigint();
+      await applyNft(a.path, script);
+      const tAddon = ms(t0);
+      t0 = process.hrtime.bigint();
+      await viaExec(b.path, script);
+      const tExec = ms(t0);
+      t0 = process.hrtime.bigint();
+      await configureAmbientRoutesIn(a.path, ambientRouting(true));
+      const tRoutes = ms(t0);
+      if (i >= 3) {
+        build.push(tBuild);
+        addon.push(tAddon);
+        exec.push(tExec);
+        routes.push(tRoutes);
+      }
+    } finally {
+      a.remove();
+      b.remove();
+    }
+  }
+  const row = (name: string, xs: number[]) => `${name.padEnd(34)} median ${median(xs).toFixed(3)} ms   p90 ${p90(xs).toFixed(3)} ms`;
+  console.log(`ambient in-pod setup, IPv4+IPv6 with DNS (${ops} operations), ${N} pods`);
+  console.log(row('build transaction', build));
+  console.log(row('apply: addon (libnftables)', addon));
+  console.log(row('apply: exec nsenter nft -f -', exec));
+  console.log(row('ip rules + local routes (netlink)', routes));
+  console.log(`addon vs exec (median): ${(median(exec) / median(addon)).toFixed(1)}x`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
