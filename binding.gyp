@@ -15,6 +15,13 @@
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra"],
       "libraries": ["-lnftables", "-lpthread"]
+    },
+    {
+      "target_name": "istio-cni-shim",
+      "type": "executable",
+      "sources": ["native/cni-shim.c"],
+      "cflags": ["-std=c11", "-O2", "-Wall", "-Wextra"],
+      "ldflags": ["-static", "-s"]
     }
   ]
 }

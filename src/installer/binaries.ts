@@ -1,6 +1,8 @@
 // Copying the plugin payload into the host's CNI bin dir(s) (Istio's copyBinaries).
 //
-// Every regular file of the payload directory is copied atomically. The plugin executable itself
+// Every regular file of the payload directory is copied atomically, and so are the files of its
+// sub-directory istio-cni-ts/ (the self-contained plugin behind the shim, docs/payload.md), into
+// a sub-directory of the same name. Other directories are skipped, as upstream does. The plugin executable itself
 // (`istio-cni` in the payload) is installed under the name the conflist's `type` uses, so a
 // different type name keeps config and binary in step.
 import * as fs from 'node:fs';
@@ -9,6 +11,9 @@ import * as path from 'node:path';
 import { DEFAULT_PLUGIN_TYPE } from './config';
 import { atomicCopy, sameFile } from './fsutil';
 import { Logger, nullLogger } from './log';
+
+/** The payload's sub-directory holding the self-contained plugin (install/package.js). */
+export const PLUGIN_PAYLOAD_DIR = 'istio-cni-ts';
 
 /** The file name a payload file is installed under. */
 export function installedName(payloadFile: string, pluginType: string): string {
@@ -36,8 +41,58 @@ async function removeStaleTemps(dir: string, name: string, log: Logger): Promise
 }
 
 /**
+ * Copies the regular files of the payload's sub-directory `name` (the self-contained plugin's
+ * executable, addon and libraries, docs/payload.md) into `<dir>/<name>/`, each atomically.
+ */
+async function copyPayloadDir(srcDir: string, name: string, targetDirs: readonly string[], log: Logger): Promise<void> {
+  const src = path.join(srcDir, name);
+  const files = (await fsp.readdir(src, { withFileTypes: true })).map((e) => e.name).sort();
+  for (const dir of targetDirs) {
+    const target = path.join(dir, name);
+    await fsp.mkdir(target, { recursive: true, mode: 0o755 });
+    let copied = 0;
+    for (const f of files) {
+      const from = path.join(src, f);
+      let st: fs.Stats;
+      try {
+        st = await fsp.stat(from);
+      } catch {
+        continue;
+      }
+      if (!st.isFile()) continue;
+      await removeStaleTemps(target, f, log);
+      if (await sameFile(from, path.join(target, f))) continue;
+      try {
+        await atomicCopy(from, target, f);
+      } catch (err) {
+        log.error('failed to copy binary', { from, to: path.join(target, f), error: String(err) });
+        throw err;
+      }
+      copied++;
+    }
+    if (copied > 0) log.info('copied plugin payload', { dir: target, files: copied });
+  }
+}
+
+/**
+ * Removes the plugin payload directory (see copyPayloadDir) from the target dirs: the plugin
+ * binary goes on cleanup, and what it runs goes with it.
+ */
+export async function removePayloadDirs(srcDir: string, targetDirs: readonly string[], log: Logger = nullLogger): Promise<void> {
+  if (!fs.existsSync(path.join(srcDir, PLUGIN_PAYLOAD_DIR))) return;
+  for (const dir of targetDirs) {
+    const target = path.join(dir, PLUGIN_PAYLOAD_DIR);
+    if (!fs.existsSync(target)) continue;
+    log.info(`removing plugin payload: ${target}`);
+    await fsp.rm(target, { recursive: true, force: true });
+  }
+}
+
+/**
  * Copies the payload to every target dir and returns the installed names. A target that already
- * holds the same bytes and mode is left alone (Istio rewrites it on every pass).
+ * holds the same bytes and mode is left alone (Istio rewrites it on every pass). The plugin
+ * payload directory (the self-contained plugin behind the shim) is copied first, so the binary
+ * the runtime executes never points at a missing one.
  */
 export async function copyBinaries(
   srcDir: string,
@@ -47,6 +102,10 @@ export async function copyBinaries(
 ): Promise<Set<string>> {
   const installed = new Set<string>();
   const entries = await fsp.readdir(srcDir, { withFileTypes: true });
+  if (entries.some((e) => e.name === PLUGIN_PAYLOAD_DIR && (e.isDirectory() || e.isSymbolicLink()))) {
+    await copyPayloadDir(srcDir, PLUGIN_PAYLOAD_DIR, targetDirs, log);
+    installed.add(PLUGIN_PAYLOAD_DIR);
+  }
   for (const e of entries) {
     const src = path.join(srcDir, e.name);
     // Follow symlinks (an image may link the payload in); skip directories and special files.

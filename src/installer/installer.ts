@@ -4,7 +4,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { copyBinaries } from './binaries';
+import { copyBinaries, removePayloadDirs } from './binaries';
 import { checkValidCNIConfig, createCNIConfigFile, removeFromConfig } from './cniconfig';
 import { InstallConfig, cniConfFileMode } from './config';
 import { atomicWrite, exists } from './fsutil';
@@ -321,6 +321,7 @@ export class Installer {
         await fsp.rm(bin);
       }
     }
+    await removePayloadDirs(this.cfg.cniBinSourceDir, this.cfg.cniBinTargetDirs, this.log);
   }
 }
 

@@ -14,8 +14,19 @@ export interface NativeAddon {
 
 const ADDON_FILE = path.join('build', 'Release', 'nftables_napi.node');
 
-/** Where the addon is looked for: $ISTIO_CNI_TS_ADDON, else build/Release under the package root. */
+let fixedPath: string | undefined;
+
+/**
+ * Load the addon from this file instead (the self-contained plugin: the copy beside its
+ * executable, src/plugin/standalone.ts). Call before the first use.
+ */
+export function useAddonAt(file: string): void {
+  fixedPath = file;
+}
+
+/** Where the addon is looked for: useAddonAt(), $ISTIO_CNI_TS_ADDON, else build/Release under the package root. */
 export function addonPath(): string {
+  if (fixedPath) return fixedPath;
   const override = process.env.ISTIO_CNI_TS_ADDON;
   if (override) return override;
   for (let d = __dirname; ; d = path.dirname(d)) {
@@ -38,7 +49,11 @@ export function addon(): NativeAddon {
     );
   }
   try {
-    loaded = require(file) as NativeAddon;
+    // process.dlopen is what require() does for a .node file; it also works where require()
+    // only knows built-in modules (a single executable application).
+    const m = { exports: {} as NativeAddon };
+    process.dlopen(m, file);
+    loaded = m.exports;
   } catch (e) {
     throw new Error(`cannot load the native addon ${file}: ${(e as Error).message} (rebuild it with \`npm run install\`)`);
   }

@@ -1,0 +1,490 @@
+// istio-cni-shim: the CNI binary of the fast path (docs/payload.md).
+//
+// The runtime executes this file as the `istio-cni` plugin. It forwards the request (the whole
+// environment and stdin) to the node agent over the unix socket <cni_agent_run_dir>/cni-shim.sock,
+// where the same handleCni function the standalone plugin runs answers, and prints the reply.
+// Whenever the agent cannot be trusted or does not answer properly it executes the standalone
+// plugin (istio-cni-ts/istio-cni-plugin beside this file) with the same environment and stdin
+// instead, so a pod never waits on an absent, restarting or hung agent:
+//
+//   - the socket (or its directory) is not root's, the socket is not mode 0600, the directory is
+//     writable by others, or the peer is not root (SO_PEERCRED): not trusted, fallback;
+//   - no socket, a stale socket (ECONNREFUSED), any I/O error: fallback;
+//   - no acknowledgement within ACK_TIMEOUT (a hung agent), no reply within REPLY_TIMEOUT: fallback;
+//   - a reply that is not a CNI result (bad frame, empty stdout where a result is due, output
+//     that is not a JSON object): fallback.
+//
+// Wire format (all integers big-endian u32):
+//   request  "ICTSCNI1" | env length | env ("KEY=VALUE\0"...) | stdin length | stdin
+//   ack      "ICTSACK1"                      (sent by the agent once the request is read)
+//   reply    "ICTSRES1" | exit code | stdout length | stdout
+//
+// Only libc; built by binding.gyp (target istio-cni-shim) as a static executable.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define DEFAULT_RUN_DIR "/var/run/istio-cni"
+#define SOCKET_NAME "cni-shim.sock"
+#define PLUGIN_REL "istio-cni-ts/istio-cni-plugin"
+#define MAX_STDIN (8u << 20)
+#define MAX_ENV (1u << 20)
+#define MAX_REPLY (8u << 20)
+#define VERSION_STDIN_IDLE_MS 1000
+
+static int debug_enabled;
+
+static void debugf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void debugf(const char *fmt, ...) {
+  if (!debug_enabled) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("istio-cni-shim: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+static long env_ms(const char *name, long dflt) {
+  const char *v = getenv(name);
+  if (v == NULL || *v == '\0') return dflt;
+  char *end;
+  long n = strtol(v, &end, 10);
+  return (*end == '\0' && n > 0 && n <= 3600000) ? n : dflt;
+}
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A growable byte buffer.
+
+struct buf {
+  char *p;
+  size_t len, cap;
+};
+
+static int buf_add(struct buf *b, const void *data, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) return -1;
+    b->p = p;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, data, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+  return 0;
+}
+
+static int buf_u32(struct buf *b, uint32_t v) {
+  unsigned char x[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
+  return buf_add(b, x, 4);
+}
+
+static uint32_t get_u32(const unsigned char *x) {
+  return ((uint32_t)x[0] << 24) | ((uint32_t)x[1] << 16) | ((uint32_t)x[2] << 8) | x[3];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stdin: read whole (VERSION may come without stdin: stop after an idle second, as the plugin does).
+
+static int read_stdin(struct buf *in, int idle_ms) {
+  if (isatty(0)) return 0;
+  char chunk[65536];
+  for (;;) {
+    if (idle_ms > 0) {
+      struct pollfd p = {.fd = 0, .events = POLLIN};
+      int r = poll(&p, 1, idle_ms);
+      if (r < 0 && errno == EINTR) continue;
+      if (r == 0) return 0;
+    }
+    ssize_t n = read(0, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno == EBADF ? 0 : -1;
+    if (n == 0) return 0;
+    if (in->len + (size_t)n > MAX_STDIN) return -1;
+    if (buf_add(in, chunk, (size_t)n) != 0) return -1;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A string value of a top-level key of the JSON object on stdin, or NULL. Enough JSON to skip
+// nested values and strings correctly; anything it does not understand gives NULL (the caller
+// then uses the default). Escapes other than \" \\ \/ give NULL too: the paths we look for have
+// none in practice, and a wrong guess would only cost the fast path.
+
+static const char *skip_ws(const char *s, const char *e) {
+  while (s < e && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) s++;
+  return s;
+}
+
+static const char *skip_string(const char *s, const char *e) {  // s at the opening quote
+  for (s++; s < e; s++) {
+    if (*s == '\\') {
+      s++;
+      continue;
+    }
+    if (*s == '"') return s + 1;
+  }
+  return NULL;
+}
+
+static const char *skip_value(const char *s, const char *e) {
+  s = skip_ws(s, e);
+  if (s >= e) return NULL;
+  if (*s == '"') return skip_string(s, e);
+  if (*s == '{' || *s == '[') {
+    int depth = 0;
+    while (s < e) {
+      if (*s == '"') {
+        s = skip_string(s, e);
+        if (s == NULL) return NULL;
+        continue;
+      }
+      if (*s == '{' || *s == '[') depth++;
+      if (*s == '}' || *s == ']') {
+        if (--depth == 0) return s + 1;
+      }
+      s++;
+    }
+    return NULL;
+  }
+  while (s < e && *s != ',' && *s != '}' && *s != ']' && *s != ' ' && *s != '\n' && *s != '\r' && *s != '\t') s++;
+  return s;
+}
+
+static char *json_top_string(const char *json, size_t len, const char *key) {
+  const char *s = skip_ws(json, json + len), *e = json + len;
+  if (s >= e || *s != '{') return NULL;
+  s++;
+  size_t klen = strlen(key);
+  for (;;) {
+    s = skip_ws(s, e);
+    if (s >= e || *s != '"') return NULL;
+    const char *kstart = s + 1;
+    const char *kend = skip_string(s, e);
+    if (kend == NULL) return NULL;
+    int match = (size_t)(kend - 1 - kstart) == klen && memcmp(kstart, key, klen) == 0;
+    s = skip_ws(kend, e);
+    if (s >= e || *s != ':') return NULL;
+    s = skip_ws(s + 1, e);
+    if (match) {
+      if (s >= e || *s != '"') return NULL;
+      const char *vend = skip_string(s, e);
+      if (vend == NULL) return NULL;
+      char *out = malloc((size_t)(vend - s));
+      if (out == NULL) return NULL;
+      size_t o = 0;
+      for (const char *p = s + 1; p < vend - 1; p++) {
+        if (*p == '\\') {
+          p++;
+          if (*p != '"' && *p != '\\' && *p != '/') {
+            free(out);
+            return NULL;
+          }
+        }
+        if (*p == '\0') {
+          free(out);
+          return NULL;
+        }
+        out[o++] = *p;
+      }
+      out[o] = '\0';
+      return out;
+    }
+    s = skip_value(s, e);
+    if (s == NULL) return NULL;
+    s = skip_ws(s, e);
+    if (s < e && *s == ',') {
+      s++;
+      continue;
+    }
+    return NULL;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent's socket: trusted only when root owns it and its directory, the socket is 0600, the
+// directory is not writable by group or others, and the process listening on it is root.
+
+static int trusted_path(const char *dir, const char *sock) {
+  struct stat st;
+  if (lstat(dir, &st) != 0) {
+    debugf("%s: %s", dir, strerror(errno));
+    return 0;
+  }
+  if (!S_ISDIR(st.st_mode) || st.st_uid != 0 || (st.st_mode & 022) != 0) {
+    debugf("%s: not a root-owned directory closed to others (uid %u, mode %o)", dir, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+    return 0;
+  }
+  if (lstat(sock, &st) != 0) {
+    debugf("%s: %s", sock, strerror(errno));
+    return 0;
+  }
+  if (!S_ISSOCK(st.st_mode) || st.st_uid != 0 || (st.st_mode & 07777) != 0600) {
+    debugf("%s: not a root-owned socket of mode 0600 (uid %u, mode %o)", sock, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+    return 0;
+  }
+  return 1;
+}
+
+static int wait_fd(int fd, short events, int64_t deadline) {
+  for (;;) {
+    int64_t left = deadline - now_ms();
+    if (left <= 0) return -1;
+    struct pollfd p = {.fd = fd, .events = events};
+    int r = poll(&p, 1, (int)(left > INT_MAX ? INT_MAX : left));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    return 0;
+  }
+}
+
+static int send_all(int fd, const char *p, size_t n, int64_t deadline) {
+  while (n > 0) {
+    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (wait_fd(fd, POLLOUT, deadline) != 0) return -1;
+      continue;
+    }
+    if (w <= 0) return -1;
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+static int recv_all(int fd, void *dst, size_t n, int64_t deadline) {
+  char *p = dst;
+  while (n > 0) {
+    ssize_t r = recv(fd, p, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (wait_fd(fd, POLLIN, deadline) != 0) return -1;
+      continue;
+    }
+    if (r <= 0) return -1;
+    p += r;
+    n -= (size_t)r;
+  }
+  return 0;
+}
+
+// Empty output is a CNI answer only for a successful DEL, CHECK, STATUS or GC.
+static int reply_is_cni(const char *cmd, uint32_t code, const char *out, size_t len) {
+  if (len == 0) {
+    return code == 0 && cmd != NULL &&
+           (strcmp(cmd, "DEL") == 0 || strcmp(cmd, "CHECK") == 0 || strcmp(cmd, "STATUS") == 0 || strcmp(cmd, "GC") == 0);
+  }
+  if (code > 255 || len < 3 || out[0] != '{' || out[len - 1] != '\n' || out[len - 2] != '}') return 0;
+  if (memchr(out, '\0', len) != NULL) return 0;
+  if (code != 0 && strstr(out, "\"code\":") == NULL) return 0;
+  return 1;
+}
+
+// Asks the agent. Returns 0 with *code/*out set on a proper answer, -1 to fall back.
+static int ask_agent(const char *sock, const struct buf *req, const char *cmd, uint32_t *code, struct buf *out) {
+  if (strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) return -1;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return -1;
+  int ok = -1;
+  long ack_ms = env_ms("ISTIO_CNI_SHIM_ACK_TIMEOUT_MS", 2000);
+  long reply_ms = env_ms("ISTIO_CNI_SHIM_REPLY_TIMEOUT_MS", 90000);
+  int64_t deadline = now_ms() + ack_ms;
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  strcpy(a.sun_path, sock);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    if (errno != EINPROGRESS && errno != EAGAIN) {
+      debugf("connect %s: %s", sock, strerror(errno));
+      goto done;
+    }
+    if (wait_fd(fd, POLLOUT, deadline) != 0) goto done;
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) goto done;
+  }
+  struct ucred cred;
+  socklen_t cl = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cred.uid != 0) {
+    debugf("%s: the listening process is not root", sock);
+    goto done;
+  }
+  if (send_all(fd, req->p, req->len, deadline) != 0) {
+    debugf("sending the request failed or timed out");
+    goto done;
+  }
+  char hdr[16];
+  if (recv_all(fd, hdr, 8, deadline) != 0 || memcmp(hdr, "ICTSACK1", 8) != 0) {
+    debugf("no acknowledgement within %ld ms", ack_ms);
+    goto done;
+  }
+  deadline = now_ms() + reply_ms;
+  unsigned char head[16];
+  if (recv_all(fd, head, 16, deadline) != 0 || memcmp(head, "ICTSRES1", 8) != 0) {
+    debugf("no reply within %ld ms", reply_ms);
+    goto done;
+  }
+  *code = get_u32(head + 8);
+  uint32_t len = get_u32(head + 12);
+  if (len > MAX_REPLY) goto done;
+  out->len = 0;
+  if (len > 0) {
+    char *p = malloc(len + 1);
+    if (p == NULL) goto done;
+    if (recv_all(fd, p, len, deadline) != 0) {
+      free(p);
+      goto done;
+    }
+    int added = buf_add(out, p, len);
+    free(p);
+    if (added != 0) goto done;
+  }
+  if (!reply_is_cni(cmd, *code, out->p, out->len)) {
+    debugf("the agent's reply is not a CNI result");
+    goto done;
+  }
+  ok = 0;
+done:
+  close(fd);
+  return ok;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fallback: exec the standalone plugin with our environment and the stdin we already read.
+
+static void print_error(const char *version, const char *msg, const char *details) {
+  // Our own text only (paths and strerror), escaped for JSON all the same.
+  struct buf b = {0};
+  const char *parts[] = {msg, details};
+  buf_add(&b, "{\"cniVersion\":\"", 15);
+  buf_add(&b, version, strlen(version));
+  buf_add(&b, "\",\"code\":100,\"msg\":\"", 20);
+  for (int i = 0; i < 2; i++) {
+    for (const char *p = parts[i]; *p; p++) {
+      char esc[8];
+      if (*p == '"' || *p == '\\') {
+        esc[0] = '\\';
+        esc[1] = *p;
+        buf_add(&b, esc, 2);
+      } else if ((unsigned char)*p < 0x20) {
+        snprintf(esc, sizeof esc, "\\u%04x", (unsigned char)*p);
+        buf_add(&b, esc, 6);
+      } else {
+        buf_add(&b, p, 1);
+      }
+    }
+    if (i == 0) buf_add(&b, "\",\"details\":\"", 13);
+  }
+  buf_add(&b, "\"}\n", 3);
+  if (b.p) (void)!write(1, b.p, b.len);
+}
+
+static const char *supported_version(const struct buf *in) {
+  static const char *known[] = {"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"};
+  char *v = json_top_string(in->p ? in->p : "", in->len, "cniVersion");
+  const char *r = "1.1.0";
+  for (size_t i = 0; v && i < sizeof known / sizeof *known; i++) {
+    if (strcmp(v, known[i]) == 0) r = known[i];
+  }
+  free(v);
+  return r;
+}
+
+static int exec_standalone(const struct buf *in, int stdin_consumed) {
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    print_error(supported_version(in), "istio-cni-shim cannot find the standalone plugin", "readlink /proc/self/exe failed");
+    return 1;
+  }
+  self[n] = '\0';
+  char *slash = strrchr(self, '/');
+  if (slash) slash[1] = '\0';
+  char plugin[PATH_MAX + 64];
+  const char *override = getenv("ISTIO_CNI_SHIM_PLUGIN");
+  snprintf(plugin, sizeof plugin, "%s", override && *override ? override : "");
+  if (plugin[0] == '\0') snprintf(plugin, sizeof plugin, "%s%s", self, PLUGIN_REL);
+  if (stdin_consumed) {
+    int mfd = memfd_create("cni-stdin", MFD_CLOEXEC);
+    if (mfd < 0 || (in->len > 0 && write(mfd, in->p, in->len) != (ssize_t)in->len) || lseek(mfd, 0, SEEK_SET) != 0 ||
+        dup2(mfd, 0) < 0) {
+      print_error(supported_version(in), "istio-cni-shim cannot hand stdin to the standalone plugin", strerror(errno));
+      return 1;
+    }
+    close(mfd);
+  }
+  char *argv[] = {plugin, NULL};
+  fflush(stderr);
+  execve(plugin, argv, environ);
+  char details[PATH_MAX + 128];
+  snprintf(details, sizeof details, "exec %s: %s", plugin, strerror(errno));
+  print_error(supported_version(in), "the istio-cni node agent is not answering and the standalone plugin cannot run", details);
+  return 1;
+}
+
+int main(void) {
+  debug_enabled = getenv("ISTIO_CNI_SHIM_DEBUG") != NULL;
+  const char *cmd = getenv("CNI_COMMAND");
+  struct buf in = {0};
+  int stdin_consumed = !isatty(0);
+  if (read_stdin(&in, cmd && strcmp(cmd, "VERSION") == 0 ? VERSION_STDIN_IDLE_MS : 0) != 0) {
+    debugf("cannot read stdin (or larger than %u bytes)", MAX_STDIN);
+    // What was read is gone from fd 0: the plugin gets exactly that, and decides.
+    return exec_standalone(&in, stdin_consumed);
+  }
+
+  if (getenv("ISTIO_CNI_SHIM_STANDALONE") == NULL) {
+    char *run_dir = json_top_string(in.p ? in.p : "", in.len, "cni_agent_run_dir");
+    const char *dir = run_dir && run_dir[0] == '/' ? run_dir : DEFAULT_RUN_DIR;
+    char sock[PATH_MAX];
+    int fits = snprintf(sock, sizeof sock, "%s/%s", dir, SOCKET_NAME) < (int)sizeof sock;
+    if (fits && trusted_path(dir, sock)) {
+      struct buf req = {0};
+      size_t env_len = 0;
+      for (char **e = environ; *e; e++) env_len += strlen(*e) + 1;
+      if (env_len <= MAX_ENV && buf_add(&req, "ICTSCNI1", 8) == 0 && buf_u32(&req, (uint32_t)env_len) == 0) {
+        int okb = 1;
+        for (char **e = environ; *e && okb; e++) okb = buf_add(&req, *e, strlen(*e) + 1) == 0;
+        if (okb && buf_u32(&req, (uint32_t)in.len) == 0 && (in.len == 0 || buf_add(&req, in.p, in.len) == 0)) {
+          uint32_t code = 0;
+          struct buf out = {0};
+          if (ask_agent(sock, &req, cmd, &code, &out) == 0) {
+            size_t done = 0;
+            while (done < out.len) {
+              ssize_t w = write(1, out.p + done, out.len - done);
+              if (w < 0 && errno == EINTR) continue;
+              if (w <= 0) return 1;
+              done += (size_t)w;
+            }
+            return (int)code;
+          }
+        }
+      }
+      free(req.p);
+    }
+    free(run_dir);
+  }
+  return exec_standalone(&in, stdin_consumed);
+}
