@@ -1,0 +1,394 @@
+// A local Kubernetes API stand-in for the agent's pod informer and the repair controller,
+// listening on 127.0.0.1 only, over TLS with a generated CA (or plain HTTP): pods with list
+// (field/label selectors, paging), watch (chunked stream of ADDED/MODIFIED/DELETED from a
+// resourceVersion, server timeouts, 410 for versions it no longer holds), the status
+// subresource merge patch, delete with preconditions, and event creation. It records every
+// request so tests can hold the client to the calls it is allowed to make.
+import * as http from 'node:http';
+import * as https from 'node:https';
+import { AddressInfo } from 'node:net';
+import { TestPki } from './tls';
+
+export interface Obj {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name: string;
+    namespace: string;
+    uid?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    [k: string]: unknown;
+  };
+  spec?: Record<string, unknown>;
+  status?: Record<string, unknown>;
+  [k: string]: unknown;
+}
+
+export interface Recorded {
+  method: string;
+  path: string;
+  query: Record<string, string>;
+  contentType?: string;
+  authorization?: string;
+  body?: unknown;
+}
+
+interface Watcher {
+  res: http.ServerResponse;
+  field: string;
+  label: string;
+  timer?: NodeJS.Timeout;
+}
+
+type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+
+const key = (o: Obj) => `${o.metadata.namespace}/${o.metadata.name}`;
+const clone = <T>(o: T): T => JSON.parse(JSON.stringify(o)) as T;
+
+/** Field selectors on the paths this stand-in knows (spec.nodeName, metadata.*), ANDed. */
+export function fieldMatches(sel: string, o: Obj): boolean {
+  if (!sel) return true;
+  return sel.split(',').every((term) => {
+    const m = /^([^!=]+)(!=|==|=)(.*)$/.exec(term.trim());
+    if (!m) throw new Error(`bad field selector term ${term}`);
+    const [, k, op, v] = m;
+    let actual: unknown;
+    if (k === 'spec.nodeName') actual = o.spec?.nodeName ?? '';
+    else if (k === 'metadata.name') actual = o.metadata.name;
+    else if (k === 'metadata.namespace') actual = o.metadata.namespace;
+    else if (k === 'status.phase') actual = o.status?.phase ?? '';
+    else throw new Error(`field selector ${k} not supported`);
+    return op === '!=' ? actual !== v : actual === v;
+  });
+}
+
+/** Equality-based label selectors (k=v, k==v, k!=v, k, !k), ANDed. */
+export function labelMatches(sel: string, o: Obj): boolean {
+  if (!sel) return true;
+  const labels = o.metadata.labels ?? {};
+  return sel.split(',').every((term) => {
+    const t = term.trim();
+    const m = /^([^!=]+)(!=|==|=)(.*)$/.exec(t);
+    if (!m) return t.startsWith('!') ? !(t.slice(1) in labels) : t in labels;
+    const [, k, op, v] = m;
+    return op === '!=' ? labels[k] !== v : labels[k] === v;
+  });
+}
+
+export class KubeApiStandIn {
+  readonly requests: Recorded[] = [];
+  readonly events: Obj[] = [];
+  private readonly pods = new Map<string, Obj>();
+  /** Every change, for watches that start from an older resourceVersion. */
+  private readonly history: { rv: number; type: EventType; obj: Obj }[] = [];
+  /** Watches from before this version get 410 Gone. */
+  private oldestRv = 1;
+  private rv = 1;
+  private readonly watchers = new Set<Watcher>();
+  private server!: http.Server;
+  port = 0;
+  /** Bearer token the API accepts; undefined = any. */
+  token?: string;
+  /** Items per list page when the client does not ask for fewer. */
+  pageSize = 500;
+  /** Answer the next requests matching with an error status. */
+  readonly failures: { method: string; path: RegExp; status: number; times: number }[] = [];
+  /** Ends a watch stream after this many ms even if the client asked for longer. */
+  maxWatchMs = 60_000;
+
+  constructor(private readonly tls?: TestPki) {}
+
+  get url(): string {
+    return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<this> {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse) => this.handle(req, res);
+    this.server = this.tls ? https.createServer({ cert: this.tls.cert, key: this.tls.key }, handler) : http.createServer(handler);
+    await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', () => r()));
+    this.port = (this.server.address() as AddressInfo).port;
+    return this;
+  }
+
+  async close(): Promise<void> {
+    for (const w of this.watchers) this.endWatch(w);
+    await new Promise<void>((r) => {
+      this.server.close(() => r());
+      this.server.closeAllConnections();
+    });
+  }
+
+  get resourceVersion(): number {
+    return this.rv;
+  }
+
+  pod(namespace: string, name: string): Obj | undefined {
+    const p = this.pods.get(`${namespace}/${name}`);
+    return p && clone(p);
+  }
+
+  podNames(): string[] {
+    return [...this.pods.keys()].sort();
+  }
+
+  /** Adds or replaces a pod, as a kubelet status update would: ADDED or MODIFIED to watchers. */
+  upsert(pod: Obj): Obj {
+    const p = clone(pod);
+    p.apiVersion ??= 'v1';
+    p.kind ??= 'Pod';
+    p.metadata.uid ??= `uid-${p.metadata.namespace}-${p.metadata.name}`;
+    const type: EventType = this.pods.has(key(p)) ? 'MODIFIED' : 'ADDED';
+    this.commit(type, p);
+    return clone(p);
+  }
+
+  remove(namespace: string, name: string): void {
+    const p = this.pods.get(`${namespace}/${name}`);
+    if (p) this.commit('DELETED', p);
+  }
+
+  /** Forget history: watches from an older version now get 410, as after etcd compaction. */
+  compact(): void {
+    this.oldestRv = this.rv;
+    this.history.length = 0;
+  }
+
+  /** Ends every open watch stream (as an API server restart or watch timeout does). */
+  dropWatches(): void {
+    for (const w of this.watchers) this.endWatch(w);
+  }
+
+  /** Sends an ERROR event with 410 on every open watch, then ends it. */
+  expireWatches(): void {
+    for (const w of [...this.watchers]) {
+      w.res.write(`${JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'too old resource version', reason: 'Expired', code: 410 } })}\n`);
+      this.endWatch(w);
+    }
+  }
+
+  get openWatches(): number {
+    return this.watchers.size;
+  }
+
+  private commit(type: EventType, obj: Obj): void {
+    this.rv++;
+    const p = clone(obj);
+    p.metadata.resourceVersion = String(this.rv);
+    if (type === 'DELETED') this.pods.delete(key(p));
+    else this.pods.set(key(p), p);
+    this.history.push({ rv: this.rv, type, obj: clone(p) });
+    for (const w of this.watchers) this.send(w, type, p);
+  }
+
+  private send(w: Watcher, type: EventType, p: Obj): void {
+    if (!fieldMatches(w.field, p) || !labelMatches(w.label, p)) return;
+    w.res.write(`${JSON.stringify({ type, object: p })}\n`);
+  }
+
+  private endWatch(w: Watcher): void {
+    clearTimeout(w.timer);
+    this.watchers.delete(w);
+    w.res.end();
+  }
+
+  private json(res: http.ServerResponse, status: number, body: unknown): void {
+    res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  }
+
+  private status(res: http.ServerResponse, code: number, reason: string, message: string): void {
+    this.json(res, code, { kind: 'Status', apiVersion: 'v1', status: 'Failure', message, reason, code });
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const url = new URL(req.url ?? '/', 'http://x');
+      const text = Buffer.concat(chunks).toString('utf8');
+      let body: unknown;
+      try {
+        body = text ? JSON.parse(text) : undefined;
+      } catch {
+        body = text;
+      }
+      const rec: Recorded = {
+        method: req.method ?? '',
+        path: url.pathname,
+        query: Object.fromEntries(url.searchParams),
+        contentType: req.headers['content-type'],
+        authorization: req.headers.authorization,
+        body,
+      };
+      this.requests.push(rec);
+      if (this.token !== undefined && rec.authorization !== `Bearer ${this.token}`) {
+        return this.status(res, 401, 'Unauthorized', 'Unauthorized');
+      }
+      const f = this.failures.find((x) => x.times > 0 && x.method === rec.method && x.path.test(rec.path));
+      if (f) {
+        f.times--;
+        return this.status(res, f.status, 'InternalError', `injected failure ${f.status}`);
+      }
+      try {
+        this.route(rec, res);
+      } catch (e) {
+        this.status(res, 400, 'BadRequest', (e as Error).message);
+      }
+    });
+  }
+
+  private route(r: Recorded, res: http.ServerResponse): void {
+    if (r.method === 'GET' && r.path === '/api/v1/pods') {
+      return r.query.watch === 'true' || r.query.watch === '1' ? this.watch(r, res) : this.list(r, res);
+    }
+    let m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)(\/status)?$/.exec(r.path);
+    if (m) {
+      const [ns, name, sub] = [decodeURIComponent(m[1]), decodeURIComponent(m[2]), m[3]];
+      const p = this.pods.get(`${ns}/${name}`);
+      if (!p) return this.status(res, 404, 'NotFound', `pods "${name}" not found`);
+      if (r.method === 'GET' && !sub) return this.json(res, 200, p);
+      if (r.method === 'PATCH' && sub) return this.patchStatus(r, res, p);
+      if (r.method === 'DELETE' && !sub) return this.delete(r, res, p);
+      return this.status(res, 405, 'MethodNotAllowed', `${r.method} ${r.path}`);
+    }
+    m = /^\/api\/v1\/namespaces\/([^/]+)\/events$/.exec(r.path);
+    if (m && r.method === 'POST') {
+      this.events.push(r.body as Obj);
+      return this.json(res, 201, r.body);
+    }
+    this.status(res, 404, 'NotFound', `no route for ${r.method} ${r.path}`);
+  }
+
+  private selected(r: Recorded): Obj[] {
+    return [...this.pods.values()]
+      .filter((p) => fieldMatches(r.query.fieldSelector ?? '', p) && labelMatches(r.query.labelSelector ?? '', p))
+      .sort((a, b) => key(a).localeCompare(key(b)));
+  }
+
+  private list(r: Recorded, res: http.ServerResponse): void {
+    const all = this.selected(r);
+    const limit = Math.min(Number(r.query.limit || this.pageSize), this.pageSize);
+    const start = r.query.continue ? Number(Buffer.from(r.query.continue, 'base64').toString()) : 0;
+    const items = all.slice(start, start + limit);
+    const next = start + limit < all.length ? Buffer.from(String(start + limit)).toString('base64') : undefined;
+    this.json(res, 200, {
+      kind: 'PodList',
+      apiVersion: 'v1',
+      metadata: { resourceVersion: String(this.rv), ...(next ? { continue: next } : {}) },
+      items,
+    });
+  }
+
+  private watch(r: Recorded, res: http.ServerResponse): void {
+    const from = Number(r.query.resourceVersion || this.rv);
+    if (from < this.oldestRv) return this.status(res, 410, 'Expired', `too old resource version: ${from} (${this.oldestRv})`);
+    res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
+    res.flushHeaders();
+    const w: Watcher = { res, field: r.query.fieldSelector ?? '', label: r.query.labelSelector ?? '' };
+    for (const h of this.history) if (h.rv > from) this.send(w, h.type, h.obj);
+    this.watchers.add(w);
+    const secs = Number(r.query.timeoutSeconds || 0);
+    const ms = Math.min(secs > 0 ? secs * 1000 : this.maxWatchMs, this.maxWatchMs);
+    w.timer = setTimeout(() => this.endWatch(w), ms);
+    res.on('close', () => {
+      clearTimeout(w.timer);
+      this.watchers.delete(w);
+    });
+  }
+
+  private patchStatus(r: Recorded, res: http.ServerResponse, p: Obj): void {
+    if (r.contentType !== 'application/merge-patch+json') {
+      return this.status(res, 415, 'UnsupportedMediaType', `content type ${r.contentType} not supported here`);
+    }
+    const patch = (r.body ?? {}) as { metadata?: { labels?: Record<string, string | null> } };
+    const next = clone(p);
+    for (const [k, v] of Object.entries(patch.metadata?.labels ?? {})) {
+      next.metadata.labels ??= {};
+      if (v === null) delete next.metadata.labels[k];
+      else next.metadata.labels[k] = v;
+    }
+    this.commit('MODIFIED', next);
+    this.json(res, 200, this.pods.get(key(next)));
+  }
+
+  private delete(r: Recorded, res: http.ServerResponse, p: Obj): void {
+    const pre = (r.body as { preconditions?: { uid?: string; resourceVersion?: string } } | undefined)?.preconditions ?? {};
+    if (pre.uid !== undefined && pre.uid !== p.metadata.uid) {
+      return this.status(res, 409, 'Conflict', `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${p.metadata.uid}`);
+    }
+    if (pre.resourceVersion !== undefined && pre.resourceVersion !== p.metadata.resourceVersion) {
+      return this.status(res, 409, 'Conflict', `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${p.metadata.resourceVersion}`);
+    }
+    this.commit('DELETED', p);
+    this.json(res, 200, p);
+  }
+}
+
+// ---- Pods as the repair controller sees them ----------------------------------------------
+
+export const NODE = 'node-a';
+
+interface PodArgs {
+  name: string;
+  namespace?: string;
+  node?: string;
+  labels?: Record<string, string>;
+  /** Defaults to the sidecar status annotation; null = none. */
+  annotations?: Record<string, string> | null;
+  initStatus?: Record<string, unknown>;
+  podIP?: string;
+  uid?: string;
+}
+
+/** A sidecar pod (istio-validation init container, istio-proxy) with the given init status. */
+export function repairPod(a: PodArgs): Obj {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: a.name,
+      namespace: a.namespace ?? 'shop',
+      ...(a.uid ? { uid: a.uid } : {}),
+      labels: a.labels ?? {},
+      ...(a.annotations === null ? {} : { annotations: a.annotations ?? { 'sidecar.istio.io/status': '{"containers":["istio-proxy"]}' } }),
+    },
+    spec: {
+      nodeName: a.node ?? NODE,
+      initContainers: [{ name: 'istio-validation' }],
+      containers: [{ name: 'app' }, { name: 'istio-proxy', args: ['proxy', 'sidecar'] }],
+    },
+    status: {
+      phase: 'Pending',
+      ...(a.podIP ? { podIP: a.podIP, podIPs: [{ ip: a.podIP }] } : {}),
+      initContainerStatuses: a.initStatus ? [a.initStatus] : [],
+    },
+  };
+}
+
+/** istio-validation crash-looping: waiting now, last run exited 126. */
+export const brokenWaiting = {
+  name: 'istio-validation',
+  state: { waiting: { reason: 'CrashLoopBackOff', message: 'back-off 20s restarting failed container' } },
+  lastState: { terminated: { exitCode: 126, reason: 'Error', message: 'iptables validation failed; workload is not ready for Istio.' } },
+};
+
+/** istio-validation failed again just now, and had failed before. */
+export const brokenTerminated = {
+  name: 'istio-validation',
+  state: { terminated: { exitCode: 126, reason: 'Error', message: 'validation failed' } },
+  lastState: { terminated: { exitCode: 126, reason: 'Error', message: 'validation failed' } },
+};
+
+/** istio-validation passed. */
+export const healthy = {
+  name: 'istio-validation',
+  state: { terminated: { exitCode: 0, reason: 'Completed' } },
+};
+
+/** istio-validation failed once, then passed: never touched. */
+export const recovered = {
+  name: 'istio-validation',
+  state: { terminated: { exitCode: 0, reason: 'Completed' } },
+  lastState: { terminated: { exitCode: 126, reason: 'Error', message: 'validation failed' } },
+};
