@@ -86,7 +86,7 @@ export const PARAMS: readonly Param[] = [
   P('ambient-disable-safe-upgrade', 'bool', 'false', 'Ambient: always clean up on shutdown, even during an upgrade'),
   P('enable-ambient-detection-retry', 'bool', 'false', 'Plugin: retry ambient detection on API errors'),
   P('ztunnel-uds-address', 'string', '/var/run/ztunnel/ztunnel.sock', 'Ambient: the socket ztunnel connects to'),
-  // Repair (accepted and checked; the repair controller is not implemented yet)
+  // Repair controller (src/agent/repair)
   P('repair-enabled', 'bool', 'true', 'Repair controller'),
   P('repair-repair-pods', 'bool', 'false', 'Repair: re-program broken pods'),
   P('repair-delete-pods', 'bool', 'false', 'Repair: delete broken pods'),
@@ -100,6 +100,7 @@ export const PARAMS: readonly Param[] = [
   P('repair-init-container-exit-code', 'exit-code', '126', 'Repair: expected exit code'),
   P('repair-label-selectors', 'string', '', 'Repair: extra label selectors'),
   P('repair-field-selectors', 'string', '', 'Repair: extra field selectors'),
+  P('repair-host-proc-dir', 'dir', '/host/proc', "Repair: the node's /proc as mounted here (REPAIR_REPAIR_PODS looks for pod netns in it)"),
   // Istio chart variables that install-cni itself ignores
   P('log-level', 'string', 'warn', "Unused (Istio's fallback plugin log level)", { unused: true }),
   P('cni-network-config', 'string', '', 'Unused (old CNI config template)', { unused: true }),
@@ -130,6 +131,8 @@ export interface RepairSettings {
   initExitCode: number;
   labelSelectors: string;
   fieldSelectors: string;
+  /** REPAIR_HOST_PROC_DIR: the node's procfs as mounted in the agent's container. */
+  hostProcDir: string;
 }
 
 export interface AgentConfig {
@@ -332,6 +335,7 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
       initExitCode: n('repair-init-container-exit-code'),
       labelSelectors: s('repair-label-selectors'),
       fieldSelectors: s('repair-field-selectors'),
+      hostProcDir: s('repair-host-proc-dir'),
     },
     monitoringPort: n('monitoring-port'),
     healthPort: n('health-port'),
