@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One command for a fresh Debian 12 machine (as root): system packages, npm dependencies,
-# build, then the main job on a built-in default: the rules a standard istio-init applies.
+# build, then the main job end to end: the demo (npm run demo) runs the CNI plugin as a container
+# runtime does against a throwaway pod netns and a local API stand-in, shows the rules it applied
+# and a connection redirected, cleans up, and exits non-zero unless it prints PASS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-system-deps.sh
 npm ci
-exec node bin/istio-cni-ts.js rules --dry-run \
-  -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -x '' -b '*' -d 15090,15021,15020
+# npm ci has just built dist/ (prepare), so run what `npm run demo` runs without rebuilding.
+exec node dist/src/demo/demo.js

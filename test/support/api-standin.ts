@@ -53,9 +53,9 @@ export async function startApiStandIn(token = 'sa-token-never-logged-9c1e77'): P
       s.pods.set(podPath(pod.metadata?.namespace ?? '', pod.metadata?.name ?? ''), pod);
     },
     close: async () => {
+      fs.rmSync(runDir, { recursive: true, force: true });
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
-      fs.rmSync(runDir, { recursive: true, force: true });
     },
   }) as ApiStandIn;
 }
