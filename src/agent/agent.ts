@@ -2,10 +2,12 @@
 // on stop, cleanup unless this is an upgrade.
 import * as path from 'node:path';
 import { Installer } from '../installer/installer';
+import { InputError } from '../values/errors';
 import { AgentConfig, describeConfig } from './config';
 import { ScopedLogger } from './log';
 import { LOG_SOCKET_NAME, LogServer, startLogServer } from './logserver';
 import { AgentMetrics, Listening, startHealthServer } from './servers';
+import type { RunningRepair, StartRepairDeps } from './repair';
 import { KubeGet, inClusterApi, shouldStopCleanup } from './upgrade';
 
 /** The ambient node agent (CNI event server, pod enrollment, ZDS), when this build has one. */
@@ -22,6 +24,8 @@ export interface AgentDeps {
   kube?: KubeGet;
   /** For tests: install-loop timings. */
   installer?: { pollMs?: number; resyncMs?: number; retryMinMs?: number; retryMaxMs?: number };
+  /** For tests: the repair controller's API client, pod repairer and timings. */
+  repair?: Pick<StartRepairDeps, 'api' | 'repairer' | 'tuning'>;
 }
 
 export interface RunningAgent {
@@ -29,6 +33,8 @@ export interface RunningAgent {
   readonly metrics?: Listening;
   readonly logServer: LogServer;
   readonly installer: Installer;
+  /** The repair controller, when REPAIR_ENABLED. */
+  readonly repair?: RunningRepair;
   ready(): boolean;
   /** Stops the install loop, cleans up (unless upgrading), closes servers. */
   stop(): Promise<void>;
@@ -40,7 +46,13 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
   const log = deps.log.withScope('cni-agent');
   log.info('CNI node agent configuration', describeConfig(cfg));
   if (cfg.ignored.length > 0) log.warn('these variables are accepted for compatibility and ignored', { names: cfg.ignored.join(',') });
-  if (cfg.repair.enabled) log.info('the repair controller is not implemented in this build; REPAIR_* settings have no effect');
+  if (cfg.repair.enabled && !deps.repair?.api) {
+    // As upstream, the repair controller cannot start without the API's address: say so before
+    // anything listens.
+    for (const [v, value] of [['KUBERNETES_SERVICE_HOST', cfg.install.k8sServiceHost], ['KUBERNETES_SERVICE_PORT', cfg.install.k8sServicePort]]) {
+      if (!value) throw new InputError(v, value, 'must be set when REPAIR_ENABLED is true (the repair controller watches pods)');
+    }
+  }
 
   const metrics = new AgentMetrics();
   let metricsServer: Listening | undefined;
@@ -87,6 +99,22 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     watchReady = true;
   }
 
+  // Upstream starts the repair controller here and waits for its first pod list before
+  // installing; here the list runs alongside the install (see docs/installer.md).
+  let repair: RunningRepair | undefined;
+  if (cfg.repair.enabled) {
+    // Loaded only when enabled: the informer and, in repair mode, the netns code.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { startRepair } = require('./repair') as typeof import('./repair');
+    repair = startRepair(cfg, {
+      log: deps.log.withScope('repair'),
+      count: (type, result) => metrics.podsRepaired.inc({ type, result }),
+      ...deps.repair,
+    });
+  } else {
+    log.info('CNI repair controller is disabled');
+  }
+
   const ac = new AbortController();
   log.info('initialization complete, watching node CNI dir');
   const done = installer.run(ac.signal);
@@ -96,7 +124,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       ac.abort(new Error('agent stopping'));
-      await done.catch(() => undefined);
+      await Promise.all([done.catch(() => undefined), repair?.stop()]);
       let skipCleanup = false;
       if (cfg.ambient.enabled) {
         if (cfg.ambient.disableSafeUpgrade) {
@@ -130,6 +158,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     metrics: metricsServer,
     logServer,
     installer,
+    repair,
     ready: () => installReady && watchReady,
     stop,
     done,
