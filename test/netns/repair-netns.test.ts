@@ -47,7 +47,7 @@ function sleeper(nsName: string): ChildProcess {
 
 async function waitNetns(pid: number, nsPath: string): Promise<void> {
   const want = fs.statSync(nsPath).ino;
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 1000; i++) {
     try {
       if (fs.statSync(`/proc/${pid}/ns/net`).ino === want) return;
     } catch {
@@ -207,7 +207,7 @@ test('the agent process in repair mode repairs the broken pod in its own netns, 
     const metricLine = /^istio_cni_repair_pods_repaired_total\{(?=[^}]*type="repair")(?=[^}]*result="success")[^}]*\} (\d+)/m;
     const start = Date.now();
     let count = 0;
-    while (Date.now() - start < 15_000) {
+    while (Date.now() - start < 30_000) {
       const text = await get(`http://127.0.0.1:${metricsPort}/metrics`).catch(() => '');
       count = Number(metricLine.exec(text)?.[1] ?? 0);
       if (count === 1) break;

@@ -16,7 +16,7 @@ import { makePki } from '../support/tls';
 
 const pki = makePki();
 
-async function until(what: string, f: () => boolean, ms = 5000): Promise<void> {
+async function until(what: string, f: () => boolean, ms = 15_000): Promise<void> {
   const start = Date.now();
   while (!f()) {
     if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);

@@ -30,7 +30,7 @@ const base: RepairControllerSettings = {
   initExitCode: 126,
 };
 
-async function until(what: string, f: () => boolean, ms = 5000): Promise<void> {
+async function until(what: string, f: () => boolean, ms = 15_000): Promise<void> {
   const start = Date.now();
   while (!f()) {
     if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
