@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { PARAMS, parseAgentConfig } from '../../src/agent/config';
+import { repairAction, repairApiRules } from '../../src/agent/repair/controller';
 import { PACKAGE_ROOT } from '../support/conformance';
 
 const DIR = path.join(PACKAGE_ROOT, 'install', 'kubernetes');
@@ -289,14 +290,71 @@ test('cross-object references hold: selector, volumes, probes, service account, 
   for (const p of [defaults.mountedCNINetDir, defaults.cniBinTargetDirs[0], defaults.cniAgentRunDir]) assert.ok(paths.includes(p), `mount for ${p}`);
 });
 
-test('least privilege: read-only access, no secrets, no wildcard', () => {
+/** The agent's configuration as deployed: the ConfigMap, then the DaemonSet's own env. */
+function deployedEnv(): Record<string, string> {
+  const cm = find('ConfigMap', 'istio-cni-config')!;
+  const c = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.containers[0];
+  const env: Record<string, string> = { ...cm.data };
+  for (const e of c.env as { name: string; value?: string }[]) env[e.name] = e.value ?? 'from-downward-api';
+  return env;
+}
+
+/** "resource:verb" pairs a rule grants (core group only: all the repair controller uses). */
+const grantsOf = (rules: { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[]) =>
+  new Set(rules.filter((r) => r.apiGroups.includes('') && !r.resourceNames).flatMap((r) => r.resources.flatMap((res) => r.verbs.map((v) => `${res}:${v}`))));
+
+test('least privilege: read-only access except what the configured repair action writes; no secrets, no wildcard', () => {
+  const cfg = parseAgentConfig({}, deployedEnv());
+  const writes = grantsOf(cfg.repair.enabled ? repairApiRules(cfg.repair) : []);
   for (const r of docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role')) {
     for (const rule of r.rules) {
       assert.ok(!rule.verbs.includes('*') && !rule.resources.includes('*') && !rule.apiGroups.includes('*'), `${r.kind} ${r.metadata.name}: no wildcard`);
-      assert.ok(rule.verbs.every((v: string) => ['get', 'list', 'watch'].includes(v)), `${r.kind} ${r.metadata.name}: read-only`);
+      for (const v of rule.verbs as string[]) {
+        if (['get', 'list', 'watch'].includes(v)) continue;
+        for (const res of rule.resources as string[]) {
+          assert.ok(rule.apiGroups.includes('') && writes.has(`${res}:${v}`), `${r.kind} ${r.metadata.name}: ${res}:${v} is not a call the configured repair action makes`);
+        }
+      }
       assert.ok(!rule.resources.includes('secrets'), 'no secrets');
     }
   }
+});
+
+test('RBAC matches the repair controller: every call of the configured action is granted cluster-wide, no right of another action is', () => {
+  const cfg = parseAgentConfig({}, deployedEnv());
+  assert.equal(cfg.repair.enabled, true, 'the manifests deploy the repair controller');
+  const sa = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.serviceAccountName;
+  // Pods on this node are in every namespace: only ClusterRoles bound by ClusterRoleBindings count.
+  const bound = docs
+    .filter((d) => d.kind === 'ClusterRoleBinding' && d.subjects.some((s: { name: string }) => s.name === sa))
+    .map((b) => find('ClusterRole', b.roleRef.name)!);
+  const granted = grantsOf(bound.flatMap((r) => r.rules));
+  const need = grantsOf(repairApiRules(cfg.repair));
+  for (const n of need) assert.ok(granted.has(n), `the ${repairAction(cfg.repair)} action needs ${n}`);
+  // The rights any action could need, and which this action does not: none may be granted.
+  const every = new Set([true, false].flatMap((repairPods) => [true, false].flatMap((deletePods) => [true, false].flatMap((labelPods) =>
+    [...grantsOf(repairApiRules({ repairPods, deletePods, labelPods }))]))));
+  const all = grantsOf(docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role').flatMap((r) => r.rules));
+  for (const g of every) {
+    if (need.has(g)) continue;
+    assert.ok(!all.has(g), `${g} is granted but the ${repairAction(cfg.repair)} action does not use it`);
+  }
+});
+
+test('repair mode in the DaemonSet: the node procfs at REPAIR_HOST_PROC_DIR, read-only; the capabilities to enter netns; the node name', () => {
+  const cfg = parseAgentConfig({}, deployedEnv());
+  const spec = find('DaemonSet', 'istio-cni-node')!.spec.template.spec;
+  const c = spec.containers[0];
+  if (!cfg.repair.enabled || repairAction(cfg.repair) !== 'repair') return; // only repair mode needs these
+  const mount = (c.volumeMounts as { name: string; mountPath: string; readOnly?: boolean }[]).find((m) => m.mountPath === cfg.repair.hostProcDir);
+  assert.ok(mount, `a mount at ${cfg.repair.hostProcDir}`);
+  assert.equal(mount.readOnly, true);
+  const vol = (spec.volumes as { name: string; hostPath?: { path: string } }[]).find((v) => v.name === mount.name)!;
+  assert.equal(vol.hostPath?.path, '/proc');
+  for (const cap of ['SYS_ADMIN', 'NET_ADMIN', 'SYS_PTRACE']) assert.ok(c.securityContext.capabilities.add.includes(cap), cap);
+  assert.equal(c.securityContext.privileged, false);
+  const nodeVar = (c.env as { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[]).find((e) => e.name === 'REPAIR_NODE_NAME');
+  assert.equal(nodeVar?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName');
 });
 
 test('the agent starts with the ConfigMap and DaemonSet environment (every variable known and well-formed)', () => {
