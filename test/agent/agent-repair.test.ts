@@ -100,7 +100,16 @@ async function startAgent(apiPort: number, env: Record<string, string>): Promise
   });
   proc.stderr!.on('data', (c) => out.push(`STDERR ${c}`));
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
-  const line = await until('health server address in the log', () => out.find((l) => l.includes('health server listening')), 30_000);
+  let line: string;
+  try {
+    line = await until('health server address in the log', () => out.find((l) => l.includes('health server listening')), 30_000);
+  } catch (e) {
+    // Leave nothing running or on disk when the agent never came up.
+    proc.kill('SIGKILL');
+    await exit;
+    fs.rmSync(root, { recursive: true, force: true });
+    throw e;
+  }
   return { proc, out, exit, health: /address=(\S+)/.exec(line)![1], metrics: `127.0.0.1:${metricsPort}`, root };
 }
 
