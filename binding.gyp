@@ -7,7 +7,8 @@
         "native/common.cc",
         "native/netns_sync.cc",
         "native/nft_run.cc",
-        "native/sockets.cc"
+        "native/sockets.cc",
+        "native/seqpacket.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

@@ -23,5 +23,6 @@ int OpenNetns(const std::string& path, std::string* message, int* err);
 void InitNft(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);
 void InitSockets(Napi::Env env, Napi::Object exports);
+void InitSeqpacket(Napi::Env env, Napi::Object exports);
 
 }  // namespace icts

@@ -10,6 +10,33 @@ export interface NativeAddon {
   withNetnsSync<T>(netnsPath: string, fn: () => T): T;
   getOriginalDst(fd: number): { address: string; port: number; family: 'IPv4' | 'IPv6' };
   createTransparentListenSocket(family: 4 | 6, address: string, port: number, backlog: number): number;
+  // SOCK_SEQPACKET with SCM_RIGHTS (native/seqpacket.cc); the typed surface is src/netns/seqpacket.ts.
+  seqpacketListen(path: string, backlog: number): number;
+  seqpacketConnect(path: string): number;
+  /** -1 when no connection is waiting. */
+  seqpacketAccept(fd: number): number;
+  /** Bytes sent, or -1 when the socket buffer is full. */
+  seqpacketSend(fd: number, data: Buffer, passFd: number): number;
+  /** null when nothing is waiting; an empty `data` is end of stream. */
+  seqpacketRecv(fd: number, maxBytes: number, maxFds: number): NativeRecord | null;
+  closeFd(fd: number): void;
+  FdWatcher: new (fd: number, cb: (err: Error | null, readable: boolean, writable: boolean) => void) => NativeFdWatcher;
+}
+
+export interface NativeRecord {
+  data: Buffer;
+  fds: number[];
+  truncated: boolean;
+  controlTruncated: boolean;
+}
+
+/** A libuv poll handle on the event loop; it never closes the fd. */
+export interface NativeFdWatcher {
+  start(readable: boolean, writable: boolean): void;
+  stop(): void;
+  close(): void;
+  ref(): void;
+  unref(): void;
 }
 
 const ADDON_FILE = path.join('build', 'Release', 'nftables_napi.node');

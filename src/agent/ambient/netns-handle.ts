@@ -1,0 +1,84 @@
+// An open pod network namespace held by the agent: the fd that goes to ztunnel (SCM_RIGHTS) and
+// through which rules are applied (`/proc/self/fd/<fd>`), with the namespace's inode to tell
+// "the same netns again" from "a new netns for the same pod". The fd is reference counted: the
+// pod cache holds one reference and every message on its way to ztunnel holds another, so a pod
+// removed while its Add waits in a queue cannot make the Add carry a recycled fd number.
+import * as fs from 'node:fs';
+
+export class NetnsOpenError extends Error {
+  override readonly name = 'NetnsOpenError';
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly netnsPath: string,
+  ) {
+    super(message);
+  }
+}
+
+let nsfsDev: bigint | undefined;
+
+/** The device number of nsfs (every namespace file lives on it). */
+function nsfs(): bigint {
+  nsfsDev ??= fs.statSync('/proc/self/ns/net', { bigint: true }).dev;
+  return nsfsDev;
+}
+
+export class NetnsHandle {
+  private refs = 1;
+
+  private constructor(
+    readonly fd: number,
+    readonly ino: bigint,
+    /** Start time (clock ticks after boot) of the process the netns was found through; 0 when opened by path. */
+    readonly ownerStarttime: bigint,
+    /** Where it was opened from, for logs. */
+    readonly source: string,
+  ) {}
+
+  /**
+   * Opens a network namespace file (a CNI_NETNS bind mount, /proc/<pid>/ns/net). Refuses files
+   * that are not namespaces (e.g. what an unmounted bind mount leaves behind).
+   */
+  static open(netnsPath: string, ownerStarttime = 0n): NetnsHandle {
+    let fd: number;
+    try {
+      fd = fs.openSync(netnsPath, fs.constants.O_RDONLY) // libuv opens close-on-exec;
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const why = err.code === 'ENOENT' ? 'it does not exist (was the pod deleted?)' : err.message;
+      throw new NetnsOpenError(`cannot open network namespace ${netnsPath}: ${why}`, err.code ?? 'EIO', netnsPath);
+    }
+    try {
+      const st = fs.fstatSync(fd, { bigint: true });
+      if (st.dev !== nsfs()) {
+        throw new NetnsOpenError(`${netnsPath} is not a network namespace (not an nsfs file)`, 'EINVAL', netnsPath);
+      }
+      return new NetnsHandle(fd, st.ino, ownerStarttime, netnsPath);
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+  }
+
+  /** A path that names this namespace for as long as the handle is open (for nft and netlink). */
+  get path(): string {
+    return `/proc/self/fd/${this.fd}`;
+  }
+
+  get open(): boolean {
+    return this.refs > 0;
+  }
+
+  retain(): this {
+    if (this.refs <= 0) throw new Error(`netns handle ${this.source} is already closed`);
+    this.refs++;
+    return this;
+  }
+
+  /** Drops one reference; the fd is closed with the last. */
+  release(): void {
+    if (this.refs <= 0) return;
+    if (--this.refs === 0) fs.closeSync(this.fd);
+  }
+}
