@@ -1,6 +1,6 @@
 // The agent and `install --once` started as real processes on temporary directories. Servers bind
 // to 127.0.0.1 on free ports; no traffic leaves the machine.
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -22,8 +22,14 @@ interface Dirs {
   run: string;
 }
 
+const created: string[] = [];
+after(() => {
+  for (const root of created) fs.rmSync(root, { recursive: true, force: true });
+});
+
 function dirs(): Dirs {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-agent-'));
+  created.push(root);
   const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as unknown as Dirs;
   d.root = root;
   for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(path.join(root, n));
