@@ -4,6 +4,8 @@
 // esbuild and postject (devDependencies) and patchelf (Debian; scripts/install-system-deps.sh).
 //
 //   node install/package.js [--out DIR] [--no-snapshot]
+//   node install/package.js --bundle-only FILE   (just the esbuild bundle, e.g. to profile it with
+//                                               node --snapshot-blob / --build-snapshot / --cpu-prof)
 //
 // Layout of DIR (default dist/payload):
 //   istio-cni                      the CNI shim (native/cni-shim.c): forwards to the agent, else
@@ -45,9 +47,10 @@ function need(file, how) {
 }
 
 function parseArgs(argv) {
-  const o = { out: path.join(ROOT, 'dist', 'payload'), snapshot: true };
+  const o = { out: path.join(ROOT, 'dist', 'payload'), snapshot: true, bundleOnly: undefined };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--out') o.out = path.resolve(argv[++i]);
+    else if (argv[i] === '--bundle-only') o.bundleOnly = path.resolve(argv[++i]);
     else if (argv[i] === '--no-snapshot') o.snapshot = false;
     else fail(`unknown argument ${argv[i]}`);
   }
@@ -89,8 +92,10 @@ module.exports = Object.create(new Proxy({}, { get: (_, k) => (k === '__esModule
     setup(b) {
       b.onResolve({ filter: /^node-gyp-build$/ }, () => ({ path: 'node-gyp-build', namespace: 'netlink-binding' }));
       b.onLoad({ filter: /.*/, namespace: 'netlink-binding' }, () => ({
-        // src/plugin/standalone.ts sets the path (netlink.node beside the executable).
-        contents: `module.exports = () => { const m = { exports: {} }; process.dlopen(m, globalThis.__ictsNetlinkBinding); return m.exports; };`,
+        // netlink.node beside the executable (src/plugin/standalone.ts sets the path), opened on
+        // first use: netlink's JS is evaluated into the snapshot, its binding cannot be.
+        contents: `let b; const get = () => { if (!b) { const m = { exports: {} }; process.dlopen(m, globalThis.__ictsNetlinkBinding); b = m.exports; } return b; };
+module.exports = () => new Proxy({}, { get: (_, k) => get()[k] });`,
         loader: 'js',
       }));
     },
@@ -139,6 +144,14 @@ function buildSea(work, bundleFile, exe, snapshot) {
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
+  if (opts.bundleOnly) {
+    const work = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'icts-bundle-'));
+    const b = await bundle(work);
+    fs.copyFileSync(b.file, opts.bundleOnly);
+    fs.rmSync(work, { recursive: true, force: true });
+    process.stdout.write(`bundle: ${opts.bundleOnly} (${b.inputs.length} inputs)\n`);
+    return;
+  }
   const addon = path.join(ROOT, 'build', 'Release', 'nftables_napi.node');
   const shim = path.join(ROOT, 'build', 'Release', 'istio-cni-shim');
   need(addon, 'build the addon first (`npm ci` or `npx node-gyp rebuild`)');
