@@ -3,6 +3,7 @@
 import * as path from 'node:path';
 import { Installer } from '../installer/installer';
 import { InputError } from '../values/errors';
+import { CniServer, SHIM_SOCKET_NAME, startCniServer } from './cni-server';
 import { AgentConfig, describeConfig } from './config';
 import { ScopedLogger } from './log';
 import { LOG_SOCKET_NAME, LogServer, startLogServer } from './logserver';
@@ -32,6 +33,8 @@ export interface RunningAgent {
   readonly health: Listening;
   readonly metrics?: Listening;
   readonly logServer: LogServer;
+  /** The CNI fast path: the shim's requests answered in this process (docs/payload.md). */
+  readonly cniServer: CniServer;
   readonly installer: Installer;
   /** The repair controller, when REPAIR_ENABLED. */
   readonly repair?: RunningRepair;
@@ -66,6 +69,11 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     deps.log.withScope('cni-plugin'),
     log,
   );
+
+  const cniServer = await startCniServer(path.join(cfg.install.cniAgentRunDir, SHIM_SOCKET_NAME), {
+    pluginLog: deps.log.withScope('cni-plugin'),
+    agentLog: log,
+  });
 
   let installReady = false;
   let watchReady = false;
@@ -147,7 +155,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
       }
       await ambient?.stop(skipCleanup).catch((e) => log.error(`ambient agent stop failed: ${(e as Error).message}`));
       watchReady = false;
-      await Promise.all([health.close(), metricsServer?.close(), logServer.close()]);
+      await Promise.all([health.close(), metricsServer?.close(), logServer.close(), cniServer.close()]);
       log.info('CNI node agent stopped');
     })();
     return stopping;
@@ -157,6 +165,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     health,
     metrics: metricsServer,
     logServer,
+    cniServer,
     installer,
     repair,
     ready: () => installReady && watchReady,
