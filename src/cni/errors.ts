@@ -36,6 +36,10 @@ export const ErrorCode = {
   RulesMissing: 106,
   /** ambient_enabled needs the ambient branch, which this build does not have yet. */
   AmbientUnavailable: 107,
+  /** An ambient pod could not be handed to the node agent (pluginevent.sock unreachable, or the agent refused it). */
+  AmbientAgentUnreachable: 108,
+  /** Whether the pod is ambient could not be decided (API errors) and enable_ambient_detection_retry asks to fail. */
+  AmbientDetectionFailed: 109,
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

@@ -9,6 +9,13 @@ import { Pod } from './pod';
 export interface KubeClient {
   /** Rejects with KubeError. */
   getPod(namespace: string, name: string): Promise<Pod>;
+  /** Rejects with KubeError. Optional: only the ambient branch needs it. */
+  getNamespace?(name: string): Promise<Namespace>;
+}
+
+/** The parts of a core/v1 Namespace the ambient branch reads. */
+export interface Namespace {
+  metadata?: { name?: string; labels?: Record<string, string> | null };
 }
 
 export class KubeError extends Error {
@@ -73,6 +80,11 @@ export class HttpsKubeClient implements KubeClient {
       return Promise.reject(new KubeError(`invalid pod reference ${JSON.stringify(`${namespace}/${name}`)}`, 400));
     }
     return this.getJson(podPath(namespace, name)) as Promise<Pod>;
+  }
+
+  getNamespace(name: string): Promise<Namespace> {
+    if (!name || name === '.' || name === '..') return Promise.reject(new KubeError(`invalid namespace ${JSON.stringify(name)}`, 400));
+    return this.getJson(`/api/v1/namespaces/${encodeURIComponent(name)}`) as Promise<Namespace>;
   }
 
   private getJson(path: string): Promise<unknown> {

@@ -13,6 +13,7 @@ import { TableRef, Transaction } from '../nft/transaction';
 import { RoutePlan } from '../redirect';
 import { PluginLogger } from '../log/plugin-logger';
 import { LogLevel, PluginConfig } from './config';
+import { ambientBranch } from './ambient';
 
 export type Fields = Record<string, unknown>;
 
@@ -60,6 +61,10 @@ export interface AmbientBranch {
     netns: string;
     prevResult?: PrevResult;
     client: KubeClient;
+    /** The run's logger and sleep (PluginDeps'), with the pod's log fields. */
+    log?: Logger;
+    sleep?: (ms: number) => Promise<void>;
+    fields?: Fields;
   }): Promise<'handled' | 'not-ambient'>;
 }
 
@@ -159,6 +164,7 @@ export function realDeps(env: Env = process.env, log: PluginLogger = new PluginL
     sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
     now: () => Date.now(),
     env,
+    ambient: ambientBranch(),
   };
 }
 

@@ -130,7 +130,7 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
   const ambient = async (pc: PluginConfig, args: K8sArgs, req: CniRequest, conf: NetConf, client: KubeClient, fields: Fields) => {
     if (!pc.ambientEnabled) return false;
     if (deps.ambient) {
-      const r = await deps.ambient.add({ conf: pc, args, netns: req.netns, prevResult: conf.prevResult, client });
+      const r = await deps.ambient.add({ conf: pc, args, netns: req.netns, prevResult: conf.prevResult, client, log, sleep: deps.sleep, fields });
       return r === 'handled';
     }
     if (pc.enableAmbientDetectionRetry) {

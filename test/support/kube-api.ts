@@ -40,11 +40,14 @@ interface Watcher {
   field: string;
   label: string;
   timer?: NodeJS.Timeout;
+  /** What the watch is on: pods (undefined) or namespaces. */
+  kind?: 'Namespace';
 }
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
 const key = (o: Obj) => `${o.metadata.namespace}/${o.metadata.name}`;
+const isNamespace = (o: Obj) => o.kind === 'Namespace';
 const clone = <T>(o: T): T => JSON.parse(JSON.stringify(o)) as T;
 
 /** Field selectors on the paths this stand-in knows (spec.nodeName, metadata.*), ANDed. */
@@ -81,6 +84,8 @@ export class KubeApiStandIn {
   readonly requests: Recorded[] = [];
   readonly events: Obj[] = [];
   private readonly pods = new Map<string, Obj>();
+  /** Namespaces (kind Namespace), keyed by name; listed and watched at /api/v1/namespaces. */
+  private readonly nsStore = new Map<string, Obj>();
   /** Every change, for watches that start from an older resourceVersion. */
   private readonly history: { rv: number; type: EventType; obj: Obj }[] = [];
   /** Watches from before this version get 410 Gone. */
@@ -149,6 +154,22 @@ export class KubeApiStandIn {
     if (p) this.commit('DELETED', p);
   }
 
+  /** Adds or replaces a namespace (ADDED or MODIFIED to namespace watchers). */
+  upsertNamespace(name: string, labels: Record<string, string> = {}): Obj {
+    const o: Obj = {
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: { name, namespace: '', uid: `uid-ns-${name}`, labels: { 'kubernetes.io/metadata.name': name, ...labels } },
+    };
+    this.commit(this.nsStore.has(name) ? 'MODIFIED' : 'ADDED', o);
+    return clone(o);
+  }
+
+  removeNamespace(name: string): void {
+    const o = this.nsStore.get(name);
+    if (o) this.commit('DELETED', o);
+  }
+
   /** Forget history: watches from an older version now get 410, as after etcd compaction. */
   compact(): void {
     this.oldestRv = this.rv;
@@ -176,13 +197,16 @@ export class KubeApiStandIn {
     this.rv++;
     const p = clone(obj);
     p.metadata.resourceVersion = String(this.rv);
-    if (type === 'DELETED') this.pods.delete(key(p));
-    else this.pods.set(key(p), p);
+    const store = isNamespace(p) ? this.nsStore : this.pods;
+    const k = isNamespace(p) ? p.metadata.name : key(p);
+    if (type === 'DELETED') store.delete(k);
+    else store.set(k, p);
     this.history.push({ rv: this.rv, type, obj: clone(p) });
     for (const w of this.watchers) this.send(w, type, p);
   }
 
   private send(w: Watcher, type: EventType, p: Obj): void {
+    if (isNamespace(p) !== (w.kind === 'Namespace')) return;
     if (!fieldMatches(w.field, p) || !labelMatches(w.label, p)) return;
     w.res.write(`${JSON.stringify({ type, object: p })}\n`);
   }
@@ -242,6 +266,14 @@ export class KubeApiStandIn {
     if (r.method === 'GET' && r.path === '/api/v1/pods') {
       return r.query.watch === 'true' || r.query.watch === '1' ? this.watch(r, res) : this.list(r, res);
     }
+    if (r.method === 'GET' && r.path === '/api/v1/namespaces') {
+      return r.query.watch === 'true' || r.query.watch === '1' ? this.watch(r, res, 'Namespace') : this.list(r, res, 'Namespace');
+    }
+    const nsm = /^\/api\/v1\/namespaces\/([^/]+)$/.exec(r.path);
+    if (nsm && r.method === 'GET') {
+      const o = this.nsStore.get(decodeURIComponent(nsm[1]));
+      return o ? this.json(res, 200, o) : this.status(res, 404, 'NotFound', `namespaces "${decodeURIComponent(nsm[1])}" not found`);
+    }
     let m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)(\/status)?$/.exec(r.path);
     if (m) {
       const [ns, name, sub] = [decodeURIComponent(m[1]), decodeURIComponent(m[2]), m[3]];
@@ -260,32 +292,32 @@ export class KubeApiStandIn {
     this.status(res, 404, 'NotFound', `no route for ${r.method} ${r.path}`);
   }
 
-  private selected(r: Recorded): Obj[] {
-    return [...this.pods.values()]
+  private selected(r: Recorded, kind?: 'Namespace'): Obj[] {
+    return [...(kind ? this.nsStore : this.pods).values()]
       .filter((p) => fieldMatches(r.query.fieldSelector ?? '', p) && labelMatches(r.query.labelSelector ?? '', p))
       .sort((a, b) => key(a).localeCompare(key(b)));
   }
 
-  private list(r: Recorded, res: http.ServerResponse): void {
-    const all = this.selected(r);
+  private list(r: Recorded, res: http.ServerResponse, kind?: 'Namespace'): void {
+    const all = this.selected(r, kind);
     const limit = Math.min(Number(r.query.limit || this.pageSize), this.pageSize);
     const start = r.query.continue ? Number(Buffer.from(r.query.continue, 'base64').toString()) : 0;
     const items = all.slice(start, start + limit);
     const next = start + limit < all.length ? Buffer.from(String(start + limit)).toString('base64') : undefined;
     this.json(res, 200, {
-      kind: 'PodList',
+      kind: kind ? 'NamespaceList' : 'PodList',
       apiVersion: 'v1',
       metadata: { resourceVersion: String(this.rv), ...(next ? { continue: next } : {}) },
       items,
     });
   }
 
-  private watch(r: Recorded, res: http.ServerResponse): void {
+  private watch(r: Recorded, res: http.ServerResponse, kind?: 'Namespace'): void {
     const from = Number(r.query.resourceVersion || this.rv);
     if (from < this.oldestRv) return this.status(res, 410, 'Expired', `too old resource version: ${from} (${this.oldestRv})`);
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     res.flushHeaders();
-    const w: Watcher = { res, field: r.query.fieldSelector ?? '', label: r.query.labelSelector ?? '' };
+    const w: Watcher = { res, field: r.query.fieldSelector ?? '', label: r.query.labelSelector ?? '', kind };
     for (const h of this.history) if (h.rv > from) this.send(w, h.type, h.obj);
     this.watchers.add(w);
     const secs = Number(r.query.timeoutSeconds || 0);
@@ -301,12 +333,17 @@ export class KubeApiStandIn {
     if (r.contentType !== 'application/merge-patch+json') {
       return this.status(res, 415, 'UnsupportedMediaType', `content type ${r.contentType} not supported here`);
     }
-    const patch = (r.body ?? {}) as { metadata?: { labels?: Record<string, string | null> } };
+    const patch = (r.body ?? {}) as { metadata?: { labels?: Record<string, string | null>; annotations?: Record<string, string | null> } };
     const next = clone(p);
     for (const [k, v] of Object.entries(patch.metadata?.labels ?? {})) {
       next.metadata.labels ??= {};
       if (v === null) delete next.metadata.labels[k];
       else next.metadata.labels[k] = v;
+    }
+    for (const [k, v] of Object.entries(patch.metadata?.annotations ?? {})) {
+      next.metadata.annotations ??= {};
+      if (v === null) delete next.metadata.annotations[k];
+      else next.metadata.annotations[k] = v;
     }
     this.commit('MODIFIED', next);
     this.json(res, 200, this.pods.get(key(next)));

@@ -49,6 +49,11 @@ export interface ZtunnelServerOptions {
   readonly timeouts?: Partial<ZdsTimeouts>;
   /** Told the number of connections whenever it changes (the ztunnel_connected gauge). */
   readonly onConnections?: (n: number) => void;
+  /**
+   * Listen, but accept nobody until start(): the agent creates the socket early and takes
+   * connections once its pod snapshot is built (ztunnel waits in the backlog meanwhile).
+   */
+  readonly paused?: boolean;
 }
 
 /** Why a request did not get a clean ack. `retryable`: try again later (maybe another ztunnel). */
@@ -250,6 +255,12 @@ export class ZtunnelServer {
   private constructor(private readonly opts: ZtunnelServerOptions) {
     this.t = { ...DEFAULT_ZDS_TIMEOUTS, ...opts.timeouts };
     this.listener = SeqpacketListener.listen(opts.path, () => this.onAcceptable());
+    if (opts.paused) this.listener.pause();
+  }
+
+  /** Starts accepting (after `paused`). */
+  start(): void {
+    if (!this.closedFlag) this.listener.resume();
   }
 
   /** Listens at opts.path (a stale socket file there is replaced). */

@@ -1,0 +1,100 @@
+// The agent's end of the plugin's ambient ADD event (Istio: cni-watcher.go): HTTP over the unix
+// socket `<CNI_AGENT_RUN_DIR>/pluginevent.sock`, `POST /cmdadd` with the JSON body of
+// src/ambient/cni-event.ts. 400 for an empty or undecodable body, 500 with the error text when
+// the pod cannot be enrolled, 200 once it is enrolled and ztunnel has acked.
+//
+// The socket is root-only (0600 in a 0750 directory; upstream makes it 0666): the plugin runs as
+// root, and nothing else on the node should be able to ask the agent to open a netns path.
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { CNI_ADD_EVENT_PATH, CniAddEvent, CniEventError, parseCniAddEvent } from '../../ambient/cni-event';
+import { Logger } from '../../installer/log';
+
+/** Largest body read (the plugin's events are a few hundred bytes). */
+const MAX_BODY = 1 << 20;
+
+export interface CniEventServer {
+  readonly socketPath: string;
+  close(): Promise<void>;
+}
+
+export type CniAddHandler = (ev: CniAddEvent) => Promise<void>;
+
+export function startCniEventServer(
+  socketPath: string,
+  handle: CniAddHandler,
+  log: Logger,
+  onResponse: (code: number) => void = () => {},
+): Promise<CniEventServer> {
+  const answer = (res: http.ServerResponse, code: number, body = '') => {
+    onResponse(code);
+    res.writeHead(code, { 'content-type': 'text/plain; charset=utf-8' }).end(body === '' ? '' : `${body}\n`);
+  };
+  const server = http.createServer((req, res) => {
+    const url = (req.url ?? '').split('?')[0];
+    if (url !== CNI_ADD_EVENT_PATH) return answer(res, 404, `no handler for ${url}`);
+    if (req.method !== 'POST') return answer(res, 405, 'POST only');
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let tooBig = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) tooBig = true;
+      else chunks.push(c);
+    });
+    req.on('end', () => {
+      if (tooBig) return answer(res, 400, `request body larger than ${MAX_BODY} bytes`);
+      let ev: CniAddEvent;
+      try {
+        ev = parseCniAddEvent(Buffer.concat(chunks).toString('utf8'));
+      } catch (e) {
+        log.error('failed to process CNI event payload', { error: (e as Error).message });
+        return answer(res, 400, (e as CniEventError).message);
+      }
+      handle(ev).then(
+        () => answer(res, 200),
+        (e) => {
+          log.error('failed to handle add event', { pod: `${ev.podNamespace}/${ev.podName}`, error: (e as Error).message });
+          answer(res, 500, (e as Error).message);
+        },
+      );
+    });
+    req.on('error', () => undefined);
+  });
+  return new Promise((resolve, reject) => {
+    const dir = path.dirname(socketPath);
+    try {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
+      if (fs.existsSync(socketPath)) fs.unlinkSync(socketPath);
+    } catch (e) {
+      reject(e);
+      return;
+    }
+    server.once('error', reject);
+    server.listen(socketPath, () => {
+      server.off('error', reject);
+      try {
+        fs.chmodSync(socketPath, 0o600);
+      } catch (e) {
+        server.close();
+        reject(e);
+        return;
+      }
+      log.info('listening for CNI plugin events', { socket: socketPath });
+      resolve({
+        socketPath,
+        close: () =>
+          new Promise<void>((r) => {
+            server.close(() => r());
+            server.closeAllConnections();
+            try {
+              fs.unlinkSync(socketPath);
+            } catch {
+              // already gone
+            }
+          }),
+      });
+    });
+  });
+}

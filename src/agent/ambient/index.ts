@@ -1,0 +1,231 @@
+// The ambient node agent (Istio: nodeagent.NewServer / Start / Stop), as the plug-in agent.ts
+// starts when AMBIENT_ENABLED is true:
+//   start: host rule + probe sets (host netns), the ZDS socket (not accepting yet), pod and
+//          namespace informers (wait for both lists), the CNI event server, the snapshot of pods
+//          already enrolled (probe sets re-synced, netns found through /proc, in-pod rules
+//          re-applied only in reconcile mode), then the event queue and ZDS accepts; ready.
+//   stop:  the CNI event server and informers stop; unless an upgrade is under way the host
+//          rule and probe sets are removed; the ZDS socket closes. In-pod rules stay, as upstream:
+//          the pods keep being redirected to ztunnel.
+import * as path from 'node:path';
+import { buildInpodRules, deleteInpodRules } from '../../ambient/build';
+import { AmbientConfig, parseAmbientConfig, parseHostRuleParams } from '../../ambient/config';
+import { PLUGIN_EVENT_SOCKET } from '../../ambient/cni-event';
+import { findKubeletUid } from '../../ambient/kubelet-uid';
+import { POD_TABLES } from '../../ambient/tables';
+import { Logger } from '../../installer/log';
+import { KubeError } from '../../kube/client';
+import { InformerOptions } from '../../kube/informer';
+import { RestClient, inClusterRest, statusMessage } from '../../kube/rest';
+import { render } from '../../nft/transaction';
+import { AgentConfig } from '../config';
+import { AmbientController } from './controller';
+import { AnnotationValue, MeshDataplane, PodRules } from './dataplane';
+import { CniEventServer, startCniEventServer } from './cni-event-server';
+import { HostProbeSets, HostSetupRetry } from './host-probes';
+import { findPodNetns, netnsHoldsAnyAddress } from './proc-finder';
+import { PodNetnsCache } from './pod-cache';
+import { AmbientPod, REDIRECTION_ANNOTATION, podName, podNamespace } from './pods';
+import { ZdsTimeouts, ZtunnelServer } from './ztunnel-server';
+
+export { AmbientController } from './controller';
+export { MeshDataplane, NonRetryableAddError } from './dataplane';
+export { ZtunnelServer } from './ztunnel-server';
+
+export interface AmbientAgentDeps {
+  /** The API; default the in-cluster service account. */
+  api?: RestClient;
+  /** The node's netns, where the host rule and probe sets live; default this process's (hostNetwork). */
+  hostNetns?: string;
+  /** Where the host's root is mounted: CNI netns paths are opened under it; default /host. */
+  hostRoot?: string;
+  /** The host's /proc; default <hostRoot>/proc. */
+  procRoot?: string;
+  /** kubelet's UID; default found in procRoot. */
+  kubeletUid?: number;
+  /** SYSTEM_NAMESPACE (where ztunnel runs); default istio-system. */
+  systemNamespace?: string;
+  /** HOST_PROBE_SNAT_IP / _IPV6; default 169.254.7.127 / fd16:9254:7127:1337:ffff:ffff:ffff:ffff. */
+  probeSnat?: { v4?: string; v6?: string };
+  /** Metrics (agent.ts's AgentMetrics). */
+  metrics?: {
+    pluginRequest?(code: number): void;
+    reconcileEvent?(type: string): void;
+    ztunnelConnections?(n: number): void;
+  };
+  /** For tests. */
+  zdsTimeouts?: Partial<ZdsTimeouts>;
+  informer?: Partial<InformerOptions>;
+  retry?: { baseMs?: number; maxMs?: number; qps?: number; burst?: number };
+  hostSetupRetry?: HostSetupRetry;
+}
+
+export interface RunningAmbient {
+  start(): Promise<void>;
+  stop(skipCleanup: boolean): Promise<void>;
+  readonly ready: () => boolean;
+  /** Available once start() resolved. */
+  readonly parts: () => { dataplane: MeshDataplane; controller: AmbientController; zds: ZtunnelServer; hostSets: HostProbeSets; cache: PodNetnsCache };
+}
+
+/** The in-pod rules and mark routing, applied inside a pod netns through the addon and netlink. */
+export function netnsPodRules(cfg: AmbientConfig, log: Logger): PodRules {
+  /* eslint-disable @typescript-eslint/no-require-imports */
+  const nft = require('../../netns/nft') as typeof import('../../netns/nft');
+  const routes = require('../../netns/ambient-routes') as typeof import('../../netns/ambient-routes');
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  const owned = POD_TABLES.map((t) => ({ family: t.family, table: t.name }));
+  return {
+    async apply(netns, overrides) {
+      await nft.applyTransaction(netns.path, buildInpodRules(cfg, overrides), { replace: owned });
+      await routes.configureAmbientRoutesIn(netns.path, routes.ambientRouting(cfg.enableIPv6));
+    },
+    async remove(netns) {
+      await nft.applyNft(netns.path, render(deleteInpodRules())).catch((e) => log.warn('in-pod tables not deleted', { error: (e as Error).message }));
+      await routes.removeAmbientRoutesIn(netns.path);
+    },
+  };
+}
+
+/** JSON merge patch of the redirection annotation through the pod's status subresource. */
+export function statusAnnotator(api: RestClient): (pod: AmbientPod, value: AnnotationValue) => Promise<void> {
+  return async (pod, value) => {
+    const p = `/api/v1/namespaces/${encodeURIComponent(podNamespace(pod))}/pods/${encodeURIComponent(podName(pod))}/status`;
+    const r = await api.request('PATCH', p, {
+      body: { metadata: { annotations: { [REDIRECTION_ANNOTATION]: value } } },
+      contentType: 'application/merge-patch+json',
+    });
+    if (r.status >= 200 && r.status < 300) return;
+    if (r.status === 404 && value === null) return;
+    const m = statusMessage(r.body);
+    throw new KubeError(`PATCH ${p}: HTTP ${r.status}${m ? ` (${m})` : ''}`, r.status);
+  };
+}
+
+export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientAgentDeps = {}): RunningAmbient {
+  let parts: ReturnType<RunningAmbient['parts']> | undefined;
+  let cniServer: CniEventServer | undefined;
+  let isReady = false;
+  const ac = new AbortController();
+
+  const start = async (): Promise<void> => {
+    /* eslint-disable @typescript-eslint/no-require-imports */
+    const nft = require('../../netns/nft') as typeof import('../../netns/nft');
+    /* eslint-enable @typescript-eslint/no-require-imports */
+    const amb = cfg.ambient;
+    const ambientCfg = parseAmbientConfig({
+      enableIPv6: amb.ipv6,
+      redirectDNS: amb.dnsCapture,
+      reconcile: amb.reconcilePodRulesOnStartup,
+      ...(deps.probeSnat?.v4 ? { hostProbeSNATAddress: deps.probeSnat.v4 } : {}),
+      ...(deps.probeSnat?.v6 ? { hostProbeV6SNATAddress: deps.probeSnat.v6 } : {}),
+    });
+    const hostRoot = deps.hostRoot ?? '/host';
+    const procRoot = deps.procRoot ?? path.join(hostRoot, 'proc');
+    const hostNetns = deps.hostNetns ?? nft.CURRENT_NETNS;
+    const api = deps.api ?? inClusterRest(cfg.install);
+    const kubeletUid = deps.kubeletUid ?? Number(findKubeletUid(procRoot));
+    log.info('ambient node agent starting', { hostNetns, procRoot, kubeletUid, ipv6: amb.ipv6, dnsCapture: amb.dnsCapture, zds: amb.ztunnelUDSAddress });
+
+    const hostSets = new HostProbeSets(
+      ambientCfg,
+      parseHostRuleParams({ kubeletUID: kubeletUid }),
+      { apply: (s) => nft.applyNft(hostNetns, s), listRuleset: () => nft.listRulesetJson(hostNetns) },
+      log,
+    );
+    await hostSets.setup(deps.hostSetupRetry);
+
+    const cache = new PodNetnsCache();
+    const dataplane = new MeshDataplane({
+      log,
+      cache,
+      rules: netnsPodRules(ambientCfg, log),
+      hostSets,
+      annotate: statusAnnotator(api),
+      findNetns: (wanted) => findPodNetns(wanted, { procRoot, log, holdsAnyAddress: netnsHoldsAnyAddress }),
+      hostRoot,
+      reconcileOnStart: amb.reconcilePodRulesOnStartup,
+    });
+    const zds = ZtunnelServer.listen({
+      path: amb.ztunnelUDSAddress,
+      log,
+      snapshot: () => cache.snapshot(),
+      timeouts: deps.zdsTimeouts,
+      onConnections: (n) => deps.metrics?.ztunnelConnections?.(n),
+      paused: true,
+    });
+    dataplane.setZds(zds);
+    const controller = new AmbientController({
+      api,
+      nodeName: cfg.nodeName,
+      systemNamespace: deps.systemNamespace ?? 'istio-system',
+      selectors: amb.enablementSelectors,
+      excludeNamespaces: cfg.install.excludeNamespaces ?? [],
+      dataplane,
+      log,
+      onEvent: (t) => deps.metrics?.reconcileEvent?.(t),
+      informer: deps.informer,
+      retry: deps.retry,
+    });
+    parts = { dataplane, controller, zds, hostSets, cache };
+
+    await controller.startInformers(ac.signal);
+    log.info('ambient informers synced');
+    cniServer = await startCniEventServer(
+      path.join(cfg.install.cniAgentRunDir, PLUGIN_EVENT_SOCKET),
+      async (ev) => {
+        const pod = await podWithRetry(controller, ev.podName, ev.podNamespace, ac.signal);
+        await dataplane.addPodToMesh(pod, ev.ips.map((x) => x.address), ev.netns);
+      },
+      log,
+      (code) => deps.metrics?.pluginRequest?.(code),
+    );
+    const existing = controller.activeAmbientPodSnapshot();
+    await dataplane.constructInitialSnapshot(existing).catch((e) => log.warn('failed to construct the initial snapshot', { error: (e as Error).message }));
+    void controller.runQueue(ac.signal);
+    zds.start();
+    isReady = true;
+    log.info('ambient node agent ready', { enrolledPods: existing.length });
+  };
+
+  const stop = async (skipCleanup: boolean): Promise<void> => {
+    isReady = false;
+    await cniServer?.close();
+    ac.abort();
+    if (!parts) return;
+    if (!skipCleanup) {
+      log.info('ambient node agent stopping: removing the host rule and probe sets');
+      await parts.hostSets.destroy().catch((e) => log.warn('host rule and probe sets not removed', { error: (e as Error).message }));
+    }
+    parts.zds.close();
+    parts.cache.clear();
+  };
+
+  return {
+    start,
+    stop,
+    ready: () => isReady,
+    parts: () => {
+      if (!parts) throw new Error('the ambient agent has not started');
+      return parts;
+    },
+  };
+}
+
+/** The pod from the informer cache, waiting up to 10 x 10 ms for it to appear (as upstream). */
+async function podWithRetry(c: AmbientController, name: string, namespace: string, signal: AbortSignal): Promise<AmbientPod> {
+  let last: Error | undefined;
+  for (let attempt = 0; attempt <= 10; attempt++) {
+    if (signal.aborted) throw new Error('the agent is stopping');
+    try {
+      const pod = c.getPodIfAmbientEnabled(name, namespace);
+      if (!pod) throw new Error(`pod ${namespace}/${name} is unexpectedly not eligible for ambient enrollment`);
+      return pod;
+    } catch (e) {
+      last = e as Error;
+      if (/not eligible/.test(last.message)) throw last;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`failed to get pod ${namespace}/${name}: ${last?.message}`);
+}
