@@ -62,6 +62,8 @@ export interface Timing {
 export interface CriClient {
   version(): Promise<{ runtime_name: string; runtime_version: string; runtime_api_version: string }>;
   conditions(): Promise<Condition[]>;
+  /** Status(verbose): containerd's info map (its config, the CNI config it has loaded, the last load status). */
+  statusInfo(): Promise<Record<string, string>>;
   runPodSandbox(config: PodSandboxConfig): Promise<string>;
   stopPodSandbox(id: string): Promise<void>;
   removePodSandbox(id: string): Promise<void>;
@@ -99,6 +101,7 @@ export function criClient(endpoint: string, deadlineMs = 60_000): CriClient {
     timings,
     version: () => call(runtime, 'Version', { version: 'v1' }),
     conditions: async () => (await call<{ status: { conditions: Condition[] } | null }>(runtime, 'Status', {})).status?.conditions ?? [],
+    statusInfo: async () => (await call<{ info: Record<string, string> }>(runtime, 'Status', { verbose: true })).info ?? {},
     runPodSandbox: async (config) => (await call<{ pod_sandbox_id: string }>(runtime, 'RunPodSandbox', { config, runtime_handler: '' })).pod_sandbox_id,
     stopPodSandbox: async (id) => {
       await call(runtime, 'StopPodSandbox', { pod_sandbox_id: id });

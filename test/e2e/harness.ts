@@ -70,6 +70,16 @@ export interface RunningPod {
   runMs: number;
 }
 
+export interface SetupOptions {
+  /**
+   * Default true: our plugin is installed as install-cni would leave it (the `istio-cni` entry
+   * chained into the conflist, the kubeconfig, `istio-cni` in the bin dir). false: only the
+   * node's primary network (bridge → portmap) and the service account, for a test whose node
+   * agent installs the plugin itself.
+   */
+  installPlugin?: boolean;
+}
+
 export class E2eWorld {
   readonly dir = `/tmp/icts-e2e-${process.pid}`;
   readonly cniBinDir = path.join(this.dir, 'cni', 'bin');
@@ -84,6 +94,10 @@ export class E2eWorld {
   readonly api = new KubeApiStandIn(this.token);
   readonly ctrd: PrivateContainerd;
   readonly conflist = path.join(this.cniConfDir, '10-e2e.conflist');
+  /** The node agent's service account mount (token, ca.crt) for the API stand-in. */
+  readonly saDir = path.join(this.dir, 'serviceaccount');
+  /** Processes the test starts that must not outlive it (a node agent, say): killed on emergency cleanup. */
+  readonly daemons: ChildProcess[] = [];
   readonly hostBefore = hostPathState();
   readonly children: ChildProcess[] = [];
   /** Every sandbox started, for teardown. */
@@ -106,13 +120,39 @@ export class E2eWorld {
     return this.ctrd.cri;
   }
 
-  async setup(): Promise<void> {
+  /**
+   * The node's primary network (bridge + host-local, then portmap) as its own CNI would write it.
+   * No gateway address and no masquerading: the host's addresses, routes, forwarding sysctl and
+   * iptables stay as they are.
+   */
+  primaryConflist(): string {
+    return JSON.stringify({
+      cniVersion: '1.0.0',
+      name: NETWORK_NAME,
+      plugins: [
+        {
+          type: 'bridge', bridge: this.bridge, isGateway: false, ipMasq: false, hairpinMode: false,
+          ipam: { type: 'host-local', ranges: [[{ subnet: this.subnet }]], dataDir: this.ipamDir },
+        },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    });
+  }
+
+  async setup(opts: SetupOptions = {}): Promise<void> {
     for (const d of [this.cniBinDir, this.cniConfDir, this.ipamDir, this.agentRunDir]) fs.mkdirSync(d, { recursive: true });
     await this.api.start();
 
     // The node agent's view: its service account files and the API address, as install-cni reads them.
-    const saDir = path.join(this.dir, 'serviceaccount');
+    const saDir = this.saDir;
     this.api.writeServiceAccount(saDir);
+    if (opts.installPlugin === false) {
+      fs.writeFileSync(this.conflist, this.primaryConflist());
+      // containerd sets up the pod's lo with the loopback plugin itself, outside the conflist.
+      for (const p of ['bridge', 'host-local', 'portmap', 'loopback']) fs.symlinkSync(path.join(this.refPluginDir, p), path.join(this.cniBinDir, p));
+      await this.startContainerd();
+      return;
+    }
     const cfg = installConfig({
       mountedCNINetDir: this.cniConfDir,
       cniAgentRunDir: this.agentRunDir,
@@ -136,27 +176,18 @@ export class E2eWorld {
     });
     fs.writeFileSync(path.join(this.agentRunDir, 'istio-cni-kubeconfig'), createKubeConfig(cfg).full, { mode: 0o600 });
 
-    // The node's primary network (bridge + host-local, then portmap), and our entry chained
-    // after it exactly as install-cni inserts it. No gateway address and no masquerading: the
-    // host's addresses, routes, forwarding sysctl and iptables stay as they are.
-    const primary = JSON.stringify({
-      cniVersion: '1.0.0',
-      name: NETWORK_NAME,
-      plugins: [
-        {
-          type: 'bridge', bridge: this.bridge, isGateway: false, ipMasq: false, hairpinMode: false,
-          ipam: { type: 'host-local', ranges: [[{ subnet: this.subnet }]], dataDir: this.ipamDir },
-        },
-        { type: 'portmap', capabilities: { portMappings: true } },
-      ],
-    });
-    fs.writeFileSync(this.conflist, insertCNIConfig(pluginConfigText(cfg), primary, PLUGIN_TYPE));
+    // The node's primary network, and our entry chained after it exactly as install-cni inserts it.
+    fs.writeFileSync(this.conflist, insertCNIConfig(pluginConfigText(cfg), this.primaryConflist(), PLUGIN_TYPE));
 
     // Plugins: the distro's reference ones, and ours installed under Istio's name.
     // containerd sets up the pod's lo with the loopback plugin itself, outside the conflist.
     for (const p of ['bridge', 'host-local', 'portmap', 'loopback']) fs.symlinkSync(path.join(this.refPluginDir, p), path.join(this.cniBinDir, p));
     fs.symlinkSync(BIN, path.join(this.cniBinDir, PLUGIN_TYPE));
+    await this.startContainerd();
+  }
 
+  /** The pause image, containerd to CRI-ready, the image imported. */
+  private async startContainerd(): Promise<void> {
     const tarball = buildPauseImage(path.join(this.dir, 'image'), this.sandboxImage);
     await this.ctrd.start();
     // For a later run, should this one be killed before its teardown (see sweepStaleRuns).
@@ -237,10 +268,16 @@ export class E2eWorld {
     return fs.existsSync(d) ? fs.readdirSync(d).filter((f) => /^\d+\.\d+\.\d+\.\d+$/.test(f)).sort() : [];
   }
 
-  /** Pod netns mounts containerd still has. */
+  /**
+   * Pod netns mounts containerd still has: those under the state dir. Its mount namespace also
+   * holds copies of the host's /run/netns mounts from when it started, and those vanish whenever
+   * their owner deletes them on the host (unlinking a mount point detaches it in every
+   * namespace), so other tests' netns must not be counted.
+   */
   netnsMounts(): string[] {
     if (!this.ctrd.running()) return [];
-    return fs.readFileSync(`/proc/${this.ctrd.pid}/mountinfo`, 'utf8').split('\n').filter((l) => / nsfs /.test(l) && l.includes('/netns/'));
+    return fs.readFileSync(`/proc/${this.ctrd.pid}/mountinfo`, 'utf8').split('\n')
+      .filter((l) => / nsfs /.test(l) && l.includes('/netns/') && (l.split(' ')[4] ?? '').startsWith(`${this.dir}/`));
   }
 
   /** Starts a probe server in a netns (optionally as another UID) and waits until it listens. */
@@ -289,7 +326,7 @@ export class E2eWorld {
   emergencyCleanup(): void {
     if (this.tornDown) return;
     this.tornDown = true;
-    for (const c of this.children) c.kill('SIGKILL');
+    for (const c of [...this.children, ...this.daemons]) c.kill('SIGKILL');
     if (this.ctrd.running()) process.kill(this.ctrd.pid, 'SIGKILL');
     killStrays({ mntNs: this.ctrd.mntNs, podNetns: this.ctrd.podNetns, runcRoot: this.ctrd.runcRoot, marker: `${this.dir}/` });
     this.ctrd.releaseMountNs();
