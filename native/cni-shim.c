@@ -3,6 +3,8 @@
 // The runtime executes this file as the `istio-cni` plugin. It forwards the request (the whole
 // environment and stdin) to the node agent over the unix socket <cni_agent_run_dir>/cni-shim.sock,
 // where the same handleCni function the standalone plugin runs answers, and prints the reply.
+// The pod's netns goes along as a file descriptor (SCM_RIGHTS): CNI_NETNS is a path in the
+// runtime's mount namespace, which the agent (in its own container) may not see.
 // Whenever the agent cannot be trusted or does not answer properly it executes the standalone
 // plugin (istio-cni-ts/istio-cni-plugin beside this file) with the same environment and stdin
 // instead, so a pod never waits on an absent, restarting or hung agent:
@@ -14,10 +16,14 @@
 //   - a reply that is not a CNI result (bad frame, empty stdout where a result is due, output
 //     that is not a JSON object): fallback.
 //
-// Wire format (all integers big-endian u32):
-//   request  "ICTSCNI1" | env length | env ("KEY=VALUE\0"...) | stdin length | stdin
+// Wire format: SOCK_SEQPACKET records, integers big-endian u32, bodies in records of at most
+// CHUNK bytes:
+//   request  "ICTSCNI2" | env length | stdin length | netns state   (+ the netns fd, SCM_RIGHTS)
+//            then env ("KEY=VALUE\0"...) and stdin
 //   ack      "ICTSACK1"                      (sent by the agent once the request is read)
-//   reply    "ICTSRES1" | exit code | stdout length | stdout
+//   reply    "ICTSRES1" | exit code | stdout length, then stdout
+// netns state: 0 no CNI_NETNS, 1 its fd attached (opened O_PATH here), 2 it could not be opened
+// (the plugin would find it missing).
 //
 // Only libc; built by binding.gyp (target istio-cni-shim) as a static executable.
 #define _GNU_SOURCE
@@ -45,6 +51,10 @@ extern char **environ;
 #define MAX_STDIN (8u << 20)
 #define MAX_ENV (1u << 20)
 #define MAX_REPLY (8u << 20)
+#define CHUNK 32768u
+#define NETNS_NONE 0u
+#define NETNS_FD 1u
+#define NETNS_MISSING 2u
 #define VERSION_STDIN_IDLE_MS 1000
 
 static int debug_enabled;
@@ -261,37 +271,6 @@ static int wait_fd(int fd, short events, int64_t deadline) {
   }
 }
 
-static int send_all(int fd, const char *p, size_t n, int64_t deadline) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (wait_fd(fd, POLLOUT, deadline) != 0) return -1;
-      continue;
-    }
-    if (w <= 0) return -1;
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-static int recv_all(int fd, void *dst, size_t n, int64_t deadline) {
-  char *p = dst;
-  while (n > 0) {
-    ssize_t r = recv(fd, p, n, 0);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (wait_fd(fd, POLLIN, deadline) != 0) return -1;
-      continue;
-    }
-    if (r <= 0) return -1;
-    p += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
-
 // Empty output is a CNI answer only for a successful DEL, CHECK, STATUS or GC.
 static int reply_is_cni(const char *cmd, uint32_t code, const char *out, size_t len) {
   if (len == 0) {
@@ -304,26 +283,67 @@ static int reply_is_cni(const char *cmd, uint32_t code, const char *out, size_t 
   return 1;
 }
 
+// Sends one record, with `pass_fd` as SCM_RIGHTS when >= 0.
+static int send_record(int fd, const void *data, size_t len, int pass_fd, int64_t deadline) {
+  for (;;) {
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    union {
+      char buf[CMSG_SPACE(sizeof(int))];
+      struct cmsghdr align;
+    } ctl;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (pass_fd >= 0) {
+      memset(&ctl, 0, sizeof ctl);
+      msg.msg_control = ctl.buf;
+      msg.msg_controllen = sizeof ctl.buf;
+      struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    }
+    ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (wait_fd(fd, POLLOUT, deadline) != 0) return -1;
+      continue;
+    }
+    return w == (ssize_t)len ? 0 : -1;
+  }
+}
+
+// Receives one record into dst (at most cap bytes); its length, or -1 (error, timeout, end of
+// stream, a record larger than cap).
+static ssize_t recv_record(int fd, void *dst, size_t cap, int64_t deadline) {
+  for (;;) {
+    ssize_t r = recv(fd, dst, cap, MSG_TRUNC);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (wait_fd(fd, POLLIN, deadline) != 0) return -1;
+      continue;
+    }
+    if (r <= 0 || (size_t)r > cap) return -1;
+    return r;
+  }
+}
+
 // Asks the agent. Returns 0 with *code/*out set on a proper answer, -1 to fall back.
-static int ask_agent(const char *sock, const struct buf *req, const char *cmd, uint32_t *code, struct buf *out) {
+static int ask_agent(const char *sock, const struct buf *body, uint32_t env_len, uint32_t stdin_len, uint32_t netns_state, int netns_fd,
+                     const char *cmd, uint32_t *code, struct buf *out) {
   if (strlen(sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) return -1;
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return -1;
   int ok = -1;
+  char *chunk = NULL;
   long ack_ms = env_ms("ISTIO_CNI_SHIM_ACK_TIMEOUT_MS", 2000);
   long reply_ms = env_ms("ISTIO_CNI_SHIM_REPLY_TIMEOUT_MS", 90000);
   int64_t deadline = now_ms() + ack_ms;
   struct sockaddr_un a = {.sun_family = AF_UNIX};
   strcpy(a.sun_path, sock);
   if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-    if (errno != EINPROGRESS && errno != EAGAIN) {
-      debugf("connect %s: %s", sock, strerror(errno));
-      goto done;
-    }
-    if (wait_fd(fd, POLLOUT, deadline) != 0) goto done;
-    int err = 0;
-    socklen_t el = sizeof err;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) goto done;
+    // A unix connect completes at once or fails (EAGAIN: the agent's backlog is full).
+    debugf("connect %s: %s", sock, strerror(errno));
+    goto done;
   }
   struct ucred cred;
   socklen_t cl = sizeof cred;
@@ -331,35 +351,40 @@ static int ask_agent(const char *sock, const struct buf *req, const char *cmd, u
     debugf("%s: the listening process is not root", sock);
     goto done;
   }
-  if (send_all(fd, req->p, req->len, deadline) != 0) {
+  struct buf head = {0};
+  if (buf_add(&head, "ICTSCNI2", 8) != 0 || buf_u32(&head, env_len) != 0 || buf_u32(&head, stdin_len) != 0 ||
+      buf_u32(&head, netns_state) != 0) {
+    free(head.p);
+    goto done;
+  }
+  int sent = send_record(fd, head.p, head.len, netns_state == NETNS_FD ? netns_fd : -1, deadline);
+  free(head.p);
+  for (size_t off = 0; sent == 0 && off < body->len; off += CHUNK) {
+    size_t n = body->len - off < CHUNK ? body->len - off : CHUNK;
+    sent = send_record(fd, body->p + off, n, -1, deadline);
+  }
+  if (sent != 0) {
     debugf("sending the request failed or timed out");
     goto done;
   }
-  char hdr[16];
-  if (recv_all(fd, hdr, 8, deadline) != 0 || memcmp(hdr, "ICTSACK1", 8) != 0) {
+  chunk = malloc(CHUNK);
+  if (chunk == NULL) goto done;
+  if (recv_record(fd, chunk, CHUNK, deadline) != 8 || memcmp(chunk, "ICTSACK1", 8) != 0) {
     debugf("no acknowledgement within %ld ms", ack_ms);
     goto done;
   }
   deadline = now_ms() + reply_ms;
-  unsigned char head[16];
-  if (recv_all(fd, head, 16, deadline) != 0 || memcmp(head, "ICTSRES1", 8) != 0) {
+  if (recv_record(fd, chunk, CHUNK, deadline) != 16 || memcmp(chunk, "ICTSRES1", 8) != 0) {
     debugf("no reply within %ld ms", reply_ms);
     goto done;
   }
-  *code = get_u32(head + 8);
-  uint32_t len = get_u32(head + 12);
+  *code = get_u32((unsigned char *)chunk + 8);
+  uint32_t len = get_u32((unsigned char *)chunk + 12);
   if (len > MAX_REPLY) goto done;
   out->len = 0;
-  if (len > 0) {
-    char *p = malloc(len + 1);
-    if (p == NULL) goto done;
-    if (recv_all(fd, p, len, deadline) != 0) {
-      free(p);
-      goto done;
-    }
-    int added = buf_add(out, p, len);
-    free(p);
-    if (added != 0) goto done;
+  while (out->len < len) {
+    ssize_t n = recv_record(fd, chunk, CHUNK, deadline);
+    if (n <= 0 || out->len + (size_t)n > len || buf_add(out, chunk, (size_t)n) != 0) goto done;
   }
   if (!reply_is_cni(cmd, *code, out->p, out->len)) {
     debugf("the agent's reply is not a CNI result");
@@ -367,6 +392,7 @@ static int ask_agent(const char *sock, const struct buf *req, const char *cmd, u
   }
   ok = 0;
 done:
+  free(chunk);
   close(fd);
   return ok;
 }
@@ -464,13 +490,22 @@ int main(void) {
       struct buf req = {0};
       size_t env_len = 0;
       for (char **e = environ; *e; e++) env_len += strlen(*e) + 1;
-      if (env_len <= MAX_ENV && buf_add(&req, "ICTSCNI1", 8) == 0 && buf_u32(&req, (uint32_t)env_len) == 0) {
+      // The pod's netns, opened here where the runtime's mounts are visible (O_PATH: any kind of
+      // file opens, so the agent sees exactly what a stat of CNI_NETNS would).
+      const char *netns = getenv("CNI_NETNS");
+      int netns_fd = -1;
+      uint32_t netns_state = NETNS_NONE;
+      if (netns != NULL && *netns != '\0') {
+        netns_fd = open(netns, O_PATH | O_CLOEXEC);
+        netns_state = netns_fd >= 0 ? NETNS_FD : NETNS_MISSING;
+      }
+      if (env_len <= MAX_ENV) {
         int okb = 1;
         for (char **e = environ; *e && okb; e++) okb = buf_add(&req, *e, strlen(*e) + 1) == 0;
-        if (okb && buf_u32(&req, (uint32_t)in.len) == 0 && (in.len == 0 || buf_add(&req, in.p, in.len) == 0)) {
+        if (okb && (in.len == 0 || buf_add(&req, in.p, in.len) == 0)) {
           uint32_t code = 0;
           struct buf out = {0};
-          if (ask_agent(sock, &req, cmd, &code, &out) == 0) {
+          if (ask_agent(sock, &req, (uint32_t)env_len, (uint32_t)in.len, netns_state, netns_fd, cmd, &code, &out) == 0) {
             size_t done = 0;
             while (done < out.len) {
               ssize_t w = write(1, out.p + done, out.len - done);
@@ -483,6 +518,7 @@ int main(void) {
         }
       }
       free(req.p);
+      if (netns_fd >= 0) close(netns_fd);
     }
     free(run_dir);
   }

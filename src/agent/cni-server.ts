@@ -8,13 +8,18 @@
 // the listening process is root, before it sends anything (it falls back to the standalone
 // plugin otherwise).
 //
-// Frames (integers are big-endian u32):
-//   request  "ICTSCNI1" | env length | "KEY=VALUE\0"... | stdin length | stdin
+// Records on a SOCK_SEQPACKET socket (the addon's, src/netns/seqpacket.ts: Node's net cannot
+// receive descriptors); integers big-endian u32; bodies in records of at most CHUNK bytes:
+//   request  "ICTSCNI2" | env length | stdin length | netns state  (+ the netns fd, SCM_RIGHTS)
+//            then env ("KEY=VALUE\0"...) and stdin
 //   ack      "ICTSACK1"                        as soon as the request is read
-//   reply    "ICTSRES1" | exit code | stdout length | stdout
+//   reply    "ICTSRES1" | exit code | stdout length, then stdout
+// The pod's netns comes as a descriptor the shim opened (O_PATH) where the runtime's mounts are:
+// CNI_NETNS is a path in the runtime's mount namespace, which this container may not see. The
+// request's env keeps CNI_NETNS as the runtime gave it (so every message names the same path as
+// the standalone plugin's); only the netns and rule operations use /proc/self/fd/<fd>.
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { CniOutput } from '../cni/skel';
 import { Env } from '../cni/env';
@@ -23,19 +28,34 @@ import { KUBECONFIG_NAME, parseKubeconfig } from '../kube/kubeconfig';
 import { handleCni } from '../plugin/istio';
 import { Fields, Logger, NetnsState, PluginDeps, realDeps } from '../plugin/deps';
 import { LogFields, LogLevel } from '../installer/log';
+import { SeqpacketListener, SeqpacketSocket, closeFd } from '../netns/seqpacket';
 import { ScopedLogger } from './log';
 
 export const SHIM_SOCKET_NAME = 'cni-shim.sock';
-export const REQUEST_MAGIC = 'ICTSCNI1';
+export const REQUEST_MAGIC = 'ICTSCNI2';
 export const ACK_MAGIC = 'ICTSACK1';
 export const REPLY_MAGIC = 'ICTSRES1';
+/** Largest record of a body (the shim's CHUNK). */
+export const CHUNK = 32768;
 /** Limits that match the shim's. */
 export const MAX_ENV_BYTES = 1 << 20;
 export const MAX_STDIN_BYTES = 8 << 20;
 /** A client that has not sent its whole request by then is dropped. */
 const REQUEST_TIMEOUT_MS = 10_000;
+/** A shim that does not take its reply by then is dropped. */
+const REPLY_SEND_TIMEOUT_MS = 10_000;
 
-export type CniHandler = (env: Env, stdin: string) => Promise<CniOutput>;
+export const NETNS_STATE = { none: 0, fd: 1, missing: 2 } as const;
+
+/** What the shim could tell about CNI_NETNS: opened (a /proc/self/fd path here), or not there. */
+export interface NetnsView {
+  /** /proc/self/fd/<n> of the descriptor the shim sent. */
+  readonly path?: string;
+  /** CNI_NETNS was set but the shim could not open it (the plugin would find it missing). */
+  readonly missing?: boolean;
+}
+
+export type CniHandler = (env: Env, stdin: string, netns?: NetnsView) => Promise<CniOutput>;
 
 export interface CniServer {
   readonly socketPath: string;
@@ -44,37 +64,42 @@ export interface CniServer {
   close(): Promise<void>;
 }
 
-/** Parses one request frame; undefined while incomplete; throws when it can never be valid. */
-export function parseRequest(buf: Buffer): { env: Record<string, string>; stdin: string } | undefined {
-  if (buf.length < 8) {
-    if (!Buffer.from(REQUEST_MAGIC).subarray(0, buf.length).equals(buf)) throw new Error('not a CNI shim request');
-    return undefined;
-  }
-  if (buf.toString('latin1', 0, 8) !== REQUEST_MAGIC) throw new Error('not a CNI shim request');
-  if (buf.length < 12) return undefined;
-  const envLen = buf.readUInt32BE(8);
-  if (envLen > MAX_ENV_BYTES) throw new Error(`environment of ${envLen} bytes is over the limit`);
-  if (buf.length < 12 + envLen + 4) return undefined;
-  const stdinLen = buf.readUInt32BE(12 + envLen);
-  if (stdinLen > MAX_STDIN_BYTES) throw new Error(`stdin of ${stdinLen} bytes is over the limit`);
-  const end = 16 + envLen + stdinLen;
-  if (buf.length < end) return undefined;
-  if (buf.length > end) throw new Error('trailing bytes after the request');
+export interface RequestHeader {
+  envLen: number;
+  stdinLen: number;
+  netns: number;
+}
+
+/** The first record of a request; throws when it is not one. */
+export function parseHeader(rec: Buffer): RequestHeader {
+  if (rec.length !== 20 || rec.toString('latin1', 0, 8) !== REQUEST_MAGIC) throw new Error('not a CNI shim request');
+  const h = { envLen: rec.readUInt32BE(8), stdinLen: rec.readUInt32BE(12), netns: rec.readUInt32BE(16) };
+  if (h.envLen > MAX_ENV_BYTES) throw new Error(`environment of ${h.envLen} bytes is over the limit`);
+  if (h.stdinLen > MAX_STDIN_BYTES) throw new Error(`stdin of ${h.stdinLen} bytes is over the limit`);
+  if (h.netns > NETNS_STATE.missing) throw new Error(`unknown netns state ${h.netns}`);
+  return h;
+}
+
+/** env ("KEY=VALUE\0"...) and stdin from the request body. */
+export function parseBody(body: Buffer, envLen: number): { env: Record<string, string>; stdin: string } {
   const env: Record<string, string> = Object.create(null);
-  for (const entry of buf.toString('utf8', 12, 12 + envLen).split('\0')) {
+  for (const entry of body.toString('utf8', 0, envLen).split('\0')) {
     const eq = entry.indexOf('=');
     if (eq > 0) env[entry.slice(0, eq)] = entry.slice(eq + 1);
   }
-  return { env: { ...env }, stdin: buf.toString('utf8', 16 + envLen, end) };
+  return { env: { ...env }, stdin: body.toString('utf8', envLen) };
 }
 
-export function encodeReply(out: CniOutput): Buffer {
+/** The reply as records: the header, then stdout in CHUNK-sized pieces. */
+export function encodeReply(out: CniOutput): Buffer[] {
   const body = Buffer.from(out.stdout, 'utf8');
   const head = Buffer.alloc(16);
   head.write(REPLY_MAGIC, 0, 'latin1');
   head.writeUInt32BE(out.exitCode >>> 0, 8);
   head.writeUInt32BE(body.length, 12);
-  return Buffer.concat([head, body]);
+  const recs = [head];
+  for (let off = 0; off < body.length; off += CHUNK) recs.push(body.subarray(off, off + CHUNK));
+  return recs;
 }
 
 /** The plugin's log entries in the agent's output, on the cni-plugin scope, as log.sock relays them. */
@@ -136,10 +161,28 @@ export function agentCniHandler(pluginLog: ScopedLogger): CniHandler & { close()
     clients.set(file, { text, client });
     return client;
   };
-  const handler = (env: Env, stdin: string): Promise<CniOutput> => {
+  const handler = (env: Env, stdin: string, view: NetnsView = {}): Promise<CniOutput> => {
     const log = agentPluginLogger(pluginLog);
     const base = realDeps(env);
-    const deps: PluginDeps = { ...base, log, kube: (dir) => kube(dir, log), netns: { ...base.netns, inspect: inspectNetnsSync } };
+    // CNI_NETNS as the shim saw it: its descriptor's /proc path, or missing.
+    const requested = env.CNI_NETNS ?? '';
+    const at = (p: string) => (p === requested && requested !== '' && view.path ? view.path : p);
+    const deps: PluginDeps = {
+      ...base,
+      log,
+      kube: (dir) => kube(dir, log),
+      netns: {
+        inspect: async (p) => (p === requested && requested !== '' && view.missing ? 'missing' : inspectNetnsSync(at(p))),
+        isDualStack: (p) => base.netns.isDualStack(at(p)),
+      },
+      rules: {
+        apply: (p, tx) => base.rules.apply(at(p), tx),
+        remove: (p, tables) => base.rules.remove(at(p), tables),
+        ...(base.rules.listTables ? { listTables: (p: string) => base.rules.listTables!(at(p)) } : {}),
+        setupRoutes: (p, plan) => base.rules.setupRoutes(at(p), plan),
+        removeRoutes: (p, t) => base.rules.removeRoutes(at(p), t),
+      },
+    };
     return handleCni(env, stdin, deps);
   };
   return Object.assign(handler, {
@@ -166,15 +209,44 @@ async function inspectNetnsSync(netnsPath: string): Promise<NetnsState> {
   return target.ino === own.ino ? 'own' : 'ok';
 }
 
-async function removeStaleSocket(p: string): Promise<void> {
-  let st: fs.Stats;
+/** One shim connection: the request (and its netns descriptor), ack, answer, reply, close. */
+async function serveOne(sock: SeqpacketSocket, handle: CniHandler, agentLog: ScopedLogger, done: () => void): Promise<void> {
+  const fds: number[] = [];
   try {
-    st = await fsp.lstat(p);
-  } catch {
-    return;
+    const first = await sock.recv({ maxBytes: 64, maxFds: 1, timeoutMs: REQUEST_TIMEOUT_MS });
+    fds.push(...first.fds);
+    if (first.data.length === 0) return; // the shim went away
+    if (first.truncated || first.controlTruncated) throw new Error('oversized request header');
+    const h = parseHeader(first.data);
+    if ((h.netns === NETNS_STATE.fd) !== (fds.length === 1)) throw new Error('netns descriptor and netns state disagree');
+    const total = h.envLen + h.stdinLen;
+    const parts: Buffer[] = [];
+    for (let got = 0; got < total; ) {
+      const rec = await sock.recv({ maxBytes: CHUNK, timeoutMs: REQUEST_TIMEOUT_MS });
+      if (rec.data.length === 0 || rec.truncated || got + rec.data.length > total) throw new Error('request body cut short or too long');
+      parts.push(rec.data);
+      got += rec.data.length;
+    }
+    const { env, stdin } = parseBody(Buffer.concat(parts), h.envLen);
+    await sock.send(Buffer.from(ACK_MAGIC, 'latin1'), undefined, REPLY_SEND_TIMEOUT_MS);
+    const view: NetnsView = h.netns === NETNS_STATE.fd ? { path: `/proc/self/fd/${fds[0]}` } : h.netns === NETNS_STATE.missing ? { missing: true } : {};
+    let out: CniOutput;
+    try {
+      out = await handle(env, stdin, view);
+    } catch (e) {
+      // handleCni answers every failure itself; this is a bug. No reply: the shim then runs the
+      // standalone plugin, which gives the runtime a proper answer.
+      agentLog.error('CNI request failed inside the agent', { error: (e as Error)?.message ?? String(e) });
+      return;
+    }
+    for (const rec of encodeReply(out)) await sock.send(rec, undefined, REPLY_SEND_TIMEOUT_MS);
+    done();
+  } catch (e) {
+    if (!sock.closed) agentLog.warn('dropped a request on the CNI shim socket', { error: (e as Error).message });
+  } finally {
+    for (const fd of fds) closeFd(fd);
+    sock.close();
   }
-  if (!st.isSocket()) throw new Error(`${p} exists and is not a socket; refusing to replace it`);
-  await fsp.rm(p, { force: true });
 }
 
 /** Serves the shim's requests on `socketPath` with `handle` (default: agentCniHandler). */
@@ -186,73 +258,37 @@ export async function startCniServer(
   const own = opts.handle ? undefined : agentCniHandler(opts.pluginLog);
   const handle: CniHandler = opts.handle ?? own!;
   let served = 0;
-  const open = new Set<net.Socket>();
-  const server = net.createServer((sock) => {
-    open.add(sock);
-    sock.on('close', () => open.delete(sock));
-    sock.on('error', () => undefined);
-    sock.setTimeout(REQUEST_TIMEOUT_MS, () => sock.destroy());
-    let buf: Buffer = Buffer.alloc(0);
-    let done = false;
-    sock.on('data', (chunk: Buffer) => {
-      if (done) return;
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-      let req: ReturnType<typeof parseRequest>;
-      try {
-        req = parseRequest(buf);
-      } catch (e) {
-        done = true;
-        agentLog.warn('dropped a bad request on the CNI shim socket', { error: (e as Error).message });
-        sock.destroy();
-        return;
-      }
-      if (!req) return;
-      done = true;
-      sock.setTimeout(0);
-      sock.write(ACK_MAGIC);
-      const request = req;
-      handle(request.env, request.stdin).then(
-        (out) => {
-          served++;
-          sock.end(encodeReply(out));
-        },
-        (e: unknown) => {
-          // handleCni answers every failure itself; this is a bug. No reply: the shim then runs
-          // the standalone plugin, which gives the runtime a proper answer.
-          agentLog.error('CNI request failed inside the agent', { error: (e as Error)?.message ?? String(e) });
-          sock.destroy();
-        },
-      );
-    });
-  });
+  const open = new Set<SeqpacketSocket>();
   await fsp.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o750 });
-  await removeStaleSocket(socketPath);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    // 0600 from the start: no moment where another user could connect.
-    const old = process.umask(0o177);
-    try {
-      server.listen(socketPath, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    } finally {
-      process.umask(old);
-    }
-  });
-  await fsp.chmod(socketPath, 0o600);
+  const st = await fsp.lstat(socketPath).catch(() => undefined);
+  if (st && !st.isSocket()) throw new Error(`${socketPath} exists and is not a socket; refusing to replace it`);
+  // 0600 from the start: no moment where another user could connect.
+  const old = process.umask(0o177);
+  let listener: SeqpacketListener;
+  try {
+    listener = SeqpacketListener.listen(
+      socketPath,
+      () => {
+        for (let s = listener.accept(); s; s = listener.accept()) {
+          const sock = s;
+          open.add(sock);
+          void serveOne(sock, handle, agentLog, () => served++).finally(() => open.delete(sock));
+        }
+      },
+      { mode: 0o600, backlog: 128 },
+    );
+  } finally {
+    process.umask(old);
+  }
   agentLog.info('CNI fast-path server listening', { socket: socketPath });
   return {
     socketPath,
     served: () => served,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        // In-flight requests are cut: their shims fall back to the standalone plugin.
-        for (const s of open) s.destroy();
-      }).then(async () => {
-        own?.close();
-        await fsp.rm(socketPath, { force: true });
-      }),
+    close: async () => {
+      listener.close();
+      // In-flight requests are cut: their shims fall back to the standalone plugin.
+      for (const s of open) s.close();
+      own?.close();
+    },
   };
 }

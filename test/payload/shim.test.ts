@@ -9,10 +9,10 @@ import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CniServer, SHIM_SOCKET_NAME, encodeReply, startCniServer } from '../../src/agent/cni-server';
+import { CHUNK, CniServer, SHIM_SOCKET_NAME, encodeReply, startCniServer } from '../../src/agent/cni-server';
+import { SeqpacketListener, SeqpacketSocket, closeFd } from '../../src/netns/seqpacket';
 import { LogSink, ScopedLogger } from '../../src/agent/log';
 import { sidecarPod } from '../support/cni-fakes';
 import { PLUGIN_REL, PodApi, SHIM_NAME, ensurePayload, runAsync, startPodApi } from '../support/payload';
@@ -97,6 +97,7 @@ test('byte-identical: standalone plugin and shim -> agent, for VERSION, bad inpu
     ['ADD', env('ADD', '/run/netns/icts-no-such-netns'), conf({ cniVersion: '9.9.9' })],
     ['ADD', env('ADD', '/run/netns/icts-no-such-netns'), conf({ name: '' })],
     ['ADD', env('ADD', '/run/netns/icts-no-such-netns', 'plain'), conf()],
+    ['ADD', env('ADD', '/run/netns/icts-no-such-netns', 'plain'), conf({ padding: 'x'.repeat(300_000) })],
     ['ADD', env('ADD', '/run/netns/icts-no-such-netns', 'bad'), conf()],
     ['ADD', env('ADD', '/run/netns/icts-no-such-netns', 'ghost'), conf({ pod_lookup_attempts: 2, pod_lookup_interval_ms: 10 })],
     ['ADD', env('ADD', '/proc/self/ns/net'), conf()],
@@ -144,6 +145,46 @@ test('byte-identical with rules: ADD, CHECK, DEL of a sidecar pod, standalone in
   assert.ok(!agentLines.some((l) => l.includes(api.token)), 'never the token');
 });
 
+test('the netns travels as a descriptor: a CNI_NETNS that only the runtime\'s mount namespace has is still the pod\'s netns to the agent', async () => {
+  // The runtime mounts its pod netns files in a mount namespace the agent's container does not
+  // share: there, CNI_NETNS is only an empty mount-point file. Here: the shim runs in a private
+  // mount namespace where the file is the netns; the agent (this process) sees the empty file.
+  const pod = makeNetns('shim-mntns');
+  const ref = makeNetns('shim-mntns-ref');
+  namespaces.push(pod, ref);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-mntns-'));
+  const hidden = path.join(dir, 'cni-netns');
+  fs.writeFileSync(hidden, '');
+  try {
+    const inRuntimeMounts = (cmd: string, e: Record<string, string>) =>
+      runAsync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount --bind ${pod.path} ${hidden} && exec ${cmd}`],
+        { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...e }, stdin: conf(), timeoutMs: 20_000 });
+    await withAgent(async (server) => {
+      const n = server.served();
+      const viaAgent = await inRuntimeMounts(shim, env('ADD', hidden));
+      assert.equal(server.served(), n + 1, `answered by the agent: ${viaAgent.stderr}`);
+      assert.equal(viaAgent.code, 0, viaAgent.stdout + viaAgent.stderr);
+      assert.deepEqual(JSON.parse(viaAgent.stdout), prevResult);
+      assert.match(inNetns(pod.name, ['nft', 'list', 'ruleset']), /table inet istio-proxy-nat/, 'the rules are in the pod netns');
+      const standalone = await exec(plugin, env('ADD', ref.path), conf());
+      assert.equal(viaAgent.stdout, standalone.stdout);
+      assert.equal(inNetns(pod.name, ['nft', 'list', 'ruleset']), inNetns(ref.name, ['nft', 'list', 'ruleset']));
+      const del = await inRuntimeMounts(shim, env('DEL', hidden));
+      assert.equal(server.served(), n + 2);
+      assert.deepEqual([del.code, del.stdout], [0, '']);
+      assert.doesNotMatch(inNetns(pod.name, ['nft', 'list', 'ruleset']), /istio-proxy/);
+      // A netns the shim cannot open is "missing", as it is for the standalone plugin.
+      const gone = await exec(shim, env('ADD', path.join(dir, 'no-such-netns')), conf());
+      const goneRef = await exec(plugin, env('ADD', path.join(dir, 'no-such-netns')), conf());
+      assert.equal(server.served(), n + 3);
+      assert.equal(gone.stdout, goneRef.stdout);
+      assert.equal(JSON.parse(gone.stdout).code, 104);
+    });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 // ---------------------------------------------------------------------------------------------
 // Fallbacks: each gives what the standalone plugin gives.
 
@@ -160,52 +201,51 @@ async function expectFallback(what: string, opts: { env?: Record<string, string>
   return o;
 }
 
-/** A server on the shim's socket path that does what `onConn` says, 0600 like the agent's. */
-async function fakeAgent(onConn: (s: net.Socket) => void, mode = 0o600): Promise<{ close(): Promise<void>; conns: () => number }> {
+/** A SOCK_SEQPACKET server on the shim's socket path that does what `onConn` says, 0600 like the agent's. */
+async function fakeAgent(onConn: (s: SeqpacketSocket) => void, mode = 0o600): Promise<{ close(): Promise<void>; conns: () => number }> {
   let conns = 0;
-  const server = net.createServer((s) => {
-    conns++;
-    s.on('error', () => undefined);
-    onConn(s);
-  });
+  const open = new Set<SeqpacketSocket>();
   const old = process.umask(0o177);
+  let listener: SeqpacketListener;
   try {
-    await new Promise<void>((r) => server.listen(sock, r));
+    listener = SeqpacketListener.listen(sock, () => {
+      for (let s = listener.accept(); s; s = listener.accept()) {
+        conns++;
+        open.add(s);
+        onConn(s);
+      }
+    });
   } finally {
     process.umask(old);
   }
   fs.chmodSync(sock, mode);
-  const open = new Set<net.Socket>();
-  server.on('connection', (s) => {
-    open.add(s);
-    s.on('close', () => open.delete(s));
-  });
   return {
     conns: () => conns,
-    close: () =>
-      new Promise<void>((r) => {
-        for (const s of open) s.destroy();
-        server.close(() => r());
-      }),
+    close: async () => {
+      for (const s of open) s.close();
+      listener.close();
+    },
   };
 }
 
-/** Reads the whole request, then calls `then`. */
-function afterRequest(then: (s: net.Socket) => void): (s: net.Socket) => void {
+/** Reads the whole request (header record, then env + stdin records), then calls `then`. */
+function afterRequest(then: (s: SeqpacketSocket) => void | Promise<void>): (s: SeqpacketSocket) => void {
   return (s) => {
-    let buf = Buffer.alloc(0);
-    let done = false;
-    s.on('data', (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      if (done || buf.length < 12) return;
-      const envLen = buf.readUInt32BE(8);
-      if (buf.length < 16 + envLen) return;
-      if (buf.length < 16 + envLen + buf.readUInt32BE(12 + envLen)) return;
-      done = true;
-      then(s);
-    });
+    void (async () => {
+      const head = await s.recv({ maxBytes: 64, maxFds: 1 });
+      for (const fd of head.fds) closeFd(fd);
+      let left = head.data.readUInt32BE(8) + head.data.readUInt32BE(12);
+      while (left > 0) left -= (await s.recv({ maxBytes: CHUNK })).data.length;
+      await then(s);
+    })().catch(() => undefined);
   };
 }
+
+/** Sends records, then closes. */
+const sendAll = (recs: Buffer[]) => async (s: SeqpacketSocket) => {
+  for (const r of recs) await s.send(r);
+  s.close();
+};
 
 test('fallback: no socket, and a stale socket (nobody listening), at once', async () => {
   fs.rmSync(sock, { force: true });
@@ -221,7 +261,7 @@ test('fallback: no socket, and a stale socket (nobody listening), at once', asyn
 });
 
 test('fallback: the socket or its directory is not trusted (mode, owner, directory, listener not root)', async () => {
-  const answer = afterRequest((s) => s.end(Buffer.concat([Buffer.from('ICTSACK1'), encodeReply({ stdout: '{"cniVersion":"1.0.0","forged":true}\n', exitCode: 0 })])));
+  const answer = afterRequest(sendAll([Buffer.from('ICTSACK1'), ...encodeReply({ stdout: '{"cniVersion":"1.0.0","forged":true}\n', exitCode: 0 })]));
   for (const [what, mode] of [['socket 0666', 0o666], ['socket 0660', 0o660], ['socket 0700', 0o700]] as const) {
     const f = await fakeAgent(answer, mode);
     try {
@@ -231,7 +271,7 @@ test('fallback: the socket or its directory is not trusted (mode, owner, directo
       await f.close();
     }
   }
-  let f = await fakeAgent(answer);
+  const f = await fakeAgent(answer);
   try {
     fs.chownSync(sock, 65534, 65534);
     await expectFallback('socket owned by nobody');
@@ -253,9 +293,12 @@ test('fallback: the socket or its directory is not trusted (mode, owner, directo
   const side = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-nobody-'));
   fs.chmodSync(side, 0o777);
   const sideSock = path.join(side, 'agent.sock');
-  const script = `const net=require('net');net.createServer(s=>{s.on('data',()=>{});s.on('error',()=>{});s.write('ICTSACK1');` +
-    `const b=Buffer.from('{"cniVersion":"1.0.0","forged":true}\\n');const h=Buffer.alloc(16);h.write('ICTSRES1');h.writeUInt32BE(0,8);h.writeUInt32BE(b.length,12);s.end(Buffer.concat([h,b]));})` +
-    `.listen(${JSON.stringify(sideSock)},()=>console.log('ready'));`;
+  const seq = JSON.stringify(path.join(__dirname, '..', '..', 'src', 'netns', 'seqpacket.js'));
+  const script = `const { SeqpacketListener } = require(${seq});` +
+    `const l = SeqpacketListener.listen(${JSON.stringify(sideSock)}, () => { for (let s = l.accept(); s; s = l.accept()) {` +
+    `(async () => { await s.recv({ maxBytes: 64, maxFds: 1 }); await s.send(Buffer.from('ICTSACK1'));` +
+    `const b = Buffer.from('{"cniVersion":"1.0.0","forged":true}\\n'); const h = Buffer.alloc(16); h.write('ICTSRES1'); h.writeUInt32BE(0, 8); h.writeUInt32BE(b.length, 12);` +
+    `await s.send(h); await s.send(b); s.close(); })().catch(() => {}); } }, { mode: 0o777 }); console.log('ready');`;
   const child = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -281,7 +324,7 @@ test('fallback: an agent that hangs before acknowledging, and one that acknowled
   } finally {
     await f.close();
   }
-  f = await fakeAgent(afterRequest((s) => s.write('ICTSACK1')));
+  f = await fakeAgent(afterRequest((s) => s.send(Buffer.from('ICTSACK1'))));
   try {
     await expectFallback('ack, then silence', { env: { ISTIO_CNI_SHIM_REPLY_TIMEOUT_MS: '600' }, minMs: 600 });
   } finally {
@@ -297,18 +340,21 @@ test('fallback: replies that are not CNI results', async () => {
     h.writeUInt32BE(len, 12);
     return h;
   };
-  const replies: [string, Buffer][] = [
-    ['HTTP instead of a frame', Buffer.from('ICTSACK1HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}')],
-    ['not JSON', Buffer.concat([Buffer.from('ICTSACK1'), head(0, 9), Buffer.from('not json\n')])],
-    ['empty stdout for ADD', Buffer.concat([Buffer.from('ICTSACK1'), head(0, 0)])],
-    ['cut short', Buffer.concat([Buffer.from('ICTSACK1'), head(0, 100), Buffer.from('{"cniVersion"')])],
-    ['error without a code', Buffer.concat([Buffer.from('ICTSACK1'), head(1, 8), Buffer.from('{"x":1}\n')])],
-    ['exit code out of range', Buffer.concat([Buffer.from('ICTSACK1'), head(256, 3), Buffer.from('{}\n')])],
-    ['no ack at all, closed', Buffer.alloc(0)],
-    ['length over the limit', Buffer.concat([Buffer.from('ICTSACK1'), head(0, 0xffffffff)])],
+  const ack = Buffer.from('ICTSACK1');
+  const replies: [string, Buffer[]][] = [
+    ['HTTP instead of a frame', [ack, Buffer.from('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}')]],
+    ['not JSON', [ack, head(0, 9), Buffer.from('not json\n')]],
+    ['empty stdout for ADD', [ack, head(0, 0)]],
+    ['cut short', [ack, head(0, 100), Buffer.from('{"cniVersion"')]],
+    ['error without a code', [ack, head(1, 8), Buffer.from('{"x":1}\n')]],
+    ['exit code out of range', [ack, head(256, 3), Buffer.from('{}\n')]],
+    ['no ack at all, closed', []],
+    ['length over the limit', [ack, head(0, 0xffffffff)]],
+    ['a record larger than the shim takes', [ack, head(0, CHUNK + 10), Buffer.concat([Buffer.from('{"a":"'), Buffer.alloc(CHUNK, 0x61), Buffer.from('"}\n')])]],
+    ['the ack and the header in one record', [Buffer.concat([ack, head(0, 3)]), Buffer.from('{}\n')]],
   ];
   for (const [what, bytes] of replies) {
-    const f = await fakeAgent(afterRequest((s) => s.end(bytes)));
+    const f = await fakeAgent(afterRequest(sendAll(bytes)));
     try {
       await expectFallback(what, { maxMs: 15_000 });
       assert.equal(f.conns(), 1, what);
