@@ -16,12 +16,14 @@ before(async () => {
   await env.start();
 });
 after(async () => {
-  if (process.env.ICTS_DEBUG) for (const e of env.log.entries) console.log(e.level, e.msg, JSON.stringify(e.fields ?? {}));
+  if (process.env.ICTS_DEBUG) {
+    for (const e of env.log.entries) console.log(e.level, e.msg, JSON.stringify(e.fields ?? {}, (_k, v) => (typeof v === 'bigint' ? String(v) : v)));
+  }
   await env.close();
 });
 
 test('CNI ADD of an ambient pod: rules, routes, ztunnel Add with the netns fd, probe set, annotation', async () => {
-  pod = env.addPod('web-1');
+  pod = await env.addPod('web-1');
   await env.startApp(pod, 8080);
   await env.startNodeServer('10.251.1.1', 9999, 'direct');
 

@@ -73,8 +73,11 @@ export interface EnvOptions {
 let seq = 0;
 const CGROUP_ROOT = '/sys/fs/cgroup/systemd';
 
-function ip(...args: string[]): void {
-  execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+/** `ip` without blocking the event loop: the agent and the ztunnel stand-in run in this process, and their 5 s deadlines keep ticking. */
+function ip(...args: string[]): Promise<void> {
+  return new Promise((resolve, reject) =>
+    execFile('ip', args, (err, _out, stderr) => (err ? reject(new Error(`ip ${args.join(' ')}: ${stderr || err.message}`)) : resolve())),
+  );
 }
 
 export class AmbientEnv {
@@ -90,6 +93,7 @@ export class AmbientEnv {
   readonly pods: TestPod[] = [];
   private readonly children: ChildProcess[] = [];
   private cgroupBase?: string;
+  private podCount = 0;
 
   constructor(readonly opts: EnvOptions = {}) {}
 
@@ -155,34 +159,37 @@ export class AmbientEnv {
     await a?.stop(skipCleanup);
   }
 
+  /** Connects the stand-in and waits until the agent has the ack of SnapshotSent. */
   async connectZtunnel(): Promise<void> {
-    await this.standIn.connect();
+    const zds = this.agent?.parts().zds;
+    const acked = zds?.stats.snapshots ?? 0;
     const before = this.standIn.snapshots.length;
-    await this.standIn.waitFor(() => this.standIn.snapshots.length > before, 10_000, 'the snapshot');
+    await this.standIn.connect();
+    await this.standIn.waitFor(() => this.standIn.snapshots.length > before && (!zds || zds.stats.snapshots > acked), 10_000, 'the snapshot');
   }
 
   /** A pod netns wired to the node, and the Pod object in the API (Running, with its IPs). */
-  addPod(name: string, labels: Record<string, string> = {}, namespace = 'shop', annotations: Record<string, string> = {}): TestPod {
-    const index = this.pods.length + 1;
+  async addPod(name: string, labels: Record<string, string> = {}, namespace = 'shop', annotations: Record<string, string> = {}): Promise<TestPod> {
+    const index = ++this.podCount;
     const netns = makeNetns(`${this.tag}-p${index}`);
     const hostIf = `av${index}`;
-    ip('-n', netns.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', hostIf, 'netns', this.node.name);
+    await ip('-n', netns.name, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', hostIf, 'netns', this.node.name);
     const podIp = `10.251.${index}.2`;
     const nodeIp = `10.251.${index}.1`;
-    ip('-n', netns.name, 'addr', 'add', `${podIp}/24`, 'dev', 'eth0');
-    ip('-n', this.node.name, 'addr', 'add', `${nodeIp}/24`, 'dev', hostIf);
+    await ip('-n', netns.name, 'addr', 'add', `${podIp}/24`, 'dev', 'eth0');
+    await ip('-n', this.node.name, 'addr', 'add', `${nodeIp}/24`, 'dev', hostIf);
     let ip6: string | undefined;
     let nodeIp6: string | undefined;
     if (this.opts.dualStack) {
       ip6 = `fd00:251:${index.toString(16)}::2`;
       nodeIp6 = `fd00:251:${index.toString(16)}::1`;
-      ip('-n', netns.name, 'addr', 'add', `${ip6}/64`, 'dev', 'eth0', 'nodad');
-      ip('-n', this.node.name, 'addr', 'add', `${nodeIp6}/64`, 'dev', hostIf, 'nodad');
+      await ip('-n', netns.name, 'addr', 'add', `${ip6}/64`, 'dev', 'eth0', 'nodad');
+      await ip('-n', this.node.name, 'addr', 'add', `${nodeIp6}/64`, 'dev', hostIf, 'nodad');
     }
-    ip('-n', netns.name, 'link', 'set', 'eth0', 'up');
-    ip('-n', this.node.name, 'link', 'set', hostIf, 'up');
-    ip('-n', netns.name, 'route', 'add', 'default', 'via', nodeIp);
-    if (nodeIp6) ip('-n', netns.name, '-6', 'route', 'add', 'default', 'via', nodeIp6);
+    await ip('-n', netns.name, 'link', 'set', 'eth0', 'up');
+    await ip('-n', this.node.name, 'link', 'set', hostIf, 'up');
+    await ip('-n', netns.name, 'route', 'add', 'default', 'via', nodeIp);
+    if (nodeIp6) await ip('-n', netns.name, '-6', 'route', 'add', 'default', 'via', nodeIp6);
     const uid = `0000${this.tag.padStart(4, '0').slice(-4)}-0000-4000-8000-${String(index).padStart(12, '0')}`;
     const pod: TestPod = { name, namespace, uid, index, netns, ip: podIp, ip6, nodeIp, nodeIp6 };
     this.pods.push(pod);

@@ -114,6 +114,8 @@ export class ZtunnelStandIn {
   private current = new Set<string>();
   private inSnapshot = false;
   private waiters: (() => void)[] = [];
+  /** Failures of the stand-in itself (for test diagnostics). */
+  readonly errors: string[] = [];
   /** Set when the agent closed the connection. */
   disconnectedByAgent = false;
 
@@ -167,7 +169,8 @@ export class ZtunnelStandIn {
       if (answer === 'never') continue;
       try {
         await sock.send(encodeAck(answer), undefined, 5000);
-      } catch {
+      } catch (e) {
+        this.errors.push(`ack for ${r.kind}: ${(e as Error).message}`);
         return;
       }
     }

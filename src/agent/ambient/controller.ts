@@ -254,8 +254,9 @@ export class AmbientController {
           return;
         }
         const old = ev.old as AmbientPod;
+        // What this agent did itself counts too: the cache may not show its own patch yet.
         const enrolled = fullyEnrolled(current) || dp.isEnrolled(podUid(current));
-        const partial = partiallyEnrolled(current);
+        const partial = partiallyEnrolled(current) && !dp.isEnrolled(podUid(current));
         const matches = podMatchesEnablement(this.o.selectors, current, ns.metadata?.labels);
         const excluded = this.excluded.has(podNamespace(current));
         const should = matches && !excluded;

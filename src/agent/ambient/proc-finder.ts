@@ -94,7 +94,7 @@ export interface FinderOptions {
 export async function findPodNetns(wanted: ReadonlyMap<string, readonly IpAddr[]>, opts: FinderOptions): Promise<Map<string, NetnsHandle>> {
   const out = new Map<string, NetnsHandle>();
   if (wanted.size === 0) return out;
-  const host = fs.statSync(path.join(opts.procRoot, '1', 'ns', 'net'), { bigint: true });
+  const host = hostNetnsStat(opts);
   const claimed = new Set<bigint>();
   const entries = fs.readdirSync(opts.procRoot, { withFileTypes: true }).filter((e) => /^[0-9]+$/.test(e.name));
   for (const entry of entries) {
@@ -121,6 +121,20 @@ export async function findPodNetns(wanted: ReadonlyMap<string, readonly IpAddr[]
     out.set(found.uid, found.netns);
   }
   return out;
+}
+
+/**
+ * The host's netns, as PID 1's (upstream). Where PID 1 may not be inspected (a non-dumpable init
+ * in some sandboxes) the agent's own netns stands in: the agent runs with hostNetwork.
+ */
+function hostNetnsStat(opts: FinderOptions): fs.BigIntStats {
+  const init = path.join(opts.procRoot, '1', 'ns', 'net');
+  try {
+    return fs.statSync(init, { bigint: true });
+  } catch (e) {
+    opts.log.debug(`cannot stat ${init}; using the agent's own netns as the host's`, { error: (e as Error).message });
+    return fs.statSync('/proc/self/ns/net', { bigint: true });
+  }
 }
 
 async function examine(
