@@ -68,6 +68,7 @@ export interface EnvOptions {
   standIn?: StandInOptions;
   /** Connect the ztunnel stand-in at start (default true). */
   connect?: boolean;
+  zdsTimeouts?: { helloMs?: number; writeMs?: number; ackMs?: number };
 }
 
 let seq = 0;
@@ -143,7 +144,7 @@ export class AmbientEnv {
       hostRoot: '',
       procRoot: '/proc',
       kubeletUid: KUBELET_UID,
-      zdsTimeouts: { acceptIntervalMs: 50 },
+      zdsTimeouts: { acceptIntervalMs: 50, ...this.opts.zdsTimeouts },
       informer: { backoffMinMs: 50, backoffMaxMs: 500 },
       retry: { baseMs: 20, maxMs: 300 },
       hostSetupRetry: { attempts: 1, intervalMs: 0 },
