@@ -21,7 +21,7 @@ export interface AmbientAgent {
 
 export interface AgentDeps {
   log: ScopedLogger;
-  ambient?: (cfg: AgentConfig, log: ScopedLogger) => AmbientAgent;
+  ambient?: (cfg: AgentConfig, log: ScopedLogger, metrics: AgentMetrics) => AmbientAgent;
   kube?: KubeGet;
   /** For tests: install-loop timings. */
   installer?: { pollMs?: number; resyncMs?: number; retryMinMs?: number; retryMaxMs?: number };
@@ -95,7 +95,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
   let ambient: AmbientAgent | undefined;
   if (cfg.ambient.enabled) {
     if (deps.ambient) {
-      ambient = deps.ambient(cfg, deps.log);
+      ambient = deps.ambient(cfg, deps.log, metrics);
       await ambient.start();
       watchReady = true;
       log.info('ambient node agent started, starting installer');

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Argv } from 'yargs';
 import { InputError } from '../values/errors';
+import { parseIpAddress } from '../values/typed';
 import {
   DEFAULT_ISTIO_OWNED_CNI_CONFIG_FILENAME,
   DEFAULT_PLUGIN_TYPE,
@@ -86,6 +87,9 @@ export const PARAMS: readonly Param[] = [
   P('ambient-disable-safe-upgrade', 'bool', 'false', 'Ambient: always clean up on shutdown, even during an upgrade'),
   P('enable-ambient-detection-retry', 'bool', 'false', 'Plugin: retry ambient detection on API errors'),
   P('ztunnel-uds-address', 'string', '/var/run/ztunnel/ztunnel.sock', 'Ambient: the socket ztunnel connects to'),
+  P('host-probe-snat-ip', 'string', '169.254.7.127', "Ambient: the address kubelet's probes to pods are SNATed to"),
+  P('host-probe-snat-ipv6', 'string', 'fd16:9254:7127:1337:ffff:ffff:ffff:ffff', "Ambient: the IPv6 address kubelet's probes are SNATed to"),
+  P('system-namespace', 'string', 'istio-system', 'Ambient: the namespace ztunnel runs in (its pods, label app=ztunnel, are never captured)'),
   // Repair controller (src/agent/repair)
   P('repair-enabled', 'bool', 'true', 'Repair controller'),
   P('repair-repair-pods', 'bool', 'false', 'Repair: re-program broken pods'),
@@ -115,6 +119,11 @@ export interface AmbientSettings {
   reconcilePodRulesOnStartup: boolean;
   disableSafeUpgrade: boolean;
   ztunnelUDSAddress: string;
+  /** HOST_PROBE_SNAT_IP / HOST_PROBE_SNAT_IPV6, canonical text. */
+  hostProbeSNATIP: string;
+  hostProbeSNATIPv6: string;
+  /** SYSTEM_NAMESPACE. */
+  systemNamespace: string;
 }
 
 export interface RepairSettings {
@@ -320,6 +329,9 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
       reconcilePodRulesOnStartup: b('ambient-reconcile-pod-rules-on-startup'),
       disableSafeUpgrade: b('ambient-disable-safe-upgrade'),
       ztunnelUDSAddress: s('ztunnel-uds-address'),
+      hostProbeSNATIP: parseIpAddress('HOST_PROBE_SNAT_IP', s('host-probe-snat-ip'), 4).text,
+      hostProbeSNATIPv6: parseIpAddress('HOST_PROBE_SNAT_IPV6', s('host-probe-snat-ipv6'), 6).text,
+      systemNamespace: s('system-namespace'),
     },
     repair: {
       enabled: b('repair-enabled'),

@@ -12,7 +12,12 @@ export const agentCommand = {
   handler: async (argv: Record<string, unknown>) => {
     const cfg = parseAgentConfig(argv, process.env);
     const log = new ScopedLogger(new LogSink(cfg.logLevel, process.stdout), 'cni-agent');
-    const agent = await startAgent(cfg, { log });
+    const agent = await startAgent(cfg, {
+      log,
+      // Loaded only with AMBIENT_ENABLED: informers, ZDS and the netns code.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      ambient: (c, l, m) => (require('../agent/ambient') as typeof import('../agent/ambient')).ambientAgentPlugin(c, l, m),
+    });
     await new Promise<void>((resolve) => {
       const onSignal = (sig: NodeJS.Signals) => {
         log.info(`received ${sig}, shutting down`);

@@ -43,9 +43,9 @@ export interface AmbientAgentDeps {
   procRoot?: string;
   /** kubelet's UID; default found in procRoot. */
   kubeletUid?: number;
-  /** SYSTEM_NAMESPACE (where ztunnel runs); default istio-system. */
+  /** SYSTEM_NAMESPACE (where ztunnel runs); default the config's. */
   systemNamespace?: string;
-  /** HOST_PROBE_SNAT_IP / _IPV6; default 169.254.7.127 / fd16:9254:7127:1337:ffff:ffff:ffff:ffff. */
+  /** HOST_PROBE_SNAT_IP / _IPV6; default the config's. */
   probeSnat?: { v4?: string; v6?: string };
   /** Metrics (agent.ts's AgentMetrics). */
   metrics?: {
@@ -117,14 +117,15 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
       enableIPv6: amb.ipv6,
       redirectDNS: amb.dnsCapture,
       reconcile: amb.reconcilePodRulesOnStartup,
-      ...(deps.probeSnat?.v4 ? { hostProbeSNATAddress: deps.probeSnat.v4 } : {}),
-      ...(deps.probeSnat?.v6 ? { hostProbeV6SNATAddress: deps.probeSnat.v6 } : {}),
+      hostProbeSNATAddress: deps.probeSnat?.v4 ?? amb.hostProbeSNATIP,
+      hostProbeV6SNATAddress: deps.probeSnat?.v6 ?? amb.hostProbeSNATIPv6,
     });
     const hostRoot = deps.hostRoot ?? '/host';
     const procRoot = deps.procRoot ?? path.join(hostRoot, 'proc');
     const hostNetns = deps.hostNetns ?? nft.CURRENT_NETNS;
     const api = deps.api ?? inClusterRest(cfg.install);
     const kubeletUid = deps.kubeletUid ?? Number(findKubeletUid(procRoot));
+    if (cfg.nodeName === '') log.warn('NODE_NAME is not set: only pods with no node would be watched (field selector spec.nodeName=)');
     log.info('ambient node agent starting', { hostNetns, procRoot, kubeletUid, ipv6: amb.ipv6, dnsCapture: amb.dnsCapture, zds: amb.ztunnelUDSAddress });
 
     const hostSets = new HostProbeSets(
@@ -158,7 +159,7 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
     const controller = new AmbientController({
       api,
       nodeName: cfg.nodeName,
-      systemNamespace: deps.systemNamespace ?? 'istio-system',
+      systemNamespace: deps.systemNamespace ?? amb.systemNamespace,
       selectors: amb.enablementSelectors,
       excludeNamespaces: cfg.install.excludeNamespaces ?? [],
       dataplane,
@@ -228,4 +229,23 @@ async function podWithRetry(c: AmbientController, name: string, namespace: strin
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error(`failed to get pod ${namespace}/${name}: ${last?.message}`);
+}
+
+/** The plug-in agent.ts takes (AgentDeps.ambient): the agent's metrics wired in. */
+export function ambientAgentPlugin(
+  cfg: AgentConfig,
+  log: Logger & { withScope?(scope: string): Logger },
+  metrics: {
+    pluginRequests: { inc(labels: { response_code: string }): void };
+    reconcileEvents: { inc(labels: { type: string }): void };
+    ztunnelConnected: { set(n: number): void };
+  },
+): RunningAmbient {
+  return createAmbientAgent(cfg, log.withScope?.('ambient') ?? log, {
+    metrics: {
+      pluginRequest: (code) => metrics.pluginRequests.inc({ response_code: String(code) }),
+      reconcileEvent: (type) => metrics.reconcileEvents.inc({ type }),
+      ztunnelConnections: (n) => metrics.ztunnelConnected.set(n),
+    },
+  });
 }
