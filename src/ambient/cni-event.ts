@@ -11,6 +11,7 @@
 import { PrevResult } from '../cni/netconf';
 import { JsonObject, field, isObject, jsonType } from '../cni/json';
 import { IpAddr, formatIp, parseIp, parsePrefix } from '../net/ip';
+import { quote } from '../values/errors';
 
 export const PLUGIN_EVENT_SOCKET = 'pluginevent.sock';
 export const CNI_ADD_EVENT_PATH = '/cmdadd';
@@ -81,12 +82,12 @@ export function parseCniAddEvent(body: string): CniAddEvent {
   try {
     o = JSON.parse(body);
   } catch (e) {
-    throw new CniEventError(`not JSON: ${(e as Error).message}`);
+    throw new CniEventError(`not JSON: ${quote((e as Error).message).slice(1, -1)}`);
   }
   if (!isObject(o)) throw new CniEventError(`expected a JSON object, got ${jsonType(o)}`);
   const netns = str(o, 'Netns');
   if (netns !== '' && (!netns.startsWith('/') || netns.includes('\0') || netns.split('/').includes('..'))) {
-    throw new CniEventError(`Netns ${JSON.stringify(netns)}: expected an absolute path without ".."`);
+    throw new CniEventError(`Netns ${quote(netns)}: expected an absolute path without ".."`);
   }
   const list = field(o, 'IPs') ?? [];
   if (!Array.isArray(list)) throw new CniEventError(`IPs: expected a list, got ${jsonType(list)}`);
@@ -100,14 +101,19 @@ export function parseCniAddEvent(body: string): CniAddEvent {
     if (!isObject(addr)) throw new CniEventError(`IPs[${i}].Address: expected an object`);
     const ipText = str(addr, 'IP');
     const ip = parseIp(ipText);
-    if (!ip) throw new CniEventError(`IPs[${i}].Address.IP: ${JSON.stringify(ipText)} is not an IP address`);
+    if (!ip) throw new CniEventError(`IPs[${i}].Address.IP: ${quote(ipText)} is not an IP address`);
     const maskText = str(addr, 'Mask');
     const mask = Buffer.from(maskText, 'base64');
-    let bits = 0;
-    for (const byte of mask) for (let b = 7; b >= 0; b--) if (byte & (1 << b)) bits++;
+    // Buffer's base64 decoder skips junk; insist on a canonical mask of the address's size
+    // (ones then zeros), or the prefix length would be anything (a 20-byte mask: /160 on IPv4).
+    const maskBits = [...mask].map((b) => b.toString(2).padStart(8, '0')).join('');
+    if (mask.toString('base64') !== maskText || mask.length !== (ip.family === 4 ? 4 : 16) || !/^1*0*$/.test(maskBits)) {
+      throw new CniEventError(`IPs[${i}].Address.Mask: ${quote(maskText)} is not an IPv${ip.family} prefix mask`);
+    }
+    const bits = maskBits.indexOf('0') === -1 ? maskBits.length : maskBits.indexOf('0');
     const gwText = str(x, 'Gateway');
     const gateway = gwText === '' ? null : parseIp(gwText) ?? null;
-    if (gwText !== '' && !gateway) throw new CniEventError(`IPs[${i}].Gateway: ${JSON.stringify(gwText)} is not an IP address`);
+    if (gwText !== '' && !gateway) throw new CniEventError(`IPs[${i}].Gateway: ${quote(gwText)} is not an IP address`);
     return { interface: iface === undefined ? null : (iface as number), address: ip, prefixLength: bits, gateway };
   });
   return { netns, podName: str(o, 'PodName'), podNamespace: str(o, 'PodNamespace'), ips };

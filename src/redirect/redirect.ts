@@ -1,7 +1,7 @@
 // Pod annotations and istio-proxy settings -> a typed Redirect (Istio's sidecar_redirect.go
 // semantics). Every value is parsed here; a bad one is an InputError naming the annotation (or
 // container setting) and the value. Nothing downstream ever sees an annotation string.
-import { InputError } from '../values/errors';
+import { InputError, quote } from '../values/errors';
 import {
   Cidr, Id, IfName, InterceptionMode, Port,
   parseCidr, parseId, parseIfName, parsePort,
@@ -57,7 +57,7 @@ function each<T>(key: string, value: string, parse: (item: string) => T): T[] {
     try {
       return parse(item);
     } catch (e) {
-      if (e instanceof InputError) throw new InputError(src(key), value, `item ${JSON.stringify(item)}: ${e.reason}`);
+      if (e instanceof InputError) throw new InputError(src(key), value, `item ${quote(item)}: ${e.reason}`);
       throw e;
     }
   });
