@@ -139,14 +139,17 @@ export class RestClient {
         });
         res.on('error', (e) => reject(e instanceof KubeError ? e : new KubeError(`${what}: ${e.message}`)));
         res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
+          const raw = Buffer.concat(chunks).toString('utf8');
+          // An error body that echoes our credentials (a proxy, a webhook) must not reach a log.
+          const status = res.statusCode ?? 0;
+          const text = status >= 200 && status < 300 ? raw : withoutToken(raw, headers.Authorization);
           let body: unknown = text;
           try {
             body = text === '' ? undefined : JSON.parse(text);
           } catch {
             // not JSON: keep the text
           }
-          resolve({ status: res.statusCode ?? 0, body });
+          resolve({ status, body });
         });
       });
       req.on('timeout', () => req.destroy(new KubeError(`${what}: no answer within ${timeoutMs} ms`)));
@@ -202,7 +205,7 @@ export class RestClient {
           res.on('end', () => {
             let body: unknown;
             try {
-              body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+              body = JSON.parse(withoutToken(Buffer.concat(chunks).toString('utf8'), headers.Authorization));
             } catch {
               body = undefined;
             }
@@ -264,4 +267,10 @@ export function inClusterRest(cfg: InstallConfig, extra: Pick<RestConfig, 'timeo
     token: () => fs.readFileSync(tokenFile, 'utf8').trim(),
     ...extra,
   });
+}
+
+/** The text with the bearer token of `authorization` ("Bearer <token>") replaced by [redacted]. */
+function withoutToken(text: string, authorization: string | undefined): string {
+  const token = authorization?.startsWith('Bearer ') ? authorization.slice(7) : '';
+  return token.length >= 4 && text.includes(token) ? text.split(token).join('[redacted]') : text;
 }
