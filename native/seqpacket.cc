@@ -11,6 +11,7 @@
 //   seqpacketSend(fd, data, passFd)         -> n | -1    one record; passFd >= 0 goes as SCM_RIGHTS
 //   seqpacketRecv(fd, maxBytes, maxFds)     -> {data, fds, truncated, controlTruncated} | null
 //   closeFd(fd)
+//   dupFdAbove(fd, min)                     -> fd        fcntl(F_DUPFD_CLOEXEC): a copy numbered >= min
 //   new FdWatcher(fd, (err, readable, writable) => ...)  .start(readable, writable) .stop() .close()
 //                                                         .ref() .unref()
 
@@ -221,6 +222,19 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// dupFdAbove(fd, min): a close-on-exec duplicate numbered at least `min`. The agent keeps the
+// netns of every enrolled pod open; parked above FD_SETSIZE they leave the low numbers to code
+// that still uses select() (libnftables' netlink socket: an fd of 1024 or more aborts there).
+Napi::Value DupFdAbove(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* usage = "dupFdAbove(fd: number, min: number)";
+  int fd = FdArg(info, 0, usage);
+  int min = FdArg(info, 1, usage);
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, min);
+  if (copy < 0) throw SysError(env, "dupFdAbove: fcntl(F_DUPFD_CLOEXEC, " + std::to_string(min) + ")", errno);
+  return Napi::Number::New(env, copy);
+}
+
 // A libuv poll handle on the Node event loop: calls back (on the JS thread) when the fd becomes
 // readable or writable, or with an error. The handle holds the fd only by number; it never
 // closes it. Close the watcher before closing the fd.
@@ -366,6 +380,7 @@ void InitSeqpacket(Napi::Env env, Napi::Object exports) {
   exports.Set("seqpacketSend", Napi::Function::New(env, Send, "seqpacketSend"));
   exports.Set("seqpacketRecv", Napi::Function::New(env, Recv, "seqpacketRecv"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
+  exports.Set("dupFdAbove", Napi::Function::New(env, DupFdAbove, "dupFdAbove"));
   exports.Set("FdWatcher", FdWatcher::Define(env));
 }
 

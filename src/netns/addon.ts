@@ -20,6 +20,8 @@ export interface NativeAddon {
   /** null when nothing is waiting; an empty `data` is end of stream. */
   seqpacketRecv(fd: number, maxBytes: number, maxFds: number): NativeRecord | null;
   closeFd(fd: number): void;
+  /** fcntl(F_DUPFD_CLOEXEC): a copy of fd numbered at least `min`. */
+  dupFdAbove(fd: number, min: number): number;
   FdWatcher: new (fd: number, cb: (err: Error | null, readable: boolean, writable: boolean) => void) => NativeFdWatcher;
 }
 

@@ -4,6 +4,26 @@
 // pod cache holds one reference and every message on its way to ztunnel holds another, so a pod
 // removed while its Add waits in a queue cannot make the Add carry a recycled fd number.
 import * as fs from 'node:fs';
+import { addon } from '../../netns/addon';
+
+/**
+ * Held netns fds are moved to numbers from here up, keeping 0..1023 free: libnftables polls its
+ * netlink socket with select(), which aborts the process for an fd of FD_SETSIZE (1024) or more,
+ * and an agent holding a netns per pod would otherwise push every new fd past that.
+ */
+export const HELD_FD_FLOOR = 1024;
+
+/** A copy of `fd` above HELD_FD_FLOOR (the original is closed); `fd` itself when that fails (e.g. a low RLIMIT_NOFILE). */
+function park(fd: number): number {
+  let high: number;
+  try {
+    high = addon().dupFdAbove(fd, HELD_FD_FLOOR);
+  } catch {
+    return fd;
+  }
+  fs.closeSync(fd);
+  return high;
+}
 
 export class NetnsOpenError extends Error {
   override readonly name = 'NetnsOpenError';
@@ -54,7 +74,7 @@ export class NetnsHandle {
       if (st.dev !== nsfs()) {
         throw new NetnsOpenError(`${netnsPath} is not a network namespace (not an nsfs file)`, 'EINVAL', netnsPath);
       }
-      return new NetnsHandle(fd, st.ino, ownerStarttime, netnsPath);
+      return new NetnsHandle(park(fd), st.ino, ownerStarttime, netnsPath);
     } catch (e) {
       fs.closeSync(fd);
       throw e;
