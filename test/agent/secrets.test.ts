@@ -159,3 +159,30 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
   t.diagnostic(`token grep: ${lines} lines in ${produced.length} outputs/files (agent, ${runs.length} plugin runs, run dir, net dir), ` +
     `${api.requests.length} API calls answered 403 with the token echoed; token found 0 times outside the kubeconfig`);
 });
+
+test('pluginevent.sock (ambient CNI event server, in-process: the ambient agent process needs a node /proc and host netns): 0600 for the agent user; a hostile body is refused (400) on one line, nothing handled', async () => {
+  const { startCniEventServer } = await import('../../src/agent/ambient/cni-event-server');
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-evsock-'));
+  cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
+  const socketPath = path.join(root, 'run', 'pluginevent.sock');
+  const logged: string[] = [];
+  const rec = (m: string, f?: object) => { logged.push(`${m} ${JSON.stringify(f ?? {})}`); };
+  let handled = 0;
+  const server = await startCniEventServer(socketPath, async () => { handled++; }, { debug: rec, info: rec, warn: rec, error: rec });
+  cleanups.push(() => server.close());
+  assertPrivate(socketPath, 'pluginevent.sock');
+  assert.equal(fs.statSync(path.dirname(socketPath)).mode & 0o007, 0, 'the run dir is closed to others');
+  const post = (body: string) => new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const req = http.request({ socketPath, path: '/cmdadd', method: 'POST' }, (res) => {
+      let text = '';
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+  const r = await post(JSON.stringify({ Netns: `/../${TOKEN}\u2028x`, PodName: 'p', PodNamespace: 'n', IPs: [] }));
+  assert.equal(r.status, 400, r.text);
+  assert.equal(r.text.trimEnd().split(/[\n\r\u2028\u2029]/).length, 1, `one line: ${JSON.stringify(r.text)}`);
+  assert.equal(handled, 0, 'nothing handled');
+});
