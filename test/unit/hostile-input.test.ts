@@ -403,3 +403,63 @@ test('ZDS records from ztunnel: decoded or a ZdsDecodeError, never another excep
   }), { numRuns: RUNS, seed: SEED });
   report(t, 'ZDS records (x2 decoders)', c);
 });
+
+// ---------------------------------------------------------------------------------------------
+// The CNI fast-path socket (cni-shim.sock): request records -> env + stdin -> handleCni
+
+test('cni-shim.sock request records: header refused or within limits; body -> env/stdin -> ADD obeys the same property', async (t) => {
+  const { parseHeader, parseBody, REQUEST_MAGIC, MAX_ENV_BYTES, MAX_STDIN_BYTES } = await import('../../src/agent/cni-server');
+  const c = counts();
+  const header = fc.oneof(
+    fc.uint8Array({ maxLength: 40 }).map((b) => Buffer.from(b)),
+    fc.tuple(fc.nat(0xffffffff), fc.nat(0xffffffff), fc.nat(0xffffffff)).map(([e, s, n]) => {
+      const b = Buffer.alloc(20);
+      b.write(REQUEST_MAGIC, 0, 'latin1');
+      b.writeUInt32BE(e % 3 === 0 ? e % 4096 : e, 8);
+      b.writeUInt32BE(s % 3 === 0 ? s % 4096 : s, 12);
+      b.writeUInt32BE(n % 4, 16);
+      return b;
+    }),
+  );
+  fc.assert(fc.property(header, (rec) => {
+    c.tried++;
+    try {
+      const h = parseHeader(rec);
+      assert.ok(h.envLen <= MAX_ENV_BYTES && h.stdinLen <= MAX_STDIN_BYTES && h.netns <= 2);
+      c.accepted++;
+    } catch (e) {
+      assert.ok(e instanceof Error && !ONE_LINE_BREAKERS.test(e.message));
+      c.errors++;
+    }
+  }), { numRuns: RUNS, seed: SEED });
+
+  // Bodies: a valid ADD environment with hostile entries spliced in, or raw hostile bytes.
+  const goodEnv = Object.entries(cniEnv('ADD')).map(([k, v]) => `${k}=${v}\0`).join('');
+  const body = fc.oneof(
+    fc.tuple(fc.array(fc.tuple(fc.oneof(fc.constantFrom('CNI_ARGS', 'CNI_NETNS', 'CNI_COMMAND', 'CNI_IFNAME', 'CNI_CONTAINERID', '__proto__', 'constructor', ''), hostile), hostile), { maxLength: 3 }), fc.oneof(hostile, fc.constant(netconf())))
+      .map(([extra, stdin]) => {
+        const env = goodEnv + extra.map(([k, v]) => `${k}=${v.replace(/\0/g, '')}\0`).join('');
+        return { buf: Buffer.concat([Buffer.from(env), Buffer.from(stdin)]), envLen: Buffer.byteLength(env) };
+      }),
+    fc.uint8Array({ maxLength: 200 }).chain((b) => fc.nat(b.length).map((n) => ({ buf: Buffer.from(b), envLen: n }))),
+  );
+  await fc.assert(fc.asyncProperty(body, async ({ buf, envLen }) => {
+    c.tried++;
+    const { env, stdin } = parseBody(buf, envLen);
+    assert.equal(Object.getPrototypeOf(env), Object.prototype, 'a plain object: no prototype set from the wire');
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
+    for (const [k, v] of Object.entries(env)) assert.ok(k !== '' && !k.includes('=') && !k.includes('\0') && !v.includes('\0'), `env entry ${JSON.stringify(k)}`);
+    const f = fakes([sidecarPod()]);
+    const out = await handleCni(env, stdin, f.deps);
+    if (out.exitCode === 0) {
+      if (f.rules.applied.length > 0) assert.equal(render(f.rules.applied[0].tx), await baselineRules, 'the wire never changes the rules');
+      c.accepted++;
+    } else {
+      const doc = JSON.parse(out.stdout);
+      assert.equal(typeof doc.code, 'number');
+      assert.equal(f.rules.applied.length, 0, 'nothing applied on an error');
+      c.errors++;
+    }
+  }), { numRuns: RUNS, seed: SEED });
+  report(t, 'cni-shim.sock records (headers + bodies)', c);
+});
