@@ -107,10 +107,11 @@ export function parseCniAddEvent(body: string): CniAddEvent {
     // Buffer's base64 decoder skips junk; insist on a canonical mask of the address's size
     // (ones then zeros), or the prefix length would be anything (a 20-byte mask: /160 on IPv4).
     const maskBits = [...mask].map((b) => b.toString(2).padStart(8, '0')).join('');
-    if (mask.toString('base64') !== maskText || mask.length !== (ip.family === 4 ? 4 : 16) || !/^1*0*$/.test(maskBits)) {
+    // An absent mask (Go's nil IPMask) is accepted: the agent uses only the address.
+    if (maskText !== '' && (mask.toString('base64') !== maskText || mask.length !== (ip.family === 4 ? 4 : 16) || !/^1*0*$/.test(maskBits))) {
       throw new CniEventError(`IPs[${i}].Address.Mask: ${quote(maskText)} is not an IPv${ip.family} prefix mask`);
     }
-    const bits = maskBits.indexOf('0') === -1 ? maskBits.length : maskBits.indexOf('0');
+    const bits = maskText === '' ? (ip.family === 4 ? 32 : 128) : maskBits.indexOf('0') === -1 ? maskBits.length : maskBits.indexOf('0');
     const gwText = str(x, 'Gateway');
     const gateway = gwText === '' ? null : parseIp(gwText) ?? null;
     if (gwText !== '' && !gateway) throw new CniEventError(`IPs[${i}].Gateway: ${quote(gwText)} is not an IP address`);
