@@ -100,3 +100,14 @@ test('un-enrolling (label istio.io/dataplane-mode=none): rules, routes, probe ad
   const inbound = await probeAsync(env.node.name, pod.ip, 8080);
   assert.equal(inbound.label, 'app-web-1', JSON.stringify(inbound));
 });
+
+test('agent stop without an upgrade: the host rule and probe sets go; in-pod rules of enrolled pods stay (ztunnel keeps serving them)', async () => {
+  const p2 = await env.addPod('web-2');
+  const r = await env.cniAdd(p2);
+  assert.equal(r.code, 0, r.stdout);
+  assert.match(rulesetText(env.node.name), /istio-ambient-nat/);
+  await env.stopAgent(false);
+  assert.doesNotMatch(rulesetText(env.node.name), /istio-ambient-nat/, 'host table removed');
+  assert.match(rulesetText(p2.netns.name), /redirect to :15001/, 'pod rules kept');
+  assert.match(ipRules(p2.netns.name, 4), /fwmark 0x111\/0xfff lookup 100/);
+});

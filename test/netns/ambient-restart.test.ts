@@ -115,3 +115,18 @@ test('ztunnel away: a new pod is refused (ADD fails, annotation pending), then e
   await until(() => env.redirection(p) === 'enabled', 'enrolled by the controller after ztunnel came back');
   await env.standIn.waitFor(() => env.standIn.workloads.has(p.uid), 10_000, 'the late pod at ztunnel');
 });
+
+test('restart with AMBIENT_RECONCILE_POD_RULES_ON_STARTUP: each running pod gets its rules applied exactly once, and still works', async () => {
+  (env.opts as { reconcile?: boolean }).reconcile = true;
+  await env.stopAgent(true);
+  const agent = await env.startAgent();
+  await env.connectZtunnel();
+  const running = pods.filter((p) => p !== pods[7]).length + 1; // + the late pod (it has no process: not found, no reapply)
+  const { dataplane } = agent.parts();
+  assert.equal(dataplane.stats.rulesApplied, running - 1, 'one apply per pod whose netns was found');
+  for (const p of pods.filter((x) => x !== pods[7])) {
+    const after = rulesetText(p.netns.name, true);
+    assert.notEqual(after, handlesBefore.get(p.uid), `${p.name}: re-applied (new handles)`);
+    assert.match(after, /redirect to :15001/);
+  }
+});
