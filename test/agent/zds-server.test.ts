@@ -122,6 +122,12 @@ test('an ack with an error fails that Add only; the connection stays', async () 
   await assert.rejects(server.podAdded('bad', wl('bad'), h), (e: ZdsError) => e.kind === 'ack' && /no such workload/.test(e.message));
   await server.podAdded('good', wl('good'), h);
   assert.equal(server.connections, 1);
+  // A Del's answer is not checked (as upstream): an ack error there is no failure.
+  const z2 = standIn({ ack: (r) => (r.kind === 'del' ? 'unknown workload' : '') });
+  await z2.connect();
+  await z2.waitFor(() => z2.snapshots.length === 1);
+  await server.podDeleted('good');
+  assert.ok(z2.received.some((r) => r.kind === 'del'));
 });
 
 test('a client that never acks: the request fails after the ack deadline, that connection is dropped, the others serve on', async () => {
