@@ -1,8 +1,8 @@
 // Layering of raw capture settings from their sources, lowest first: defaults, environment
 // variables (Istio's BindEnv names), a --config JSON file, command-line flags. Each value
 // remembers where it came from so an error can name the flag, key or variable.
-import * as fs from 'node:fs';
 import { InputError } from '../values/errors';
+import { readJsonFile } from '../values/json-file';
 import { CaptureConfig, checkKeys, parseCaptureConfig } from './config';
 import { FIELDS, FieldDef, RawConfig } from './fields';
 import { readResolvConf } from './resolv';
@@ -38,18 +38,7 @@ function envValue(f: FieldDef, name: string, v: string): string | boolean | numb
 }
 
 export function configFileLayer(path: string): Layer {
-  let text: string;
-  try {
-    text = fs.readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new InputError('--config', path, `cannot read: ${(e as Error).message}`);
-  }
-  let obj: unknown;
-  try {
-    obj = JSON.parse(text);
-  } catch (e) {
-    throw new InputError('--config', path, `not valid JSON: ${(e as Error).message}`);
-  }
+  const obj = readJsonFile('--config', path);
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) {
     throw new InputError('--config', path, 'expected a JSON object of config keys');
   }
