@@ -463,7 +463,15 @@ test('RBAC vs the API calls in the source: every call of the deployed configurat
   t.diagnostic(`granted but only used with AMBIENT_ENABLED=true: ${ambientOnly.sort().join(', ') || 'none'}; ambient calls not granted: ${ambientMissing.join(', ') || 'none'}`);
 });
 
-test('RBAC with AMBIENT_ENABLED=true: every ambient call is granted', { todo: 'rbac.yaml has no pods/status patch (the ambient enrollment annotation); add it when ambient is deployed' }, () => {
-  const granted = boundGrants();
-  for (const c of apiCallsInSource().filter((x) => x.feature === 'ambient')) assert.ok(granted.has(c.grant), `${c.file}: ${c.grant} is not granted`);
+test('RBAC with AMBIENT_ENABLED=true (base + install/kubernetes/ambient/): every ambient call is granted, and only those are added', () => {
+  const overlay = YAML.parseAllDocuments(fs.readFileSync(path.join(DIR, 'ambient', 'rbac.yaml'), 'utf8')).map((d) => d.toJS() as Doc);
+  const sa = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.serviceAccountName;
+  const bindings = overlay.filter((d) => d.kind === 'ClusterRoleBinding');
+  assert.ok(bindings.length > 0 && bindings.every((b) => b.subjects.some((x: { name: string }) => x.name === sa)), 'the overlay binds the agent');
+  const added = new Set(bindings.flatMap((b) => overlay.find((r) => r.kind === 'ClusterRole' && r.metadata.name === b.roleRef.name)!.rules as
+    { apiGroups: string[]; resources: string[]; verbs: string[] }[]).flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`)))));
+  const granted = new Set([...boundGrants(), ...added]);
+  const ambientCalls = apiCallsInSource().filter((x) => x.feature === 'ambient');
+  for (const c of ambientCalls) assert.ok(granted.has(c.grant), `${c.file}: ${c.grant} is not granted`);
+  for (const g of added) assert.ok(ambientCalls.some((c) => c.grant === g), `the ambient overlay grants ${g}, which no ambient code calls`);
 });
