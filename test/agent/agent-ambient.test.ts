@@ -11,11 +11,12 @@ import { Writable } from 'node:stream';
 import { AmbientAgent, startAgent } from '../../src/agent/agent';
 import { parseAgentConfig } from '../../src/agent/config';
 import { LogSink, ScopedLogger } from '../../src/agent/log';
+import { tempDir } from '../support/tmp';
 
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'ptp' }] });
 
 function setup(apiPort: number, extraEnv: Record<string, string> = {}) {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-ambient-'));
+  const root = tempDir(path.join(os.tmpdir(), 'icts-ambient-'));
   const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)]));
   for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);
   fs.writeFileSync(path.join(d.src, 'istio-cni'), 'x', { mode: 0o755 });

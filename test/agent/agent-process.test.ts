@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
+import { tempDir } from '../support/tmp';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp', mtu: 1460 }, { type: 'portmap', capabilities: { portMappings: true } }] });
@@ -28,7 +29,7 @@ after(() => {
 });
 
 function dirs(): Dirs {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-agent-'));
+  const root = tempDir(path.join(os.tmpdir(), 'icts-agent-'));
   created.push(root);
   const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as unknown as Dirs;
   d.root = root;

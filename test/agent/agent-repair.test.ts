@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { KubeApiStandIn, NODE, brokenTerminated, brokenWaiting, healthy, recovered, repairPod } from '../support/kube-api';
 import { makePki } from '../support/tls';
+import { tempDir } from '../support/tmp';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp' }] });
@@ -58,7 +59,7 @@ interface Agent {
 }
 
 function nodeDirs(token: string) {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-agent-repair-'));
+  const root = tempDir(path.join(os.tmpdir(), 'icts-agent-repair-'));
   const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)]));
   for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);
   fs.writeFileSync(path.join(d.src, 'istio-cni'), '#!/bin/sh\n', { mode: 0o755 });

@@ -15,6 +15,7 @@ import * as path from 'node:path';
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
 import { sidecarPod } from '../support/cni-fakes';
 import { BIN, CniRun, runPlugin } from '../support/cni-run';
+import { tempDir } from '../support/tmp';
 
 const TOKEN = `icts-secret-${process.pid}-Zq9xT4vK`;
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp', mtu: 1460 }] });
@@ -86,7 +87,7 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
   const ca = Buffer.from(/certificate-authority-data: (\S+)/.exec(fs.readFileSync(path.join(api.runDir, 'istio-cni-kubeconfig'), 'utf8'))![1], 'base64').toString();
   const port = new URL(api.url).port;
 
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-secrets-'));
+  const root = tempDir(path.join(os.tmpdir(), 'icts-secrets-'));
   cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
   const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as Record<string, string>;
   for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);
@@ -162,7 +163,7 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
 
 test('pluginevent.sock (ambient CNI event server, in-process: the ambient agent process needs a node /proc and host netns): 0600 for the agent user; a hostile body is refused (400) on one line, nothing handled', async () => {
   const { startCniEventServer } = await import('../../src/agent/ambient/cni-event-server');
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-evsock-'));
+  const root = tempDir(path.join(os.tmpdir(), 'icts-evsock-'));
   cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
   const socketPath = path.join(root, 'run', 'pluginevent.sock');
   const logged: string[] = [];

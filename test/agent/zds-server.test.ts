@@ -14,8 +14,9 @@ import { PodNetnsCache } from '../../src/agent/ambient/pod-cache';
 import { ZdsError, ZtunnelServer } from '../../src/agent/ambient/ztunnel-server';
 import { SeqpacketSocket } from '../../src/netns/seqpacket';
 import { encodeAck, encodeHello, ZtunnelStandIn } from '../support/ztunnel-standin';
+import { tempDir } from '../support/tmp';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-zds-'));
+const dir = tempDir(path.join(os.tmpdir(), 'icts-zds-'));
 let n = 0;
 const cleanups: (() => void)[] = [];
 after(() => fs.rmSync(dir, { recursive: true, force: true }));

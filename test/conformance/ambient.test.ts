@@ -11,6 +11,7 @@ import { parseAmbientConfig, parseHostRuleParams, parsePodOverrides } from '../.
 import { FakeNft } from '../../src/nft/fake';
 import { render } from '../../src/nft/transaction';
 import { Case, PACKAGE_ROOT, loadSuite, trimSpace } from '../support/conformance';
+import { tempDir } from '../support/tmp';
 
 const cases = loadSuite('ambient');
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
@@ -55,7 +56,7 @@ for (const c of cases.filter((x) => x.input.ruleSet === 'pod' && x.case.endsWith
 
 // The CLI takes one flat object: ambientConfig's keys plus the pod or host keys.
 const cleanEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-ambient-conf-'));
+const tmp = tempDir(path.join(os.tmpdir(), 'icts-ambient-conf-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
 
 for (const c of cases) {

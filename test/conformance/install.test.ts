@@ -16,11 +16,12 @@ import {
 } from '../../src/installer/config';
 import { Installer } from '../../src/installer/installer';
 import { Case, loadSuite, trimSpace } from '../support/conformance';
+import { tempDir as registeredTempDir } from '../support/tmp';
 
 const cases = loadSuite('install');
 
 function tempDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'icts-install-conf-'));
+  return registeredTempDir(path.join(os.tmpdir(), 'icts-install-conf-'));
 }
 
 function listDir(dir: string): Record<string, string> {

@@ -22,6 +22,7 @@ import {
   shapeOfJson,
 } from './addon-support';
 import { requireRootAndTools } from './addon-support';
+import { tempDir } from '../support/tmp';
 
 before(() => requireRootAndTools('unshare', 'mount'));
 after(() => removeAllNetns());
@@ -171,7 +172,7 @@ describe('check mode', () => {
     const names = captureCaseNames();
     assert.equal(names.length, 28);
     const groups = new Set(names.flatMap((n) => groupNamesIn(render(captureTx(n)))));
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-addon-group-'));
+    const dir = tempDir(path.join(os.tmpdir(), 'icts-addon-group-'));
     const groupFile = path.join(dir, 'group');
     const known = fs.readFileSync('/etc/group', 'utf8');
     let extra = '';

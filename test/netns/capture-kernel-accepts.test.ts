@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { makeNetns, requireRootAndTools } from '../support/root';
+import { tempDir } from '../support/tmp';
 
 const cases = loadSuite('capture');
 let ns: ReturnType<typeof makeNetns>;
@@ -20,7 +21,7 @@ let groupFile: string;
 before(() => {
   requireRootAndTools('ip', 'nft', 'unshare');
   ns = makeNetns('kernel');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-group-'));
+  const dir = tempDir(path.join(os.tmpdir(), 'icts-group-'));
   groupFile = path.join(dir, 'group');
   fs.writeFileSync(groupFile, `${fs.readFileSync('/etc/group', 'utf8')}java:x:30001:\nftp:x:30002:\n`);
 });

@@ -21,6 +21,7 @@ import { sidecarPod } from '../support/cni-fakes';
 import { CniRun } from '../support/cni-run';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { requireRootAndTools } from '../support/root';
+import { tempDir } from '../support/tmp';
 
 const run = promisify(execFile);
 const PODS = Number(process.env.ICTS_CONC_PODS ?? 100);
@@ -40,7 +41,7 @@ let BIN: string;
  * tree's dist/ may be rebuilt by another build while 200+ plugin processes load it.
  */
 function snapshotPackage(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-conc-pkg-'));
+  const dir = tempDir(path.join(os.tmpdir(), 'icts-conc-pkg-'));
   for (const f of ['package.json', 'binding.gyp', 'bin', 'dist/src']) {
     fs.cpSync(path.join(PACKAGE_ROOT, f), path.join(dir, f), { recursive: true, filter: (src) => !src.endsWith('.map') });
   }

@@ -17,6 +17,7 @@ import { makeNetns, requireRootAndTools } from '../support/root';
 import {
   CLIENT, PEER2_V4, PEER_V4, PEER_V6, POD_V4, ProbeReply, Topology, makeTopology, probe, startServer,
 } from '../support/topology';
+import { tempDir } from '../support/tmp';
 
 const PROXY_UID = 1337;
 
@@ -361,7 +362,7 @@ describe('the Kubernetes API', () => {
   });
 
   test('API not listening at all: code 11 after the retries', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-down-'));
+    const dir = tempDir(path.join(os.tmpdir(), 'icts-down-'));
     try {
       // Same CA and token, but a port nothing listens on (the stand-in's port, closed: bind then release one).
       const kc = fs.readFileSync(path.join(api.runDir, 'istio-cni-kubeconfig'), 'utf8').replace(/server: https:\/\/127\.0\.0\.1:\d+/, 'server: https://127.0.0.1:9');
@@ -376,7 +377,7 @@ describe('the Kubernetes API', () => {
   });
 
   test('our own agent pod passes through without the API (and without a kubeconfig)', async () => {
-    const empty = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-nokc-'));
+    const empty = tempDir(path.join(os.tmpdir(), 'icts-nokc-'));
     const before = api.requests.length;
     try {
       const agentPod: Pod = { metadata: { name: 'istio-cni-node-x7k2p', namespace: 'istio-system' }, spec: { containers: [{ name: 'install-cni' }] } };

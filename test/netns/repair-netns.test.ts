@@ -22,6 +22,7 @@ import { PACKAGE_ROOT } from '../support/conformance';
 import { KubeApiStandIn, NODE, brokenWaiting, repairPod } from '../support/kube-api';
 import { inNetns, makeNetns, requireRootAndTools } from '../support/root';
 import { makePki } from '../support/tls';
+import { tempDir } from '../support/tmp';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const TABLES = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }));
@@ -180,7 +181,7 @@ test('the agent process in repair mode repairs the broken pod in its own netns, 
   t.after(() => api.close());
   api.token = 'tok';
   api.upsert(repairPod({ name: 'b', podIP: IP_B, initStatus: brokenWaiting }));
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-repair-agent-'));
+  const root = tempDir(path.join(os.tmpdir(), 'icts-repair-agent-'));
   t.after(() => fs.rmSync(root, { recursive: true, force: true }));
   const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)]));
   for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);

@@ -17,6 +17,7 @@ import { LogSink, ScopedLogger } from '../../src/agent/log';
 import { sidecarPod } from '../support/cni-fakes';
 import { PLUGIN_REL, PodApi, SHIM_NAME, ensurePayload, runAsync, startPodApi } from '../support/payload';
 import { inNetns, makeNetns, requireRootAndTools } from '../support/root';
+import { tempDir } from '../support/tmp';
 
 let payload: string;
 let shim: string;
@@ -152,7 +153,7 @@ test('the netns travels as a descriptor: a CNI_NETNS that only the runtime\'s mo
   const pod = makeNetns('shim-mntns');
   const ref = makeNetns('shim-mntns-ref');
   namespaces.push(pod, ref);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-mntns-'));
+  const dir = tempDir(path.join(os.tmpdir(), 'icts-mntns-'));
   const hidden = path.join(dir, 'cni-netns');
   fs.writeFileSync(hidden, '');
   try {
@@ -290,7 +291,7 @@ test('fallback: the socket or its directory is not trusted (mode, owner, directo
   }
   // A listener that is not root: its socket made elsewhere, then moved into place and chowned,
   // so that only SO_PEERCRED can tell.
-  const side = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-nobody-'));
+  const side = tempDir(path.join(os.tmpdir(), 'icts-nobody-'));
   fs.chmodSync(side, 0o777);
   const sideSock = path.join(side, 'agent.sock');
   const seq = JSON.stringify(path.join(__dirname, '..', '..', 'src', 'netns', 'seqpacket.js'));

@@ -19,6 +19,7 @@ import { CLIENT, SERVER } from './topology';
 import { istioKubeconfig, makePki, TestPki } from './tls';
 import { runPlugin } from './cni-run';
 import { ZtunnelStandIn, StandInOptions } from './ztunnel-standin';
+import { tempDir } from './tmp';
 
 export const NODE = 'node-amb';
 export const KUBELET_UID = 4242;
@@ -105,7 +106,7 @@ export class AmbientEnv {
   async start(): Promise<this> {
     requireRootAndTools('ip', 'nft', 'setpriv');
     this.node = makeNetns(`${this.tag}-node`);
-    this.runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-amb-'));
+    this.runDir = tempDir(path.join(os.tmpdir(), 'icts-amb-'));
     this.pki = makePki();
     this.api = await new KubeApiStandIn(this.pki).start();
     this.api.token = 'amb-token';

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { podPath } from '../../src/kube/client';
 import { Pod } from '../../src/kube/pod';
 import { istioKubeconfig, makePki } from './tls';
+import { tempDir } from './tmp';
 
 export interface ApiStandIn {
   readonly url: string;
@@ -44,7 +45,7 @@ export async function startApiStandIn(token = 'sa-token-never-logged-9c1e77'): P
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-run-'));
+  const runDir = tempDir(path.join(os.tmpdir(), 'icts-run-'));
   fs.writeFileSync(path.join(runDir, 'istio-cni-kubeconfig'), istioKubeconfig(url, { caPem: pki.ca, token }), { mode: 0o600 });
   return Object.assign(s, {
     url,

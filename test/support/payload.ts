@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from './conformance';
+import { tempDir } from './tmp';
 
 export const TEST_PAYLOAD = path.join(PACKAGE_ROOT, 'build', 'test-payload');
 export const SHIM_NAME = 'istio-cni';
@@ -185,7 +186,7 @@ export async function startPodApi(token = 'sa-token-payload-3e9d1f'): Promise<Po
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as import('node:net').AddressInfo).port;
-  const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-payload-run-'));
+  const runDir = tempDir(path.join(os.tmpdir(), 'icts-payload-run-'));
   fs.chmodSync(runDir, 0o750);
   fs.writeFileSync(path.join(runDir, 'istio-cni-kubeconfig'), istioKubeconfig(`https://127.0.0.1:${port}`, { caPem: pki.ca, token }), { mode: 0o600 });
   return {

@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { tempDir } from './tmp';
 
 export interface TestPki {
   ca: string;
@@ -14,7 +15,7 @@ export interface TestPki {
 }
 
 export function makePki(): TestPki {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-pki-'));
+  const dir = tempDir(path.join(os.tmpdir(), 'icts-pki-'));
   const f = (n: string) => path.join(dir, n);
   const ossl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   try {

@@ -14,6 +14,7 @@ import { AgentMetrics, startHealthServer } from '../../src/agent/servers';
 import { ApiResponse, KubeGet, inClusterApi, nodeSelectorMatches, shouldStopCleanup } from '../../src/agent/upgrade';
 import { installConfig } from '../../src/installer/config';
 import { MemoryLogger } from '../../src/installer/log';
+import { tempDir } from '../support/tmp';
 
 function capture(): { lines: string[]; stream: Writable } {
   const lines: string[] = [];
@@ -59,7 +60,7 @@ test('plugin log lines: level, time and msg required; other keys kept as fields'
 });
 
 test('log.sock: root-only socket, entries relayed on the cni-plugin scope with the plugin time and pod fields', async () => {
-  const dir = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'icts-logsock-')), 'run');
+  const dir = path.join(tempDir(path.join(os.tmpdir(), 'icts-logsock-')), 'run');
   const out = capture();
   const root = new ScopedLogger(new LogSink('info', out.stream), 'cni-agent');
   const sock = path.join(dir, 'log.sock');
@@ -84,7 +85,7 @@ test('log.sock: root-only socket, entries relayed on the cni-plugin scope with t
 });
 
 test('log.sock: a stale socket is replaced; a regular file in its place is refused', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-logsock-'));
+  const dir = tempDir(path.join(os.tmpdir(), 'icts-logsock-'));
   const sock = path.join(dir, 'log.sock');
   // A process that dies while listening leaves its socket file behind.
   const r = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`]);
@@ -186,7 +187,7 @@ test('node selector semantics: OR of terms, AND within, Exists/DoesNotExist/NotI
 });
 
 test('in-cluster API client: bearer token from the service account, JSON back (local stand-in)', async () => {
-  const sa = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-sa-'));
+  const sa = tempDir(path.join(os.tmpdir(), 'icts-sa-'));
   fs.writeFileSync(path.join(sa, 'token'), 'tok-123\n');
   const seen: string[] = [];
   const server = http.createServer((req, res) => {

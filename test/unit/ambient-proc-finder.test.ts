@@ -10,6 +10,7 @@ import { after, test } from 'node:test';
 import { findPodNetns, parseCgroupPath, parseStarttime, podFromCgroups } from '../../src/agent/ambient/proc-finder';
 import { MemoryLogger } from '../../src/installer/log';
 import { IpAddr, parseIp } from '../../src/net/ip';
+import { tempDir } from '../support/tmp';
 
 const UID = '4e2f1c3a-9b7d-4c1e-8f2a-0123456789ab';
 const CID = 'a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9';
@@ -49,7 +50,7 @@ test("start time: field 22 of stat, counted after the command name's last ')'", 
 });
 
 // A fake /proc: <pid>/ns/net -> one of our namespace files, <pid>/cgroup, <pid>/stat.
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-fakeproc-'));
+const root = tempDir(path.join(os.tmpdir(), 'icts-fakeproc-'));
 after(() => fs.rmSync(root, { recursive: true, force: true }));
 function proc(pid: number, ns: string, cgroup: string, starttime: number): void {
   const d = path.join(root, String(pid));

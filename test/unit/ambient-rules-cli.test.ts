@@ -7,10 +7,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
+import { tempDir } from '../support/tmp';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-ambient-cli-'));
+const dir = tempDir(path.join(os.tmpdir(), 'icts-ambient-cli-'));
 process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 

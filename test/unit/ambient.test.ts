@@ -18,6 +18,7 @@ import { FakeNft } from '../../src/nft/fake';
 import { goQuote, render } from '../../src/nft/transaction';
 import { InputError } from '../../src/values/errors';
 import { parsePodUid } from '../../src/values/typed';
+import { tempDir } from '../support/tmp';
 
 const ip = (s: string) => parseIp(s)!;
 const uid = (s: string) => parsePodUid('test', s);
@@ -194,7 +195,7 @@ test('delete transactions: in-pod tables removed whole, host table only flushed'
 // ---- kubelet UID from a fake /proc ----------------------------------------------------------
 
 function fakeProc(procs: Array<{ pid: number; comm: string; cmdline: string[]; uid: number; noStatus?: boolean }>): string {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-proc-'));
+  const root = tempDir(path.join(os.tmpdir(), 'icts-proc-'));
   fs.mkdirSync(path.join(root, 'self'));
   fs.writeFileSync(path.join(root, 'uptime'), '1 1\n');
   for (const p of procs) {

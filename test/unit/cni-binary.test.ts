@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { istioKubeconfig, makePki } from '../support/tls';
 import { sidecarPod } from '../support/cni-fakes';
+import { tempDir } from '../support/tmp';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const TOKEN = 'sa-token-do-not-log-7f3a';
@@ -52,7 +53,7 @@ before(async () => {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const base = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-rundir-'));
+  runDir = tempDir(path.join(os.tmpdir(), 'icts-rundir-'));
   fs.writeFileSync(path.join(runDir, 'istio-cni-kubeconfig'), istioKubeconfig(base, { caPem: pki.ca, token: TOKEN }), { mode: 0o600 });
   const plain = { metadata: { name: 'plain', namespace: 'shop' }, spec: { containers: [{ name: 'app' }] } };
   pods.set('/api/v1/namespaces/shop/pods/plain', plain);

@@ -13,8 +13,9 @@ import { startLogServer } from '../../src/agent/logserver';
 import { PluginLogger, RollingFile, backupStamp, encodeEntry, istioTimestamp, postLogLines } from '../../src/log';
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
 import { BIN, logLines, runPlugin } from '../support/cni-run';
+import { tempDir } from '../support/tmp';
 
-const tmp = (tag: string) => fs.mkdtempSync(path.join(os.tmpdir(), `icts-${tag}-`));
+const tmp = (tag: string) => tempDir(path.join(os.tmpdir(), `icts-${tag}-`));
 
 function memoryLogger(level: 'debug' | 'info' | 'warn' | 'error' = 'debug') {
   const lines: string[] = [];

@@ -13,6 +13,7 @@ import {
 } from '../../src/installer/cniconfig';
 import { InstallConfig, installConfig, pluginConfigText } from '../../src/installer/config';
 import { MemoryLogger } from '../../src/installer/log';
+import { tempDir } from '../support/tmp';
 
 const BRIDGE = JSON.stringify({ cniVersion: '0.4.0', name: 'dbnet', type: 'bridge', bridge: 'cni0' });
 const LIST = JSON.stringify({ cniVersion: '0.4.0', name: 'dbnet', plugins: [{ type: 'bridge' }, { type: 'tuning' }] });
@@ -21,7 +22,7 @@ const LIST_WITH_ISTIO = insertCNIConfig(ISTIO, LIST);
 const STANDALONE = ISTIO;
 
 function tmp(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'icts-cniconf-'));
+  return tempDir(path.join(os.tmpdir(), 'icts-cniconf-'));
 }
 function put(dir: string, files: Record<string, string>): void {
   for (const [n, c] of Object.entries(files)) {

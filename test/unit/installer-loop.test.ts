@@ -11,9 +11,10 @@ import { atomicCopy, atomicWrite } from '../../src/installer/fsutil';
 import { InstallThrottle, Installer, installOnce } from '../../src/installer/installer';
 import { createKubeConfig, writeKubeConfigFile } from '../../src/installer/kubeconfig';
 import { MemoryLogger } from '../../src/installer/log';
+import { tempDir } from '../support/tmp';
 
 function tmp(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'icts-loop-'));
+  return tempDir(path.join(os.tmpdir(), 'icts-loop-'));
 }
 
 async function until(what: string, cond: () => boolean, ms = 2000): Promise<number> {

@@ -13,6 +13,7 @@ import { MemoryLogger } from '../../src/installer/log';
 import { parseAgentConfig } from '../../src/agent/config';
 import { KubeApiStandIn, NODE, Obj, repairPod } from '../support/kube-api';
 import { makePki } from '../support/tls';
+import { tempDir } from '../support/tmp';
 
 const pki = makePki();
 
@@ -168,7 +169,7 @@ test('in-cluster client: TLS with the service account CA and token; a CA it does
   t.after(() => api.close());
   api.token = 'sa-token';
   api.upsert(repairPod({ name: 'p1' }));
-  const sa = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-sa-'));
+  const sa = tempDir(path.join(os.tmpdir(), 'icts-sa-'));
   t.after(() => fs.rmSync(sa, { recursive: true, force: true }));
   fs.writeFileSync(path.join(sa, 'token'), 'sa-token\n');
   fs.writeFileSync(path.join(sa, 'ca.crt'), pki.ca);

@@ -7,8 +7,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PLUGIN_PAYLOAD_DIR, copyBinaries, removePayloadDirs } from '../../src/installer/binaries';
+import { tempDir } from '../support/tmp';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'icts-payload-inst-'));
+const tmp = () => tempDir(path.join(os.tmpdir(), 'icts-payload-inst-'));
 
 test('copyBinaries: the plugin payload directory is copied (first), other directories skipped', async () => {
   const src = tmp();

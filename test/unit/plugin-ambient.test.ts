@@ -12,8 +12,9 @@ import { Pod } from '../../src/kube/pod';
 import { ambientBranch } from '../../src/plugin/ambient';
 import { handleCni } from '../../src/plugin/istio';
 import { cniEnv, fakes, netconf, sidecarPod } from '../support/cni-fakes';
+import { tempDir } from '../support/tmp';
 
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-plugin-amb-'));
+const dir = tempDir(path.join(os.tmpdir(), 'icts-plugin-amb-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 

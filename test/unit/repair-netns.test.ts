@@ -9,11 +9,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { cgroupPodUIDs, findPodNetns, parseStartTime, podIPs } from '../../src/agent/repair/netns';
 import { repairPod } from '../support/kube-api';
+import { tempDir } from '../support/tmp';
 
 const UID = '2c48913c-b29f-11e7-9350-020968147796';
 
 class FakeProc {
-  readonly root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-proc-'));
+  readonly root = tempDir(path.join(os.tmpdir(), 'icts-proc-'));
   readonly probed: string[] = [];
 
   /** A process; `sameNetnsAs` makes it share another pid's netns. */

@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
+import { tempDir } from '../support/tmp';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
@@ -15,7 +16,7 @@ function run(args: string[], extraEnv: Record<string, string> = {}) {
 }
 
 function tmpConfig(content: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-cfg-'));
+  const dir = tempDir(path.join(os.tmpdir(), 'icts-cfg-'));
   const p = path.join(dir, 'config.json');
   fs.writeFileSync(p, content);
   return p;

@@ -16,9 +16,10 @@ import { render } from '../../src/nft/transaction';
 import { handleCni } from '../../src/plugin/istio';
 import { POD_NETNS, cniEnv, fakes, netconf, sidecarPod } from '../support/cni-fakes';
 import { PACKAGE_ROOT, loadSuite } from '../support/conformance';
+import { tempDir } from '../support/tmp';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-poddry-'));
+const dir = tempDir(path.join(os.tmpdir(), 'icts-poddry-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 let n = 0;
