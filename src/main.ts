@@ -7,10 +7,9 @@ export const EXIT_BAD_INPUT = 2;
 
 export async function main(args: string[]): Promise<number> {
   if (process.env.CNI_COMMAND) return (await import('./plugin/process')).runCniProcess();
-  const { default: yargs } = await import('yargs');
-  const { rulesCommand } = await import('./cli/rules');
-  const { initCommand } = await import('./cli/init');
-  const [{ installCommand }, { agentCommand }] = await Promise.all([import('./cli/install'), import('./cli/agent')]);
+  const [{ default: yargs }, { rulesCommand }, { initCommand }, { installCommand }, { agentCommand }] = await Promise.all([
+    import('yargs'), import('./cli/rules'), import('./cli/init'), import('./cli/install'), import('./cli/agent'),
+  ]);
   let exitCode = 0;
   const cli = yargs(args)
     .scriptName('istio-cni-ts')
@@ -22,8 +21,9 @@ export async function main(args: string[]): Promise<number> {
       'duplicate-arguments-array': false,
     })
     .command(rulesCommand)
-    .command(installCommand).command(agentCommand)
     .command(initCommand)
+    .command(installCommand)
+    .command(agentCommand)
     .demandCommand(1, 'name a command')
     .strict()
     .help()
