@@ -1,19 +1,12 @@
 // Pods and namespaces as the ambient agent reads them from the API, and the small facts it derives
 // from them (Istio's cni/pkg/util/podutil.go and kube.CheckPodTerminal).
+import { PodObjectMeta } from '../../kube/object-meta';
 import { IpAddr, formatIp, parseIp } from '../../net/ip';
 import { unmap } from '../../ambient/probe-sets';
 import { WorkloadInfo } from '../../zds/messages';
 
 export interface AmbientPod {
-  metadata?: {
-    name?: string;
-    namespace?: string;
-    uid?: string;
-    resourceVersion?: string;
-    labels?: Record<string, string> | null;
-    annotations?: Record<string, string> | null;
-    deletionTimestamp?: string | null;
-  } | null;
+  metadata?: PodObjectMeta | null;
   spec?: {
     nodeName?: string;
     hostNetwork?: boolean | null;

@@ -1,6 +1,7 @@
 // Which pods the repair controller acts on (Istio's repair controller, matchesFilter): pods
 // whose CNI validation init container keeps failing because the node's CNI chain did not run
 // our plugin for them. Pure functions of the pod and the settings.
+import { PodObjectMeta } from '../../kube/object-meta';
 
 /** The parts of a core/v1 Pod the repair controller reads. */
 export interface ContainerStateTerminated {
@@ -17,15 +18,7 @@ export interface ContainerStatus {
 }
 
 export interface RepairPod {
-  metadata?: {
-    name?: string;
-    namespace?: string;
-    uid?: string;
-    resourceVersion?: string;
-    labels?: Record<string, string> | null;
-    annotations?: Record<string, string> | null;
-    deletionTimestamp?: string | null;
-  } | null;
+  metadata?: PodObjectMeta | null;
   spec?: { nodeName?: string; initContainers?: unknown[] | null; containers?: unknown[] | null } | null;
   status?: {
     podIP?: string;
