@@ -6,7 +6,7 @@
 // dir or fd in this process. Needs root; fails loudly without it.
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -18,7 +18,7 @@ import { planSidecar } from '../../src/plugin/istio';
 import { extractPodInfo } from '../../src/redirect';
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
 import { sidecarPod } from '../support/cni-fakes';
-import { CniRun } from '../support/cni-run';
+import { CniRun, runPlugin } from '../support/cni-run';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { requireRootAndTools } from '../support/root';
 import { tempDir } from '../support/tmp';
@@ -58,20 +58,6 @@ function snapshotPackage(): string {
   return dir;
 }
 
-function runPlugin(env: Record<string, string>, stdin: string): Promise<CniRun> {
-  const t0 = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ stdout, stderr, code, ms: Date.now() - t0 }));
-    child.stdin.end(stdin);
-  });
-}
-
 before(async () => {
   requireRootAndTools('ip', 'nft');
   api = await startApiStandIn();
@@ -109,7 +95,7 @@ function cni(command: string, netns: string, pod: Pod, i: number): Promise<CniRu
   return runPlugin({
     CNI_COMMAND: command, CNI_CONTAINERID: `ctr-${name}`, CNI_NETNS: netns, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin',
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=ctr-${name};K8S_POD_UID=uid-${name}`,
-  }, netconf(netns, i));
+  }, netconf(netns, i), BIN);
 }
 
 async function tables(ns: string): Promise<string[]> {

@@ -13,10 +13,11 @@ export interface CniRun {
   ms: number;
 }
 
-export function runPlugin(env: Record<string, string>, stdin: string): Promise<CniRun> {
+/** `bin` defaults to this checkout's executable (a test may run a private copy of the package). */
+export function runPlugin(env: Record<string, string>, stdin: string, bin = BIN): Promise<CniRun> {
   const t0 = Date.now();
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
+    const child = spawn(process.execPath, [bin], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
