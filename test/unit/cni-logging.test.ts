@@ -194,7 +194,7 @@ describe('POST to log.sock', () => {
       const err = await postLogLines(sock, ['{"level":"info"}\n']);
       const ms = Date.now() - t0;
       assert.match(String(err), /within 1000 ms/);
-      assert.ok(ms >= 950 && ms < 1500, `${ms} ms`);
+      assert.ok(ms >= 950 && ms < 3000, `${ms} ms`); // upper bound loose: timers run late on a loaded machine
       assert.match(String(await postLogLines(path.join(dir, 'nothing.sock'), ['x'])), /ENOENT/);
     } finally {
       for (const c of held) c.destroy();
@@ -306,6 +306,7 @@ describe('the binary', () => {
       let r = await runPlugin(env('ADD', EXCLUDED), conf(dir));
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.equal(JSON.parse(r.stdout).cniVersion, '1.0.0');
+      const baselineMs = r.ms;
       fs.rmSync(sock);
       const held: net.Socket[] = [];
       const hung = net.createServer((c) => held.push(c));
@@ -314,7 +315,8 @@ describe('the binary', () => {
         r = await runPlugin(env('ADD', EXCLUDED), conf(dir));
         assert.equal(r.code, 0);
         assert.ok(r.stdout.startsWith('{'));
-        assert.ok(r.ms < 1000 + 1500, `exited after ${r.ms} ms`);
+        // Against the run just before (same load): one second of waiting plus slack, not a hang.
+        assert.ok(r.ms < baselineMs + 1000 + 2000, `exited after ${r.ms} ms (the run without a hung agent: ${baselineMs} ms)`);
       } finally {
         for (const c of held) c.destroy();
         await new Promise((res) => hung.close(res));
