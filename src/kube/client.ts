@@ -35,7 +35,11 @@ export class KubeError extends Error {
 }
 
 export interface HttpsKubeClientOptions {
-  /** Per-request timeout; default 5000 ms. */
+  /**
+   * Deadline of one request, from the call to the last byte of the body (waiting for the
+   * connection included); default 5000 ms. Not an idle timeout: a server that trickles its
+   * answer, or a request queued behind a stalled one on the kept-alive connection, still ends.
+   */
   readonly timeoutMs?: number;
   /** Largest response body accepted; default 8 MiB. */
   readonly maxBodyBytes?: number;
@@ -92,7 +96,15 @@ export class HttpsKubeClient implements KubeClient {
     const timeoutMs = this.opts.timeoutMs ?? 5000;
     const maxBody = this.opts.maxBodyBytes ?? 8 << 20;
     const mod = url.protocol === 'https:' ? https : http;
-    return new Promise((resolve, reject) => {
+    return new Promise((ok, fail) => {
+      let answered = false;
+      const deadline = setTimeout(() => {
+        const e = new KubeError(`GET ${path}: ${answered ? 'answer not complete' : 'no answer'} within ${timeoutMs} ms`);
+        fail(e); // first: the socket's own errors ("aborted", ECONNRESET) follow the destroy
+        req.destroy(e);
+      }, timeoutMs);
+      const resolve = (v: unknown) => (clearTimeout(deadline), ok(v));
+      const reject = (e: KubeError) => (clearTimeout(deadline), fail(e));
       const req = mod.request(
         url,
         {
@@ -103,9 +115,9 @@ export class HttpsKubeClient implements KubeClient {
             'User-Agent': 'istio-cni-ts',
             ...(this.ep.token ? { Authorization: `Bearer ${this.ep.token}` } : {}),
           },
-          timeout: timeoutMs,
         },
         (res) => {
+          answered = true;
           const chunks: Buffer[] = [];
           let size = 0;
           res.on('data', (c: Buffer) => {
@@ -133,7 +145,6 @@ export class HttpsKubeClient implements KubeClient {
           });
         },
       );
-      req.on('timeout', () => req.destroy(new KubeError(`GET ${path}: no answer within ${timeoutMs} ms`)));
       req.on('error', (e) => reject(e instanceof KubeError ? e : new KubeError(`GET ${path}: ${e.message}`)));
       req.end();
     });
