@@ -34,8 +34,23 @@ async function fsyncDir(dir: string): Promise<void> {
 }
 
 /**
+ * The error of a failed write with the file it was for: Node's own ("ENOSPC: no space left on
+ * device, write") names neither. Code, errno and syscall are kept for callers that test them.
+ */
+function namedError(e: unknown, what: string): Error {
+  if (!(e instanceof Error)) return new Error(`${what}: ${String(e)}`);
+  const src = e as NodeJS.ErrnoException;
+  const err = new Error(`${what}: ${src.message}`, { cause: e }) as NodeJS.ErrnoException;
+  if (src.code !== undefined) err.code = src.code;
+  if (src.errno !== undefined) err.errno = src.errno;
+  if (src.syscall !== undefined) err.syscall = src.syscall;
+  return err;
+}
+
+/**
  * Writes `data` to `target` atomically with permission bits `mode` (applied with chmod, so the
- * umask does not narrow it). On any failure the temporary file is removed and `target` is untouched.
+ * umask does not narrow it). On any failure (a full disk: ENOSPC) the temporary file is removed,
+ * `target` is untouched, and the error names `target`.
  */
 export async function atomicWrite(target: string, data: string | Uint8Array, mode: number): Promise<void> {
   const tmp = tempNameFor(target);
@@ -51,7 +66,7 @@ export async function atomicWrite(target: string, data: string | Uint8Array, mod
   } catch (e) {
     await fh?.close().catch(() => undefined);
     await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    throw e;
+    throw namedError(e, `write ${target}`);
   }
   await fsyncDir(path.dirname(target));
 }
@@ -73,7 +88,7 @@ export async function atomicCopy(src: string, targetDir: string, name: string): 
     await fsp.rename(tmp, target);
   } catch (e) {
     await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    throw e;
+    throw namedError(e, `copy ${src} to ${target}`);
   }
   await fsyncDir(targetDir);
 }
