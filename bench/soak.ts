@@ -91,15 +91,27 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function get(url: string): Promise<number> {
+function fetchText(url: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve) => {
     const req = http.get(url, { timeout: 5000 }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', () => resolve(0));
+    req.on('error', () => resolve({ status: 0, body: '' }));
   });
+}
+
+async function get(url: string): Promise<number> {
+  return (await fetchText(url)).status;
+}
+
+/** The agent's V8 heap from its own metrics (prom-client's default Node.js metrics), in kB. */
+async function heapStats(metrics: string): Promise<{ heapUsedKb: number; heapTotalKb: number; externalKb: number }> {
+  const { body } = await fetchText(`http://${metrics}/metrics`);
+  const v = (name: string) => Math.round(Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(body)?.[1] ?? NaN) / 1024);
+  return { heapUsedKb: v('nodejs_heap_size_used_bytes'), heapTotalKb: v('nodejs_heap_size_total_bytes'), externalKb: v('nodejs_external_memory_bytes') };
 }
 
 /** Least-squares slope of y over x. */
@@ -144,6 +156,7 @@ interface Agent {
   exit?: { code: number | null; signal: NodeJS.Signals | null };
   exited: Promise<void>;
   health: string;
+  metrics: string;
 }
 
 async function startAgent(world: E2eWorld, bin: string, payload: string, logFile: string): Promise<Agent> {
@@ -175,7 +188,7 @@ async function startAgent(world: E2eWorld, bin: string, payload: string, logFile
   });
   world.daemons.push(proc);
   const logFd = fs.openSync(logFile, 'a');
-  const ag: Agent = { proc, pid: proc.pid ?? 0, tail: [], lines: 0, warnOrError: 0, adds: 0, exited: Promise.resolve(), health: '' };
+  const ag: Agent = { proc, pid: proc.pid ?? 0, tail: [], lines: 0, warnOrError: 0, adds: 0, exited: Promise.resolve(), health: '', metrics: `127.0.0.1:${metricsPort}` };
   ag.exited = new Promise((r) => {
     proc.on('exit', (code, signal) => {
       ag.exit = { code, signal };
@@ -233,6 +246,10 @@ interface Sample {
   t: number;
   rssKb: number;
   fds: number;
+  /** The agent's V8 heap (used, total) and external memory, from its metrics endpoint. */
+  heapUsedKb: number;
+  heapTotalKb: number;
+  externalKb: number;
   podsChurned: number;
   failures: number;
 }
@@ -284,17 +301,15 @@ async function main(): Promise<number> {
   const tSec = () => (performance.now() - t0) / 1000;
   const endAt = t0 + opts.minutes * 60_000;
 
-  const sample = () => {
+  const sample = async () => {
+    const t = Math.round(tSec() * 10) / 10;
     const s = procStats(agent.pid);
-    samples.push({ t: Math.round(tSec() * 10) / 10, ...s, podsChurned: churned, failures: failures.length });
+    const h = await heapStats(agent.metrics);
+    samples.push({ t, ...s, ...h, podsChurned: churned, failures: failures.length });
   };
-  sample();
+  await sample();
   const sampler = setInterval(() => {
-    try {
-      sample();
-    } catch (e) {
-      failures.push({ pod: '(sampler)', at: tSec(), error: `sampling the agent failed: ${(e as Error).message}` });
-    }
+    sample().catch((e) => failures.push({ pod: '(sampler)', at: tSec(), error: `sampling the agent failed: ${(e as Error).message}` }));
   }, opts.sampleS * 1000);
   let lastReport = 0;
 
@@ -358,7 +373,7 @@ async function main(): Promise<number> {
   log(`churning for ${opts.minutes} min with ${opts.inflight} pods in flight`);
   await Promise.all(Array.from({ length: opts.inflight }, () => worker()));
   clearInterval(sampler);
-  sample();
+  await sample();
   const churnS = tSec();
 
   // After the churn: nothing left behind by the pods.
@@ -393,7 +408,7 @@ async function main(): Promise<number> {
 
   // Figures.
   const warm = samples.filter((s) => s.t >= opts.warmupMin * 60);
-  const per10 = (k: 'rssKb' | 'fds') => slope(warm.map((s) => s.t), warm.map((s) => s[k])) * 600;
+  const per10 = (k: 'rssKb' | 'fds' | 'heapUsedKb' | 'heapTotalKb') => slope(warm.map((s) => s.t), warm.map((s) => s[k])) * 600;
   const first = samples[0];
   const lastS = samples[samples.length - 1];
   const firstWarm = warm[0] ?? first;
@@ -411,7 +426,16 @@ async function main(): Promise<number> {
     failures: failures.length,
     rssKb: { start: first.rssKb, afterWarmup: firstWarm.rssKb, end: lastS.rssKb, min: Math.min(...samples.map((s) => s.rssKb)), max: Math.max(...samples.map((s) => s.rssKb)) },
     fds: { start: first.fds, afterWarmup: firstWarm.fds, end: lastS.fds, min: Math.min(...samples.map((s) => s.fds)), max: Math.max(...samples.map((s) => s.fds)) },
-    slopePer10Min: { rssKb: Math.round(per10('rssKb') * 10) / 10, fds: Math.round(per10('fds') * 100) / 100, samples: warm.length, warmupMinutes: opts.warmupMin },
+    heapUsedKb: { start: first.heapUsedKb, afterWarmup: firstWarm.heapUsedKb, end: lastS.heapUsedKb },
+    heapTotalKb: { start: first.heapTotalKb, afterWarmup: firstWarm.heapTotalKb, end: lastS.heapTotalKb },
+    slopePer10Min: {
+      rssKb: Math.round(per10('rssKb') * 10) / 10,
+      fds: Math.round(per10('fds') * 100) / 100,
+      heapUsedKb: Math.round(per10('heapUsedKb') * 10) / 10,
+      heapTotalKb: Math.round(per10('heapTotalKb') * 10) / 10,
+      samples: warm.length,
+      warmupMinutes: opts.warmupMin,
+    },
     runPodSandboxMs: { p50: Math.round(q(runMs, 0.5)), p95: Math.round(q(runMs, 0.95)), max: Math.round(Math.max(...runMs)) },
     cycleMs: { p50: Math.round(q(cycleMs, 0.5)), p95: Math.round(q(cycleMs, 0.95)) },
     agentServedAdds: agent.adds,
@@ -428,7 +452,8 @@ async function main(): Promise<number> {
   for (const f of failures.slice(0, 20)) p(`    ${f.pod} at ${f.at} s: ${f.error.split('\n')[0]}`);
   p(`  agent RSS kB: start ${summary.rssKb.start}, after warm-up ${summary.rssKb.afterWarmup}, end ${summary.rssKb.end} (min ${summary.rssKb.min}, max ${summary.rssKb.max})`);
   p(`  agent fds: start ${summary.fds.start}, after warm-up ${summary.fds.afterWarmup}, end ${summary.fds.end} (min ${summary.fds.min}, max ${summary.fds.max})`);
-  p(`  least-squares slope per 10 min after ${opts.warmupMin} min warm-up (${warm.length} samples): RSS ${summary.slopePer10Min.rssKb} kB, fds ${summary.slopePer10Min.fds}`);
+  p(`  agent V8 heap used kB: start ${summary.heapUsedKb.start}, after warm-up ${summary.heapUsedKb.afterWarmup}, end ${summary.heapUsedKb.end}; heap total kB: ${summary.heapTotalKb.start}, ${summary.heapTotalKb.afterWarmup}, ${summary.heapTotalKb.end}`);
+  p(`  least-squares slope per 10 min after ${opts.warmupMin} min warm-up (${warm.length} samples): RSS ${summary.slopePer10Min.rssKb} kB, fds ${summary.slopePer10Min.fds}, heap used ${summary.slopePer10Min.heapUsedKb} kB, heap total ${summary.slopePer10Min.heapTotalKb} kB`);
   p(`  RunPodSandbox p50/p95/max ${summary.runPodSandboxMs.p50}/${summary.runPodSandboxMs.p95}/${summary.runPodSandboxMs.max} ms; cycle p50/p95 ${summary.cycleMs.p50}/${summary.cycleMs.p95} ms`);
   p(`  agent log: ${agent.lines} lines, ${agent.warnOrError} warn/error (${agentLog}); load ${summary.loadavg}`);
   p(`  samples: ${opts.out}`);
