@@ -4,14 +4,17 @@
 // (so a restarted agent finds its netns through /proc), the API stand-in, the ztunnel stand-in.
 //
 // The agent is a process of its own (test/support/ambient-agent-child.ts) whose "host" netns is
-// the node netns (the real host's nftables are never touched). "kubelet" runs the real plugin binary's ADD for the 50 pods, 10 at a time;
+// the node netns (the real host's nftables are never touched). "kubelet" runs the real plugin
+// binary's ADD for the 50 pods (in the API without IPs until their ADD succeeded), 10 at a time;
 // as soon as the stand-in has received 25 ZDS Adds the agent is SIGKILLed. The ADDs that fail
 // (agent gone mid-request, or unreachable) are retried, as kubelet retries a failed sandbox,
 // once the agent has been restarted and ztunnel has reconnected. Asserted:
 // - the kill hit mid-enrollment (ADDs in flight, some pods not yet enrolled), and left its
 //   sockets behind, which do not stop the new agent from serving;
 // - the snapshot the restarted agent sends ztunnel names exactly the pods annotated `enabled`
-//   when it started, each once, each Add carrying that pod's netns, then SnapshotSent;
+//   when it started, each once, each Add carrying that pod's netns (a Keep only for a pod whose
+//   ADD answer was lost: no IPs in the API, so its netns cannot be matched yet), then
+//   SnapshotSent, after which ztunnel holds exactly those pods (a half-enrolled one is dropped);
 // - in the end every pod is annotated `enabled`, its netns holds exactly the in-pod ruleset
 //   (byte-equal to the reference transaction applied once in a fresh netns: no duplicated rule,
 //   one set of tables) and one mark rule and route; the node's probe set holds each pod's IP
@@ -19,6 +22,7 @@
 //   once, with the right netns;
 // - after the agent's SIGINT (full clean-up) and the env's teardown: no process, no netns, no
 //   socket of the run is left.
+// Figures: docs/reliability.md, section 3.
 import assert from 'node:assert/strict';
 import { ChildProcess, execFile, execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
