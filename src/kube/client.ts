@@ -36,9 +36,10 @@ export class KubeError extends Error {
 
 export interface HttpsKubeClientOptions {
   /**
-   * Deadline of one request, from the call to the last byte of the body (waiting for the
-   * connection included); default 5000 ms. Not an idle timeout: a server that trickles its
-   * answer, or a request queued behind a stalled one on the kept-alive connection, still ends.
+   * Deadline of one request, from the moment it gets a connection (connecting and the TLS
+   * handshake included) to the last byte of the body; default 5000 ms. Not an idle timeout: a
+   * server that trickles its answer still ends it. Time spent queued for the agent's one kept-alive
+   * connection does not count: each request ahead has its own deadline, so the queue moves.
    */
   readonly timeoutMs?: number;
   /** Largest response body accepted; default 8 MiB. */
@@ -60,13 +61,13 @@ export class HttpsKubeClient implements KubeClient {
     this.agent = tls
       ? new https.Agent({
           keepAlive: true,
-          maxSockets: 1,
+          maxSockets: 8,
           ...(ep.ca !== undefined ? { ca: ep.ca } : {}),
           rejectUnauthorized: !ep.insecureSkipTlsVerify,
           ...(ep.tlsServerName ? { servername: ep.tlsServerName } : {}),
           ...(ep.clientCert && ep.clientKey ? { cert: ep.clientCert, key: ep.clientKey } : {}),
         })
-      : new http.Agent({ keepAlive: true, maxSockets: 1 });
+      : new http.Agent({ keepAlive: true, maxSockets: 8 });
   }
 
   private scrub(text: string): string {
@@ -98,13 +99,10 @@ export class HttpsKubeClient implements KubeClient {
     const mod = url.protocol === 'https:' ? https : http;
     return new Promise((ok, fail) => {
       let answered = false;
-      const deadline = setTimeout(() => {
-        const e = new KubeError(`GET ${path}: ${answered ? 'answer not complete' : 'no answer'} within ${timeoutMs} ms`);
-        fail(e); // first: the socket's own errors ("aborted", ECONNRESET) follow the destroy
-        req.destroy(e);
-      }, timeoutMs);
-      const resolve = (v: unknown) => (clearTimeout(deadline), ok(v));
-      const reject = (e: KubeError) => (clearTimeout(deadline), fail(e));
+      let deadline: NodeJS.Timeout | undefined;
+      let settled = false;
+      const resolve = (v: unknown) => ((settled = true), clearTimeout(deadline), ok(v));
+      const reject = (e: KubeError) => ((settled = true), clearTimeout(deadline), fail(e));
       const req = mod.request(
         url,
         {
@@ -145,6 +143,14 @@ export class HttpsKubeClient implements KubeClient {
           });
         },
       );
+      req.once('socket', () => {
+        if (settled) return;
+        deadline = setTimeout(() => {
+          const e = new KubeError(`GET ${path}: ${answered ? 'answer not complete' : 'no answer'} within ${timeoutMs} ms`);
+          fail(e); // first: the socket's own errors ("aborted", ECONNRESET) follow the destroy
+          req.destroy(e);
+        }, timeoutMs);
+      });
       req.on('error', (e) => reject(e instanceof KubeError ? e : new KubeError(`GET ${path}: ${e.message}`)));
       req.end();
     });
