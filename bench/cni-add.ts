@@ -15,7 +15,20 @@
 // pages count once) of the plugin processes, sampled every 10 ms, plus the agent's own PSS growth.
 // Needs root, iproute2, nftables, util-linux (nsenter), containernetworking-plugins, openssl.
 //
-// usage: node dist/bench/cni-add.js [iterations, default 30] [burst size, default 50]
+// usage: node dist/bench/cni-add.js [iterations, default 30] [burst size, default 50] [options]
+//   --burst-only        single runs of the standalone and shim ADD only (for the ratios), then
+//                       shim bursts only
+//   --rounds=R          rounds of bursts (default 2; the table shows the best, the list all)
+//   --startup           single runs of the standalone plugin (and its variants), its VERSION and
+//                       node -e 0 only; no bursts
+//   --standalone-env=K=V,...  (repeatable) a variant of the standalone case run with these extra
+//                       environment variables, e.g. NODE_OPTIONS=--v8-pool-size=0
+//   --cpu               also the CPU time of each single run (perf stat -e task-clock: user +
+//                       system of the process and its threads), a steadier measure than wall time
+//                       on a loaded machine
+//   --agent-b=K=V,...   a second agent with these extra environment variables (e.g.
+//                       ISTIO_CNI_TS_ADDON=/path/to/another/addon.node), in a run dir of its
+//                       own; its single runs and bursts interleave with the first agent's
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -29,8 +42,22 @@ import { sidecarPod } from '../test/support/cni-fakes';
 import { PACKAGE_ROOT } from '../test/support/conformance';
 import { PLUGIN_REL, SHIM_NAME, ensurePayload } from '../test/support/payload';
 
-const N = Number(process.argv[2] ?? 30);
-const BURST = Number(process.argv[3] ?? 50);
+const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const flag = (name: string): string | undefined => {
+  const a = process.argv.slice(2).find((x) => x === `--${name}` || x.startsWith(`--${name}=`));
+  return a === undefined ? undefined : a.includes('=') ? a.slice(a.indexOf('=') + 1) : '';
+};
+const N = Number(positional[0] ?? 30);
+const BURST = Number(positional[1] ?? 50);
+const BURST_ONLY = flag('burst-only') !== undefined;
+const STARTUP = flag('startup') !== undefined;
+const CPU = flag('cpu') !== undefined;
+const kvList = (v: string): Record<string, string> =>
+  Object.fromEntries(v.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+const STANDALONE_VARIANTS = process.argv.slice(2).filter((a) => a.startsWith('--standalone-env=')).map((a) => kvList(a.slice('--standalone-env='.length)));
+const ROUNDS = Number(flag('rounds') ?? 2);
+const AGENT_B_ENV: Record<string, string> | undefined = flag('agent-b') === undefined ? undefined
+  : Object.fromEntries(flag('agent-b')!.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 const WARMUP = 3;
 const LOOPBACK = '/usr/lib/cni/loopback';
 
@@ -51,12 +78,17 @@ function freshNetns(): { name: string; path: string; remove: () => void } {
 
 interface Run {
   ms: number;
+  /** task-clock ms of the process (--cpu). */
+  cpuMs?: number;
   code: number | null;
   stdout: string;
   stderr: string;
 }
 
-function run(cmd: string, args: string[], env: Record<string, string>, stdin: string, onSpawn?: (c: ChildProcess) => void): Promise<Run> {
+let perfSeq = 0;
+function run(cmd: string, args: string[], env: Record<string, string>, stdin: string, onSpawn?: (c: ChildProcess) => void, cpu = false): Promise<Run> {
+  const perfOut = cpu ? path.join(os.tmpdir(), `icts-cnib-perf-${process.pid}-${perfSeq++}`) : '';
+  if (cpu) [cmd, args] = ['perf', ['stat', '-x,', '-e', 'task-clock', '-o', perfOut, '--', cmd, ...args]];
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
     const child = spawn(cmd, args, { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -66,16 +98,25 @@ function run(cmd: string, args: string[], env: Record<string, string>, stdin: st
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ ms: Number(process.hrtime.bigint() - t0) / 1e6, code, stdout, stderr }));
+    child.on('close', (code) => {
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      let cpuMs: number | undefined;
+      if (cpu) {
+        const m = /^([\d.]+),msec,task-clock/m.exec(fs.readFileSync(perfOut, 'utf8'));
+        fs.rmSync(perfOut, { force: true });
+        cpuMs = m ? Number(m[1]) : undefined;
+      }
+      resolve({ ms, cpuMs, code, stdout, stderr });
+    });
     child.stdin.on('error', () => undefined);
     child.stdin.end(stdin);
   });
 }
 
 /** A helper process that prints one JSON line when ready. */
-function helper(script: string): Promise<{ child: ChildProcess; info: any }> {
+function helper(script: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; info: any }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
     let out = '';
     child.stdout!.setEncoding('utf8').on('data', (d: string) => {
       out += d;
@@ -91,6 +132,24 @@ function quantile(xs: number[], q: number): number {
   const at = (s.length - 1) * q;
   const lo = Math.floor(at);
   return s[lo] + (s[Math.ceil(at)] - s[lo]) * (at - lo);
+}
+
+/** CPU ms of a process (all its threads): user + system, and of its waited-for children. */
+function cpuMs(pid: number | 'self'): { own: number; children: number } {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const v = f.slice(f.lastIndexOf(')') + 2).split(' ').map(Number);
+    const tick = 1000 / 100; // USER_HZ
+    return { own: (v[11] + v[12]) * tick, children: (v[13] + v[14]) * tick };
+  } catch {
+    return { own: 0, children: 0 };
+  }
+}
+
+/** CPU ms used by the whole machine (all cores, busy time) so far. */
+function machineBusyMs(): number {
+  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 10;
 }
 
 /** PSS in kB of a live process, 0 when it is gone. */
@@ -121,22 +180,36 @@ async function main(): Promise<void> {
     const { sidecarPod } = require(${JSON.stringify(path.join(dist, 'test/support/cni-fakes.js'))});
     startPodApi().then((a) => { a.pods.set('shop/web-1', sidecarPod({ name: 'web-1', namespace: 'shop' })); console.log(JSON.stringify({ runDir: a.runDir })); });`);
   const runDir: string = api.info.runDir;
-  const agent = await helper(`
+  const startAgent = (dir: string, env: Record<string, string> = {}) => helper(`
     const { startCniServer } = require(${JSON.stringify(path.join(dist, 'src/agent/cni-server.js'))});
     const { LogSink, ScopedLogger } = require(${JSON.stringify(path.join(dist, 'src/agent/log.js'))});
     const log = new ScopedLogger(new LogSink('warn', process.stderr), 'bench');
-    startCniServer(${JSON.stringify(path.join(runDir, 'cni-shim.sock'))}, { pluginLog: log, agentLog: log })
-      .then(() => console.log(JSON.stringify({ pid: process.pid })));`);
+    startCniServer(${JSON.stringify(path.join(dir, 'cni-shim.sock'))}, { pluginLog: log, agentLog: log })
+      .then(() => console.log(JSON.stringify({ pid: process.pid })));`, env);
+  const agent = await startAgent(runDir);
+  // The second agent (--agent-b) gets a run dir of its own with the same kubeconfig.
+  let runDirB: string | undefined;
+  let agentB: Awaited<ReturnType<typeof helper>> | undefined;
+  if (AGENT_B_ENV) {
+    runDirB = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-cnib-agent-b-'));
+    fs.chmodSync(runDirB, 0o750);
+    fs.copyFileSync(path.join(runDir, 'istio-cni-kubeconfig'), path.join(runDirB, 'istio-cni-kubeconfig'));
+    agentB = await startAgent(runDirB, AGENT_B_ENV);
+  }
   const cleanup = () => {
     agent.child.kill('SIGKILL');
+    agentB?.child.kill('SIGKILL');
     api.child.kill('SIGKILL');
     fs.rmSync(runDir, { recursive: true, force: true });
+    if (runDirB) fs.rmSync(runDirB, { recursive: true, force: true });
   };
   process.on('exit', cleanup);
 
   const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/run/netns/pod' }], ips: [{ address: '10.0.0.2/24', interface: 0 }] };
-  const conf = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni', cni_agent_run_dir: runDir, plugin_log_level: 'info',
+  const confFor = (dir: string) => JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni', cni_agent_run_dir: dir, plugin_log_level: 'info',
     exclude_namespaces: ['kube-system'], pod_namespace: 'istio-system', prevResult });
+  const conf = confFor(runDir);
+  const confB = runDirB ? confFor(runDirB) : conf;
   const want = `${JSON.stringify(prevResult)}\n`;
   const cniEnv = (ns: string, ifName = 'eth0') => ({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c0ffee', CNI_NETNS: ns, CNI_IFNAME: ifName, CNI_PATH: '/opt/cni/bin',
     CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1' });
@@ -148,42 +221,55 @@ async function main(): Promise<void> {
   const scriptFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'icts-cnib-')), 'rules.nft');
   fs.writeFileSync(scriptFile, script);
 
+  const runC = (cmd: string, args: string[], env: Record<string, string>, stdin: string) => run(cmd, args, env, stdin, undefined, CPU);
   type Case = { name: string; go: (ns: string) => Promise<Run>; check: (r: Run, ns: { name: string }) => void };
   const applied = (r: Run, ns: { name: string }, label: string) => {
     if (r.code !== 0 || r.stdout !== want) throw new Error(`${label}: exit ${r.code}, stdout ${JSON.stringify(r.stdout)}, stderr ${r.stderr}`);
     const rules = execFileSync('ip', ['netns', 'exec', ns.name, 'nft', 'list', 'tables'], { encoding: 'utf8' });
     if (!rules.includes('istio-proxy-nat')) throw new Error(`${label}: no rules in the netns`);
   };
-  const cases: Case[] = [
-    { name: 'standalone (SEA + snapshot)', go: (ns) => run(plugin, [], cniEnv(ns), conf), check: (r, ns) => applied(r, ns, 'standalone') },
-    { name: 'shim -> agent', go: (ns) => run(shim, [], cniEnv(ns), conf), check: (r, ns) => applied(r, ns, 'shim') },
+  const allCases: Case[] = [
+    { name: 'standalone (SEA + snapshot)', go: (ns) => runC(plugin, [], cniEnv(ns), conf), check: (r, ns) => applied(r, ns, 'standalone') },
+    { name: 'shim -> agent', go: (ns) => runC(shim, [], cniEnv(ns), conf), check: (r, ns) => applied(r, ns, 'shim') },
+    ...STANDALONE_VARIANTS.map((v) => ({
+      name: `standalone [${Object.entries(v).map(([k, x]) => `${k}=${x}`).join(' ')}]`,
+      go: (ns: string) => runC(plugin, [], { ...cniEnv(ns), ...v }, conf),
+      check: (r: Run, ns: { name: string }) => applied(r, ns, 'standalone variant'),
+    })),
+    ...(agentB ? [{ name: 'shim -> agent B', go: (ns: string) => runC(shim, [], cniEnv(ns), confB), check: (r: Run, ns: { name: string }) => applied(r, ns, 'shim B') }] : []),
     {
       name: 'go loopback ADD',
-      go: (ns) => run(LOOPBACK, [], { ...cniEnv(ns, 'lo'), CNI_PATH: '/usr/lib/cni' }, '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}'),
+      go: (ns) => runC(LOOPBACK, [], { ...cniEnv(ns, 'lo'), CNI_PATH: '/usr/lib/cni' }, '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}'),
       check: (r) => {
         if (r.code !== 0 || !r.stdout.includes('127.0.0.1/8')) throw new Error(`loopback: ${r.stdout}${r.stderr}`);
       },
     },
     {
       name: 'nsenter --net nft -f',
-      go: (ns) => run('nsenter', [`--net=${ns}`, 'nft', '-f', scriptFile], {}, ''),
+      go: (ns) => runC('nsenter', [`--net=${ns}`, 'nft', '-f', scriptFile], {}, ''),
       check: (r, ns) => {
         if (r.code !== 0) throw new Error(`nft: ${r.stderr}`);
         if (!execFileSync('ip', ['netns', 'exec', ns.name, 'nft', 'list', 'tables'], { encoding: 'utf8' }).includes('istio-proxy-nat')) throw new Error('nft: no rules');
       },
     },
-    { name: 'node -e 0', go: () => run(process.execPath, ['-e', '0'], {}, ''), check: (r) => { if (r.code !== 0) throw new Error('node -e 0 failed'); } },
-    { name: '/bin/true (the harness: fork + exec + wait)', go: () => run('/bin/true', [], {}, ''), check: (r) => { if (r.code !== 0) throw new Error('/bin/true failed'); } },
+    { name: 'node -e 0', go: () => runC(process.execPath, ['-e', '0'], {}, ''), check: (r) => { if (r.code !== 0) throw new Error('node -e 0 failed'); } },
+    { name: '/bin/true (the harness: fork + exec + wait)', go: () => runC('/bin/true', [], {}, ''), check: (r) => { if (r.code !== 0) throw new Error('/bin/true failed'); } },
     {
       name: 'standalone VERSION (its start-up)',
-      go: () => run(plugin, [], { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'),
+      go: () => runC(plugin, [], { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'),
       check: (r) => {
         if (r.code !== 0 || !r.stdout.startsWith('{"cniVersion":"1.0.0"')) throw new Error(`VERSION: ${r.stdout}${r.stderr}`);
       },
     },
   ];
+  const cases = BURST_ONLY
+    ? allCases.filter((c) => c.name.startsWith('standalone (') || c.name.startsWith('shim '))
+    : STARTUP
+      ? allCases.filter((c) => c.name.startsWith('standalone') || c.name === 'node -e 0')
+      : allCases;
 
   const times = new Map<string, number[]>(cases.map((c) => [c.name, []]));
+  const cpuTimes = new Map<string, number[]>(cases.map((c) => [c.name, []]));
   process.stderr.write(`bench/cni-add: ${N} interleaved runs of each (+${WARMUP} warm-up), then bursts of ${BURST}\n`);
   for (let i = 0; i < WARMUP + N; i++) {
     // Rotate the order so that no case always runs first or right after another.
@@ -194,6 +280,7 @@ async function main(): Promise<void> {
         const r = await c.go(ns.path);
         c.check(r, ns);
         if (i >= WARMUP) times.get(c.name)!.push(r.ms);
+        if (i >= WARMUP && r.cpuMs !== undefined) cpuTimes.get(c.name)!.push(r.cpuMs);
       } finally {
         ns.remove();
       }
@@ -202,13 +289,12 @@ async function main(): Promise<void> {
 
   // Bursts.
   const loopbackConf = '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}';
-  async function burst(label: string, file: string): Promise<{ wallMs: number; peakMb: number; agentMb: number; failures: number }> {
+  async function burst(label: string, file: string, burstConf = conf, agentPid: number = agent.info.pid): Promise<{ wallMs: number; peakMb: number; agentMb: number; failures: number; cpu: { agent: number; shims: number; bench: number; machine: number } }> {
     const isLoopback = file === LOOPBACK;
     const nss = Array.from({ length: BURST }, () => freshNetns());
     const pids = new Set<number>();
     let peak = 0;
     let agentPeak = 0;
-    const agentPid: number = agent.info.pid;
     const agentBase = pssKb(agentPid);
     const sampler = setInterval(() => {
       let sum = 0;
@@ -217,58 +303,85 @@ async function main(): Promise<void> {
       agentPeak = Math.max(agentPeak, pssKb(agentPid) - agentBase);
     }, 10);
     try {
+      const cpu0 = { agent: cpuMs(agentPid).own, shims: cpuMs('self').children, bench: cpuMs('self').own, machine: machineBusyMs() };
       const t0 = process.hrtime.bigint();
-      const rs = await Promise.all(nss.map((ns) => run(file, [], isLoopback ? { ...cniEnv(ns.path, 'lo'), CNI_PATH: '/usr/lib/cni' } : cniEnv(ns.path), isLoopback ? loopbackConf : conf, (c) => {
+      const rs = await Promise.all(nss.map((ns) => run(file, [], isLoopback ? { ...cniEnv(ns.path, 'lo'), CNI_PATH: '/usr/lib/cni' } : cniEnv(ns.path), isLoopback ? loopbackConf : burstConf, (c) => {
         if (c.pid) pids.add(c.pid);
         c.on('exit', () => pids.delete(c.pid!));
       })));
       const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      const cpu = { agent: cpuMs(agentPid).own - cpu0.agent, shims: cpuMs('self').children - cpu0.shims, bench: cpuMs('self').own - cpu0.bench, machine: machineBusyMs() - cpu0.machine };
       const failures = rs.filter((r) => r.code !== 0 || (isLoopback ? !r.stdout.includes('127.0.0.1/8') : r.stdout !== want)).length;
       if (failures) process.stderr.write(`${label}: ${failures} of ${BURST} failed, e.g. ${rs.find((r) => r.code !== 0)?.stdout}\n`);
-      return { wallMs, peakMb: peak / 1024, agentMb: Math.max(0, agentPeak) / 1024, failures };
+      return { wallMs, peakMb: peak / 1024, agentMb: Math.max(0, agentPeak) / 1024, failures, cpu };
     } finally {
       clearInterval(sampler);
       for (const ns of nss) ns.remove();
     }
   }
-  const bStandalone = await burst('standalone', plugin);
-  const bShim = await burst('shim', shim);
-  const bLoop = await burst('go loopback', LOOPBACK);
-  const bStandalone2 = await burst('standalone', plugin);
-  const bShim2 = await burst('shim', shim);
-  const bLoop2 = await burst('go loopback', LOOPBACK);
+  type Burst = Awaited<ReturnType<typeof burst>>;
+  const rounds: Record<'standalone' | 'shim' | 'shimB' | 'loop', Burst[]> = { standalone: [], shim: [], shimB: [], loop: [] };
+  for (let r = 0; r < (STARTUP ? 0 : ROUNDS); r++) {
+    if (!BURST_ONLY) rounds.standalone.push(await burst('standalone', plugin));
+    rounds.shim.push(await burst('shim', shim));
+    if (agentB) rounds.shimB.push(await burst('shim B', shim, confB, agentB.info.pid));
+    if (!BURST_ONLY) rounds.loop.push(await burst('go loopback', LOOPBACK));
+  }
 
-  const med = (name: string) => quantile(times.get(name)!, 0.5);
+  const med = (name: string) => (times.has(name) ? quantile(times.get(name)!, 0.5) : NaN);
   const lo = med('go loopback ADD');
   const node0 = med('node -e 0');
+  const cpuMed = (name: string) => quantile(cpuTimes.get(name)!, 0.5);
   const rows = cases.map((c) => {
     const xs = times.get(c.name)!;
-    return `| ${c.name} | ${med(c.name).toFixed(1)} ms | ${quantile(xs, 0.9).toFixed(1)} ms | ${(med(c.name) / lo).toFixed(2)} | ${(med(c.name) / node0).toFixed(2)} |`;
+    const cpuCols = CPU ? ` ${cpuMed(c.name).toFixed(1)} ms | ${(cpuMed(c.name) / cpuMed('node -e 0')).toFixed(2)} |` : '';
+    return `| ${c.name} | ${med(c.name).toFixed(1)} ms | ${quantile(xs, 0.9).toFixed(1)} ms | ${(med(c.name) / lo).toFixed(2)} | ${(med(c.name) / node0).toFixed(2)} |${cpuCols}`;
   });
   const out = [
     `CNI ADD of a default sidecar pod into a fresh netns; ${N} interleaved runs each; ${os.cpus().length} CPUs, load ${os.loadavg()[0].toFixed(2)} at the end`,
     '',
-    '| case | median | p90 | / go loopback | / node -e 0 |',
-    '|---|---|---|---|---|',
+    `| case | median | p90 | / go loopback | / node -e 0 |${CPU ? ' CPU (task-clock) | CPU / node -e 0 |' : ''}`,
+    `|---|---|---|---|---|${CPU ? '---|---|' : ''}`,
     ...rows,
     '',
-    `Targets: shim -> agent <= 1.0x go loopback: ${(med('shim -> agent') / lo).toFixed(2)}x (${med('shim -> agent') <= lo ? 'met' : 'NOT met'}); ` +
+    ...(BURST_ONLY || STARTUP ? [] : [`Targets: shim -> agent <= 1.0x go loopback: ${(med('shim -> agent') / lo).toFixed(2)}x (${med('shim -> agent') <= lo ? 'met' : 'NOT met'}); ` +
       `standalone <= 1.25x node -e 0: ${(med('standalone (SEA + snapshot)') / node0).toFixed(2)}x (${med('standalone (SEA + snapshot)') <= 1.25 * node0 ? 'met' : 'NOT met'})`,
-    '',
-    `Burst of ${BURST} concurrent ADDs (two rounds each, the better shown; each ADD checked):`,
+    '']),
+  ];
+  if (STARTUP) {
+    process.stdout.write(`${out.join('\n')}\n`);
+    fs.rmSync(path.dirname(scriptFile), { recursive: true, force: true });
+    cleanup();
+    process.exit(0);
+  }
+  out.push(
+    `Burst of ${BURST} concurrent ADDs (${ROUNDS} rounds each, the best shown; each ADD checked):`,
     '',
     '| path | wall time | / one ADD of that path | / one standalone ADD | peak PSS of plugin processes | agent PSS growth | failures |',
     '|---|---|---|---|---|---|---|',
-  ];
-  const best = (a: typeof bShim, b: typeof bShim) => (a.wallMs <= b.wallMs ? a : b);
-  for (const [label, b, one] of [
-    ['standalone', best(bStandalone, bStandalone2), med('standalone (SEA + snapshot)')],
-    ['shim -> agent', best(bShim, bShim2), med('shim -> agent')],
-    ['go loopback (reference)', best(bLoop, bLoop2), med('go loopback ADD')],
+  );
+  const best = (bs: Burst[]) => bs.reduce((a, b) => (a.wallMs <= b.wallMs ? a : b));
+  for (const [label, bs, one] of [
+    ['standalone', rounds.standalone, med('standalone (SEA + snapshot)')],
+    ['shim -> agent', rounds.shim, med('shim -> agent')],
+    ['shim -> agent B', rounds.shimB, med('shim -> agent B')],
+    ['go loopback (reference)', rounds.loop, med('go loopback ADD')],
   ] as const) {
+    if (bs.length === 0) continue;
+    const b = best(bs);
     out.push(`| ${label} | ${b.wallMs.toFixed(0)} ms | ${(b.wallMs / one).toFixed(1)} | ${(b.wallMs / med('standalone (SEA + snapshot)')).toFixed(2)} | ${b.peakMb.toFixed(1)} MB | ${label === 'shim -> agent' ? `${b.agentMb.toFixed(1)} MB` : '-'} | ${b.failures} |`);
   }
-  const s = best(bShim, bShim2);
+  const walls = (bs: Burst[]) => {
+    const m = quantile(bs.map((b) => b.wallMs), 0.5);
+    return `${bs.map((b) => b.wallMs.toFixed(0)).join(', ')} (median ${m.toFixed(0)} = ${(m / med('standalone (SEA + snapshot)')).toFixed(2)}x one standalone ADD)`;
+  };
+  const cpuLine = (label: string, bs: Burst[]) => {
+    const m = (k: keyof Burst['cpu']) => quantile(bs.map((b) => b.cpu[k]), 0.5).toFixed(0);
+    return `${label}: CPU ms per burst (medians; 10 ms ticks): agent ${m('agent')}, shims ${m('shims')}, this harness ${m('bench')}, whole machine ${m('machine')}`;
+  };
+  out.push('', `Every round, wall ms: shim -> agent ${walls(rounds.shim)}` + (agentB ? `; shim -> agent B ${walls(rounds.shimB)}; B: ${JSON.stringify(AGENT_B_ENV)}` : ''));
+  out.push('', cpuLine('shim -> agent', rounds.shim), ...(agentB ? ['', cpuLine('shim -> agent B', rounds.shimB)] : []));
+  const s = best(rounds.shim);
   out.push('', `Shim burst targets: wall < 2x one ADD: ${(s.wallMs / med('shim -> agent')).toFixed(1)}x one shim ADD, ${(s.wallMs / med('standalone (SEA + snapshot)')).toFixed(2)}x one standalone ADD; ` +
     `peak added memory (shims + agent growth) ${(s.peakMb + s.agentMb).toFixed(1)} MB (target < 50 MB: ${s.peakMb + s.agentMb < 50 ? 'met' : 'NOT met'})`);
   process.stdout.write(`${out.join('\n')}\n`);

@@ -1,12 +1,21 @@
 // nftRun(netnsPath, script, dryRun, json) -> Promise<{output, error}>
 //
 // The netns file is opened on the JS thread, so a missing or wrong path is reported at once.
-// The work then happens on a dedicated pthread made for this one call: it enters the netns,
-// creates a libnftables context there (the context opens its netlink socket when created, so it
-// must be created after setns), runs the script as one transaction, copies the output and error
-// buffers, frees everything and ends. The thread never returns to any pool, so its netns change
-// dies with it. A thread-safe function, released by the worker as its last act, brings us back
-// to the JS thread, where the thread is joined and the Promise settled.
+// The job then joins a queue served by one worker pthread of the addon's own (started when the
+// queue is empty and a job arrives, ended when it has drained the queue; never a libuv pool
+// thread, never the JS thread). For each job the worker enters the job's netns, creates a
+// libnftables context there (the context opens its netlink socket when created, so it must be
+// created after setns), runs the script as one transaction, copies the output and error buffers
+// and frees everything. The worker only ever runs nft jobs and enters each job's netns first, so
+// the namespace the previous job left it in never matters; it ends when the queue is empty, and
+// is joined before its last job settles, so once every call has settled no worker is left (in
+// whatever netns). A thread-safe function per job, released by the worker as its last touch of
+// that job, brings us back to the JS thread, where the Promise is settled.
+//
+// Why one worker and not a thread per call: libnftables 1.0.6 keeps process-global state that
+// every run touches (below), so runs must not overlap anyway; and 50 threads that all enter
+// their namespaces and wait on one mutex made 50 applies slower (wall) than running them one
+// after the other, while taking no less CPU (docs/payload.md, "Burst").
 
 #include <errno.h>
 #include <nftables/libnftables.h>
@@ -17,6 +26,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <deque>
 #include <mutex>
 #include <string>
 
@@ -25,18 +35,39 @@
 namespace icts {
 namespace {
 
-// libnftables 1.0.6 keeps process-wide state that is not safe to touch from two threads at
-// once (a one-time init flag in nft_ctx_new, a global interface cache released by every run).
-// Worker threads enter their namespaces in parallel, then take turns inside the library. The
-// JS thread never takes this lock.
+// libnftables 1.0.6's process-wide mutable state (read from the nftables sources and checked
+// against the stores into .bss/.data in Debian's libnftables.so.1.1.0), and who touches it:
+//   - init_once in nft_ctx_new (then gmp_init, xt_init): written by the first nft_ctx_new only.
+//     LibraryInit below makes that first call once, before any worker runs; after it,
+//     nft_ctx_new only reads the flag and allocates per-context state (its own socket, its own
+//     copies of the mark/realm/devgroup/ct label tables), so it runs outside the lock.
+//   - the set, chain and flowtable id counters (set_alloc, chain_alloc, ...: plain ++ on a
+//     static): every parse and evaluation. A lost update across threads could give two chains or
+//     sets of one transaction the same id, and the kernel binds rules to chains and lookups to
+//     sets by these ids within the batch.
+//   - nft_genid, the generation the cache dumps are checked against (mnl_genid_get, check_genid):
+//     every cache fill. Another thread's netns would make every dump look stale.
+//   - the interface cache (iface_list, iface_cache_init): filled by any name <-> index lookup
+//     (meta iif/oif and their printing), released at the end of every run and by nft_ctx_free.
+//   - the JSON parser's statics (json input, tried first when JSON output is on), a cached
+//     receive buffer size, and libxtables' globals when xt expressions are printed.
+// So the run (nft_run_cmd_from_filename) and nft_ctx_free stay under nft_lock; nft_ctx_new,
+// output buffering, the memfd and everything around them do not. The JS thread never takes it.
 std::mutex nft_lock;
+std::once_flag library_init;
+
+void LibraryInit() {
+  std::lock_guard<std::mutex> guard(nft_lock);
+  // Opens (and closes) a netfilter netlink socket in the caller's netns: cheap, and touches
+  // nothing there.
+  struct nft_ctx* ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+  if (ctx != nullptr) nft_ctx_free(ctx);
+}
 
 struct NftJob {
   napi_env env = nullptr;
   napi_deferred deferred = nullptr;
   napi_threadsafe_function tsfn = nullptr;
-  pthread_t thread{};
-  bool started = false;
 
   // Inputs.
   std::string path;
@@ -44,6 +75,11 @@ struct NftJob {
   std::string script;
   bool dry_run = false;
   bool json = false;
+
+  // Set on the last job a worker served before it ended: Finish joins that worker, so no worker
+  // thread outlives the settling of its last job.
+  bool joins_worker = false;
+  pthread_t worker{};
 
   // Results, written by the worker before it releases the thread-safe function.
   int sys_errno = 0;       // non-zero: the worker could not get to run nft at all
@@ -90,7 +126,6 @@ void RunInNetns(NftJob* job) {
     job->sys_error = "cannot enter network namespace " + job->path + ": setns: " + strerror(job->sys_errno);
     return;
   }
-  std::lock_guard<std::mutex> guard(nft_lock);
   struct nft_ctx* ctx = nft_ctx_new(NFT_CTX_DEFAULT);
   if (ctx == nullptr) {
     job->sys_errno = errno != 0 ? errno : ENOMEM;
@@ -100,6 +135,7 @@ void RunInNetns(NftJob* job) {
   if (nft_ctx_buffer_output(ctx) != 0 || nft_ctx_buffer_error(ctx) != 0) {
     job->sys_errno = errno != 0 ? errno : ENOMEM;
     job->sys_error = "cannot buffer libnftables output";
+    std::lock_guard<std::mutex> guard(nft_lock);
     nft_ctx_free(ctx);
     return;
   }
@@ -114,27 +150,89 @@ void RunInNetns(NftJob* job) {
   int script_fd = WriteMemfd(job->script, &job->sys_errno);
   if (script_fd < 0) {
     job->sys_error = std::string("cannot hold the nft script in a memfd: ") + strerror(job->sys_errno);
+    std::lock_guard<std::mutex> guard(nft_lock);
     nft_ctx_free(ctx);
     return;
   }
   std::string file = "/proc/self/fd/" + std::to_string(script_fd);
-  job->rc = nft_run_cmd_from_filename(ctx, file.c_str());
-  const char* out = nft_ctx_get_output_buffer(ctx);
-  const char* err = nft_ctx_get_error_buffer(ctx);
-  job->output = out != nullptr ? out : "";
-  job->error = ReplaceAll(err != nullptr ? err : "", file + ":", std::string(kScriptName) + ":");
-  nft_ctx_free(ctx);
+  std::string out, err;
+  {
+    std::lock_guard<std::mutex> guard(nft_lock);
+    job->rc = nft_run_cmd_from_filename(ctx, file.c_str());
+    const char* o = nft_ctx_get_output_buffer(ctx);
+    const char* e = nft_ctx_get_error_buffer(ctx);
+    out = o != nullptr ? o : "";
+    err = e != nullptr ? e : "";
+    nft_ctx_free(ctx);
+  }
   close(script_fd);
+  job->output = std::move(out);
+  job->error = ReplaceAll(err, file + ":", std::string(kScriptName) + ":");
 }
 
-void* WorkerMain(void* arg) {
-  auto* job = static_cast<NftJob*>(arg);
-  RunInNetns(job);
-  close(job->nsfd);
-  job->nsfd = -1;
-  // Last touch of the job from this thread: after the release the JS thread may free it.
-  napi_release_threadsafe_function(job->tsfn, napi_tsfn_release);
-  return nullptr;
+// The queue of jobs and whether a worker is serving it; both under queue_lock (held only to push
+// or pop, never while a job runs).
+std::mutex queue_lock;
+std::deque<NftJob*> queue;
+bool worker_running = false;
+
+// Serves the queue until it is empty. Started by Enqueue with the first job already queued.
+void* WorkerMain(void*) {
+  NftJob* job;
+  {
+    std::lock_guard<std::mutex> guard(queue_lock);
+    job = queue.front();
+    queue.pop_front();
+  }
+  for (;;) {
+    RunInNetns(job);
+    close(job->nsfd);
+    job->nsfd = -1;
+    NftJob* next = nullptr;
+    {
+      std::lock_guard<std::mutex> guard(queue_lock);
+      if (queue.empty()) {
+        // This worker ends: a job queued from now on starts a new one. The JS thread joins this
+        // one when it settles this job.
+        worker_running = false;
+        job->joins_worker = true;
+        job->worker = pthread_self();
+      } else {
+        next = queue.front();
+        queue.pop_front();
+      }
+    }
+    // Last touch of the job from this thread: after the release the JS thread may free it.
+    napi_release_threadsafe_function(job->tsfn, napi_tsfn_release);
+    if (next == nullptr) return nullptr;
+    job = next;
+  }
+}
+
+// Starts a worker with every signal blocked (signals stay with Node's own threads).
+int StartWorker() {
+  sigset_t all, saved;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &saved);
+  pthread_t thread;
+  int rc = pthread_create(&thread, nullptr, WorkerMain, nullptr);
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  return rc;
+}
+
+// Queues the job and makes sure a worker serves the queue. 0, or pthread_create's error (then
+// the job is not queued).
+int Enqueue(NftJob* job) {
+  std::lock_guard<std::mutex> guard(queue_lock);
+  queue.push_back(job);
+  if (worker_running) return 0;
+  int rc = StartWorker();
+  if (rc != 0) {
+    queue.pop_back();
+    return rc;
+  }
+  worker_running = true;
+  return 0;
 }
 
 // Never called: the worker only releases the function. N-API wants one of a JS function or a
@@ -148,11 +246,12 @@ Napi::Value ResultObject(Napi::Env env, const NftJob& job) {
   return o;
 }
 
-// Runs on the JS thread once the worker has released the thread-safe function (or when it
-// could not be started). Joins the worker, then settles the Promise.
+// Runs on the JS thread once the worker has released the job's thread-safe function (or when it
+// could not be queued). Joins the worker if this was its last job, then settles the Promise.
 void Finish(napi_env raw_env, void* data, void*) {
   auto* job = static_cast<NftJob*>(data);
-  if (job->started) pthread_join(job->thread, nullptr);
+  // Its last act after the release is to return: a short wait at most.
+  if (job->joins_worker) pthread_join(job->worker, nullptr);
   if (job->nsfd >= 0) close(job->nsfd);
   Napi::Env env(raw_env);
   Napi::HandleScope scope(env);
@@ -219,20 +318,14 @@ Napi::Value NftRun(const Napi::CallbackInfo& info) {
     return Napi::Value(env, promise);
   }
 
-  // The worker blocks every signal: signals stay with Node's own threads.
-  sigset_t all, saved;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &saved);
-  int rc = pthread_create(&job->thread, nullptr, WorkerMain, job);
-  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  std::call_once(library_init, LibraryInit);
+  int rc = Enqueue(job);
   if (rc != 0) {
     job->sys_errno = rc;
     job->sys_error = std::string("cannot start the nft worker thread: ") + strerror(rc);
     // Releasing the last reference runs Finish on the JS thread, which rejects.
     napi_release_threadsafe_function(job->tsfn, napi_tsfn_release);
-    return Napi::Value(env, promise);
   }
-  job->started = true;
   return Napi::Value(env, promise);
 }
 
