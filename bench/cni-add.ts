@@ -26,6 +26,10 @@
 //   --cpu               also the CPU time of each single run (perf stat -e task-clock: user +
 //                       system of the process and its threads), a steadier measure than wall time
 //                       on a loaded machine
+//   --launcher          also bursts started by bench/burst-launcher.c (posix_spawn, as a runtime
+//                       written in Go execs: no copy of a 60 MB Node process per child),
+//                       interleaved with the Node-spawned ones; wall time from its first spawn
+//                       to its last exit, outputs checked the same way (no PSS sampling)
 //   --agent-b=K=V,...   a second agent with these extra environment variables (e.g.
 //                       ISTIO_CNI_TS_ADDON=/path/to/another/addon.node), in a run dir of its
 //                       own; its single runs and bursts interleave with the first agent's
@@ -52,6 +56,7 @@ const BURST = Number(positional[1] ?? 50);
 const BURST_ONLY = flag('burst-only') !== undefined;
 const STARTUP = flag('startup') !== undefined;
 const CPU = flag('cpu') !== undefined;
+const LAUNCHER = flag('launcher') !== undefined;
 const kvList = (v: string): Record<string, string> =>
   Object.fromEntries(v.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
 const STANDALONE_VARIANTS = process.argv.slice(2).filter((a) => a.startsWith('--standalone-env=')).map((a) => kvList(a.slice('--standalone-env='.length)));
@@ -320,12 +325,65 @@ async function main(): Promise<void> {
     }
   }
   type Burst = Awaited<ReturnType<typeof burst>>;
-  const rounds: Record<'standalone' | 'shim' | 'shimB' | 'loop', Burst[]> = { standalone: [], shim: [], shimB: [], loop: [] };
+
+  // The same burst started by bench/burst-launcher.c (--launcher).
+  let launcherBin = '';
+  if (LAUNCHER) {
+    launcherBin = path.join(path.dirname(scriptFile), 'burst-launcher');
+    execFileSync('gcc', ['-O2', '-o', launcherBin, path.join(PACKAGE_ROOT, 'bench', 'burst-launcher.c')]);
+  }
+  async function burstLaunched(label: string, file: string, burstConf = conf, agentPid: number = agent.info.pid): Promise<Burst> {
+    const isLoopback = file === LOOPBACK;
+    const nss = Array.from({ length: BURST }, () => freshNetns());
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-cnib-launch-'));
+    try {
+      const stdinFile = path.join(dir, 'stdin');
+      fs.writeFileSync(stdinFile, isLoopback ? loopbackConf : burstConf);
+      const env = isLoopback ? { ...cniEnv('', 'lo'), CNI_PATH: '/usr/lib/cni' } : cniEnv('');
+      const cpu0 = { agent: cpuMs(agentPid).own, shims: cpuMs('self').children, bench: cpuMs('self').own, machine: machineBusyMs() };
+      const r = await run(launcherBin, [stdinFile, dir, file, ...nss.map((ns) => ns.path)], env, '');
+      const cpu = { agent: cpuMs(agentPid).own - cpu0.agent, shims: cpuMs('self').children - cpu0.shims, bench: cpuMs('self').own - cpu0.bench, machine: machineBusyMs() - cpu0.machine };
+      const m = /^wall_ms ([\d.]+)$/m.exec(r.stdout);
+      if (r.code !== 0 || !m) throw new Error(`burst-launcher: exit ${r.code}: ${r.stderr}`);
+      let failures = 0;
+      for (let i = 0; i < BURST; i++) {
+        const code = Number(fs.readFileSync(path.join(dir, `${i}.rc`), 'utf8'));
+        const out = fs.readFileSync(path.join(dir, `${i}.out`), 'utf8');
+        if (code !== 0 || (isLoopback ? !out.includes('127.0.0.1/8') : out !== want)) failures++;
+      }
+      if (failures) process.stderr.write(`${label}: ${failures} of ${BURST} failed\n`);
+      return { wallMs: Number(m[1]), peakMb: NaN, agentMb: NaN, failures, cpu };
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+      for (const ns of nss) ns.remove();
+    }
+  }
+
+  const rounds: Record<'standalone' | 'shim' | 'shimB' | 'loop' | 'shimL' | 'shimBL' | 'loopL', Burst[]> = { standalone: [], shim: [], shimB: [], loop: [], shimL: [], shimBL: [], loopL: [] };
+  // One standalone ADD measured within each round (three, the median), so that every burst has a
+  // reference taken under the same load as itself.
+  const roundRef: number[] = [];
+  const standaloneCase = allCases[0];
   for (let r = 0; r < (STARTUP ? 0 : ROUNDS); r++) {
+    const refs: number[] = [];
+    for (let k = 0; k < 3; k++) {
+      const ns = freshNetns();
+      try {
+        const one = await run(plugin, [], cniEnv(ns.path), conf);
+        standaloneCase.check(one, ns);
+        refs.push(one.ms);
+      } finally {
+        ns.remove();
+      }
+    }
+    roundRef.push(quantile(refs, 0.5));
     if (!BURST_ONLY) rounds.standalone.push(await burst('standalone', plugin));
     rounds.shim.push(await burst('shim', shim));
+    if (LAUNCHER) rounds.shimL.push(await burstLaunched('shim (posix_spawn)', shim));
     if (agentB) rounds.shimB.push(await burst('shim B', shim, confB, agentB.info.pid));
+    if (agentB && LAUNCHER) rounds.shimBL.push(await burstLaunched('shim B (posix_spawn)', shim, confB, agentB.info.pid));
     if (!BURST_ONLY) rounds.loop.push(await burst('go loopback', LOOPBACK));
+    if (LAUNCHER && !BURST_ONLY) rounds.loopL.push(await burstLaunched('go loopback (posix_spawn)', LOOPBACK));
   }
 
   const med = (name: string) => (times.has(name) ? quantile(times.get(name)!, 0.5) : NaN);
@@ -366,21 +424,31 @@ async function main(): Promise<void> {
     ['shim -> agent', rounds.shim, med('shim -> agent')],
     ['shim -> agent B', rounds.shimB, med('shim -> agent B')],
     ['go loopback (reference)', rounds.loop, med('go loopback ADD')],
+    ['shim -> agent, started by posix_spawn', rounds.shimL, med('shim -> agent')],
+    ['shim -> agent B, started by posix_spawn', rounds.shimBL, med('shim -> agent B')],
+    ['go loopback, started by posix_spawn', rounds.loopL, med('go loopback ADD')],
   ] as const) {
     if (bs.length === 0) continue;
     const b = best(bs);
-    out.push(`| ${label} | ${b.wallMs.toFixed(0)} ms | ${(b.wallMs / one).toFixed(1)} | ${(b.wallMs / med('standalone (SEA + snapshot)')).toFixed(2)} | ${b.peakMb.toFixed(1)} MB | ${label === 'shim -> agent' ? `${b.agentMb.toFixed(1)} MB` : '-'} | ${b.failures} |`);
+    out.push(`| ${label} | ${b.wallMs.toFixed(0)} ms | ${(b.wallMs / one).toFixed(1)} | ${(b.wallMs / med('standalone (SEA + snapshot)')).toFixed(2)} | ${Number.isNaN(b.peakMb) ? '-' : `${b.peakMb.toFixed(1)} MB`} | ${label === 'shim -> agent' ? `${b.agentMb.toFixed(1)} MB` : '-'} | ${b.failures} |`);
   }
   const walls = (bs: Burst[]) => {
     const m = quantile(bs.map((b) => b.wallMs), 0.5);
-    return `${bs.map((b) => b.wallMs.toFixed(0)).join(', ')} (median ${m.toFixed(0)} = ${(m / med('standalone (SEA + snapshot)')).toFixed(2)}x one standalone ADD)`;
+    const perRound = bs.map((b, i) => b.wallMs / roundRef[i]);
+    return `${bs.map((b) => b.wallMs.toFixed(0)).join(', ')} (median ${m.toFixed(0)} = ${(m / med('standalone (SEA + snapshot)')).toFixed(2)}x one standalone ADD; ` +
+      `against the standalone ADD of the same round: ${perRound.map((x) => x.toFixed(2)).join(', ')}, median ${quantile(perRound, 0.5).toFixed(2)}x)`;
   };
   const cpuLine = (label: string, bs: Burst[]) => {
     const m = (k: keyof Burst['cpu']) => quantile(bs.map((b) => b.cpu[k]), 0.5).toFixed(0);
     return `${label}: CPU ms per burst (medians; 10 ms ticks): agent ${m('agent')}, shims ${m('shims')}, this harness ${m('bench')}, whole machine ${m('machine')}`;
   };
-  out.push('', `Every round, wall ms: shim -> agent ${walls(rounds.shim)}` + (agentB ? `; shim -> agent B ${walls(rounds.shimB)}; B: ${JSON.stringify(AGENT_B_ENV)}` : ''));
-  out.push('', cpuLine('shim -> agent', rounds.shim), ...(agentB ? ['', cpuLine('shim -> agent B', rounds.shimB)] : []));
+  out.push('', `Standalone ADD within each round (median of 3), ms: ${roundRef.map((x) => x.toFixed(0)).join(', ')}`);
+  out.push('', `Every round, wall ms: shim -> agent ${walls(rounds.shim)}` + (agentB ? `; shim -> agent B ${walls(rounds.shimB)}; B: ${JSON.stringify(AGENT_B_ENV)}` : '') +
+    (LAUNCHER ? `; shim -> agent started by posix_spawn ${walls(rounds.shimL)}` : '') +
+    (LAUNCHER && agentB ? `; shim -> agent B started by posix_spawn ${walls(rounds.shimBL)}` : ''));
+  out.push('', cpuLine('shim -> agent', rounds.shim), ...(agentB ? ['', cpuLine('shim -> agent B', rounds.shimB)] : []),
+    ...(LAUNCHER ? ['', cpuLine('shim -> agent, posix_spawn (shims = the launcher and its children)', rounds.shimL)] : []),
+    ...(LAUNCHER && agentB ? ['', cpuLine('shim -> agent B, posix_spawn', rounds.shimBL)] : []));
   const s = best(rounds.shim);
   out.push('', `Shim burst targets: wall < 2x one ADD: ${(s.wallMs / med('shim -> agent')).toFixed(1)}x one shim ADD, ${(s.wallMs / med('standalone (SEA + snapshot)')).toFixed(2)}x one standalone ADD; ` +
     `peak added memory (shims + agent growth) ${(s.peakMb + s.agentMb).toFixed(1)} MB (target < 50 MB: ${s.peakMb + s.agentMb < 50 ? 'met' : 'NOT met'})`);
