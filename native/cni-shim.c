@@ -336,7 +336,7 @@ static int ask_agent(const char *sock, const struct buf *body, uint32_t env_len,
   int ok = -1;
   char *chunk = NULL;
   long ack_ms = env_ms("ISTIO_CNI_SHIM_ACK_TIMEOUT_MS", 2000);
-  long reply_ms = env_ms("ISTIO_CNI_SHIM_REPLY_TIMEOUT_MS", 90000);
+  long reply_ms = env_ms("ISTIO_CNI_SHIM_REPLY_TIMEOUT_MS", 200000);
   int64_t deadline = now_ms() + ack_ms;
   struct sockaddr_un a = {.sun_family = AF_UNIX};
   strcpy(a.sun_path, sock);
@@ -400,13 +400,15 @@ done:
 // ---------------------------------------------------------------------------------------------
 // Fallback: exec the standalone plugin with our environment and the stdin we already read.
 
-static void print_error(const char *version, const char *msg, const char *details) {
+static void print_error_code(const char *version, int code, const char *msg, const char *details) {
   // Our own text only (paths and strerror), escaped for JSON all the same.
   struct buf b = {0};
   const char *parts[] = {msg, details};
+  char head[32];
   buf_add(&b, "{\"cniVersion\":\"", 15);
   buf_add(&b, version, strlen(version));
-  buf_add(&b, "\",\"code\":100,\"msg\":\"", 20);
+  int hl = snprintf(head, sizeof head, "\",\"code\":%d,\"msg\":\"", code);
+  buf_add(&b, head, (size_t)hl);
   for (int i = 0; i < 2; i++) {
     for (const char *p = parts[i]; *p; p++) {
       char esc[8];
@@ -425,6 +427,20 @@ static void print_error(const char *version, const char *msg, const char *detail
   }
   buf_add(&b, "\"}\n", 3);
   if (b.p) (void)!write(1, b.p, b.len);
+}
+
+static void print_error(const char *version, const char *msg, const char *details) {
+  print_error_code(version, 100, msg, details);
+}
+
+// The runtime may delete the pod's netns while the agent works on it: our descriptor keeps the
+// namespace alive, so the agent's ADD succeeds into a namespace nobody can reach any more. The
+// standalone plugin fails such an ADD with code 104; so do we, once the agent has answered.
+static int netns_replaced(const char *path, int fd) {
+  struct stat held, now;
+  if (fstat(fd, &held) != 0) return 0;
+  if (stat(path, &now) != 0) return 1;
+  return held.st_dev != now.st_dev || held.st_ino != now.st_ino;
 }
 
 static const char *supported_version(const struct buf *in) {
@@ -506,6 +522,12 @@ int main(void) {
           uint32_t code = 0;
           struct buf out = {0};
           if (ask_agent(sock, &req, (uint32_t)env_len, (uint32_t)in.len, netns_state, netns_fd, cmd, &code, &out) == 0) {
+            if (code == 0 && netns_state == NETNS_FD && cmd && strcmp(cmd, "ADD") == 0 && netns_replaced(netns, netns_fd)) {
+              char msg[PATH_MAX + 96];
+              snprintf(msg, sizeof msg, "network namespace %s was removed while ADD ran", netns);
+              print_error_code(supported_version(&in), 104, msg, "CNI_NETNS no longer names the namespace the rules were applied to");
+              return 1;
+            }
             size_t done = 0;
             while (done < out.len) {
               ssize_t w = write(1, out.p + done, out.len - done);

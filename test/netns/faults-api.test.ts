@@ -280,12 +280,14 @@ describe('the netns deleted while ADD waits for the API', () => {
     figures.push(`standalone: netns deleted mid-ADD: code 104 (${e.msg}: ${e.details}) in ${r.ms} ms`);
   });
 
-  test('shim->agent: the agent holds the netns by descriptor; the ADD ends cleanly and the agent lets the netns go (fds, threads back)', async () => {
+  test('shim->agent: code 104 naming the netns (the shim sees the path is gone); the agent lets the netns go (fds, threads back)', async () => {
     const { r, ino, fdsBefore, threadsBefore, ns } = await deleteMidAdd('shim->agent');
-    // The shim opened CNI_NETNS before the deletion and the agent works on that descriptor: the
-    // namespace the runtime named is still alive for the agent until the request ends, so the
-    // rules go into it (and vanish with it). What matters: a well-formed answer and no leak.
-    assert.ok(r.code === 0 || cniError(r).code === 104, `exit ${r.code}: ${r.stdout}${r.stderr}`);
+    // The shim opened CNI_NETNS before the deletion and the agent works on that descriptor, so the
+    // agent's ADD succeeds into a namespace that is about to vanish; the shim then finds the path
+    // gone and fails the ADD with the standalone plugin's code.
+    const e = cniError(r);
+    assert.equal(e.code, 104, JSON.stringify(e));
+    assert.ok(e.msg.includes(ns.path), `the message names the netns: ${e.msg}`);
     await until('the agent closed the request descriptor', () => agent.fds().length <= fdsBefore, 2000).catch(() => undefined);
     assert.ok(agent.fds().length <= fdsBefore, `agent fds ${fdsBefore} before, ${agent.fds().length} after`);
     assert.ok(agent.threads() <= threadsBefore, `agent threads ${threadsBefore} before, ${agent.threads()} after`);
