@@ -21,12 +21,11 @@
 // emergency clean-up: agent, containerd, shims, sandboxes, bridge, state dir).
 import { ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { PACKAGE_ROOT } from '../test/support/conformance';
+import { freePort, httpGet } from '../test/support/http-get';
 import { ensurePayload } from '../test/support/payload';
 import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, RunningPod, requirePrerequisites, sweepStaleRuns } from '../test/e2e/harness';
 import { PodSpecLite, injectedPod } from '../test/e2e/pods';
@@ -83,25 +82,8 @@ function sh(cmd: string[], input?: string): string {
   return r.stdout;
 }
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-function fetchText(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = http.get(url, { timeout: 5000 }, (res) => {
-      let body = '';
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', () => resolve({ status: 0, body: '' }));
-  });
-}
+/** A GET that gives up after 5 s; status 0 (empty body) when it failed. */
+const fetchText = (url: string) => httpGet(url, { timeoutMs: 5000 }).catch(() => ({ status: 0, body: '' }));
 
 async function get(url: string): Promise<number> {
   return (await fetchText(url)).status;

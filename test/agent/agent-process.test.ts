@@ -5,10 +5,10 @@ import * as assert from 'node:assert/strict';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
+import { freePort, httpGet } from '../support/http-get';
 import { tempDir } from '../support/tmp';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
@@ -51,26 +51,6 @@ function dirArgs(d: Dirs): string[] {
 }
 
 const baseEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443' };
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-function get(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, (res) => {
-        let body = '';
-        res.on('data', (c) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      })
-      .on('error', reject);
-  });
-}
 
 async function until<T>(what: string, f: () => T | undefined | false | Promise<T | undefined | false>, ms = 2000): Promise<T> {
   const start = Date.now();
@@ -133,20 +113,20 @@ test('agent: not ready without a primary config; installs within 2 s of it appea
   const metricsPort = await freePort();
   const a = await startAgent(d, ['--monitoring-port', String(metricsPort)]);
   try {
-    assert.equal((await get(`http://${a.health}/healthz`)).status, 200);
-    assert.equal((await get(`http://${a.health}/readyz`)).status, 503, 'chained: waits for the primary CNI');
+    assert.equal((await httpGet(`http://${a.health}/healthz`)).status, 200);
+    assert.equal((await httpGet(`http://${a.health}/readyz`)).status, 503, 'chained: waits for the primary CNI');
 
     const conf = path.join(d.net, '10-k8s.conflist');
     fs.writeFileSync(conf, LIST);
     const t0 = Date.now();
-    await until('ready', async () => (await get(`http://${a.health}/readyz`)).status === 200);
+    await until('ready', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200);
     assert.ok(Date.now() - t0 < 2000, `ready after ${Date.now() - t0} ms`);
     assert.ok(hasIstio(conf));
     assert.ok(fs.existsSync(path.join(d.bin, 'istio-cni')));
     const kubeconfig = path.join(d.run, 'istio-cni-kubeconfig');
     assert.equal(fs.statSync(kubeconfig).mode & 0o777, 0o600);
 
-    const metrics = await get(`http://127.0.0.1:${metricsPort}/metrics`);
+    const metrics = await httpGet(`http://127.0.0.1:${metricsPort}/metrics`);
     assert.match(metrics.body, /^istio_cni_install_ready 1$/m);
     assert.match(metrics.body, /^istio_cni_installs_total\{result="SUCCESS"\} [1-9]/m);
 
@@ -160,7 +140,7 @@ test('agent: not ready without a primary config; installs within 2 s of it appea
     await until('binary re-installed', () => fs.existsSync(path.join(d.bin, 'istio-cni')));
     assert.ok(Date.now() - t1 < 2000);
 
-    await until('ready again', async () => (await get(`http://${a.health}/readyz`)).status === 200, 3000);
+    await until('ready again', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200, 3000);
     fs.writeFileSync(path.join(d.sa, 'token'), 'token-two');
     await until('kubeconfig follows the rotated token', () => fs.readFileSync(kubeconfig, 'utf8').includes('token: token-two'));
   } finally {

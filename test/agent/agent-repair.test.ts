@@ -6,11 +6,10 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
+import { freePort, httpGet } from '../support/http-get';
 import { KubeApiStandIn, NODE, brokenTerminated, brokenWaiting, healthy, recovered, repairPod } from '../support/kube-api';
 import { makePki } from '../support/tls';
 import { tempDir } from '../support/tmp';
@@ -27,26 +26,6 @@ async function until<T>(what: string, f: () => T | undefined | false | Promise<T
     if (Date.now() - start > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
-}
-
-function get(url: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    http
-      .get(url, (res) => {
-        let body = '';
-        res.on('data', (c) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      })
-      .on('error', reject);
-  });
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 interface Agent {
@@ -145,11 +124,11 @@ test('agent process, label mode: broken pods (listed, then watched) are labelled
     await until('broken-later labelled', () => api.pod('payments', 'broken-later')?.metadata.labels?.[LABEL] === 'true');
     for (const n of ['healthy', 'recovered', 'broken-elsewhere']) assert.equal(api.pod('shop', n)!.metadata.labels?.[LABEL], undefined, n);
     const m = await until('metrics', async () => {
-      const r = await get(`http://${a.metrics}/metrics`);
+      const r = await httpGet(`http://${a.metrics}/metrics`);
       return metric(r.body, 'label', 'success') === 2 && r.body;
     });
     assert.ok(metric(m, 'label', 'skip') >= 1, 'the MODIFIED event after the patch is a skip');
-    await until('ready (the install runs alongside the repair controller)', async () => (await get(`http://${a.health}/readyz`)).status === 200);
+    await until('ready (the install runs alongside the repair controller)', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200);
     for (const r of api.requests) {
       assert.equal(r.authorization, 'Bearer repair-token');
       if (r.method === 'GET') assert.equal(r.query.fieldSelector, `spec.nodeName=${NODE}`);
@@ -175,7 +154,7 @@ test('agent process, delete mode: the broken pod is deleted with preconditions, 
   const a = await startAgent(api.port, { REPAIR_DELETE_PODS: 'true', REPAIR_LABEL_PODS: 'true' });
   try {
     await until('deleted', () => api.pod('shop', 'broken') === undefined);
-    await until('metric', async () => metric((await get(`http://${a.metrics}/metrics`)).body, 'delete', 'success') === 1);
+    await until('metric', async () => metric((await httpGet(`http://${a.metrics}/metrics`)).body, 'delete', 'success') === 1);
     assert.deepEqual(api.podNames(), ['shop/healthy']);
     const del = api.requests.find((r) => r.method === 'DELETE')!;
     assert.deepEqual(Object.keys((del.body as { preconditions: object }).preconditions).sort(), ['resourceVersion', 'uid']);
@@ -189,7 +168,7 @@ test('agent process: an unreachable API does not stop the install (logged, retri
   const closedPort = await freePort();
   const a = await startAgent(closedPort, { REPAIR_LABEL_PODS: 'true' });
   try {
-    await until('ready', async () => (await get(`http://${a.health}/readyz`)).status === 200);
+    await until('ready', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200);
     await until('a retry logged', () => a.out.some((l) => /warn\trepair\t\/api\/v1\/pods: list\/watch failed; retrying/.test(l)));
   } finally {
     await stop(a);

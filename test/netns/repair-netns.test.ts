@@ -9,8 +9,6 @@ import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { findPodNetns } from '../../src/agent/repair/netns';
@@ -19,6 +17,7 @@ import { realNetns, realRules } from '../../src/plugin/deps';
 import { SIDECAR_TABLES } from '../../src/capture/tables';
 import { currentNetnsId } from '../../src/netns/nft';
 import { PACKAGE_ROOT } from '../support/conformance';
+import { freePort, httpGet } from '../support/http-get';
 import { KubeApiStandIn, NODE, brokenWaiting, repairPod } from '../support/kube-api';
 import { inNetns, makeNetns, requireRootAndTools } from '../support/root';
 import { makePki } from '../support/tls';
@@ -157,23 +156,7 @@ test('the repairer programs the sidecar tables in pod A only; the host ruleset i
   assert.doesNotMatch(tablesIn(podB.ns.name), /istio-proxy/);
 });
 
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-function get(url: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    http.get(url, (res) => {
-      let body = '';
-      res.on('data', (c) => (body += c));
-      res.on('end', () => resolve(body));
-    }).on('error', reject);
-  });
-}
+const get = async (url: string): Promise<string> => (await httpGet(url)).body;
 
 test('the agent process in repair mode repairs the broken pod in its own netns, once', async (t) => {
   const pki = makePki();
