@@ -10,7 +10,7 @@ import {
   pluginConfigText,
   useIstioOwnedCNIConfig,
 } from './config';
-import { atomicWrite, exists } from './fsutil';
+import { StaleSourceError, atomicWrite, exists, fileVersion } from './fsutil';
 import { JsonObject, JsonValue, isJsonObject, marshalIndent, objectFrom, parseGoJson, without, hasOwn } from './gojson';
 import { confFiles, confListFromConfFile, confListFromFile, sortGo } from './libcni';
 import { Logger, nullLogger } from './log';
@@ -24,6 +24,8 @@ export interface ConfigDeps {
   log?: Logger;
   /** Re-check period while waiting for a primary config (see watcher.ts). */
   pollMs?: number;
+  /** Tests: runs after our merged config is on disk, just before it replaces the primary's. */
+  beforeRename?: () => Promise<void> | void;
 }
 
 const DEFAULT_POLL_MS = 1000;
@@ -184,7 +186,8 @@ export async function createCNIConfigFile(signal: AbortSignal | undefined, cfg: 
  * Writes the chained (or standalone) config and returns its path. Where Istio writes `x.conf`
  * and then renames it to `x.conflist` (leaving, for a moment, a `.conf` file that holds a list,
  * which runtimes reject), we write `x.conflist` atomically first and then remove `x.conf`: at
- * every instant the directory holds a valid config.
+ * every instant the directory holds a valid config. A chained write lands only if the primary's
+ * file is still the version we merged into; otherwise we merge again.
  */
 export async function writeCNIConfig(
   signal: AbortSignal | undefined,
@@ -197,19 +200,54 @@ export async function writeCNIConfig(
   if (cfg.cniConfName === '' && owned) {
     throw new CniConfigError('primary CNI config name is not specified, cannot write CNI config');
   }
-  let target = await getCNIConfigFilepath(signal, cfg.cniConfName, cfg.mountedCNINetDir, cfg.chainedCNIPlugin, deps);
+  const primary = await getCNIConfigFilepath(signal, cfg.cniConfName, cfg.mountedCNINetDir, cfg.chainedCNIPlugin, deps);
+  for (let attempt = 1; attempt <= CHECKED_MERGES; attempt++) {
+    try {
+      return await writeCNIConfigOnce(primary, pluginConfig, cfg, deps, true);
+    } catch (e) {
+      // The primary CNI rewrote its file while we merged our entry into the old one: merge again
+      // into the new one rather than overwrite it (upstream would lose the primary's update).
+      if (!(e instanceof StaleSourceError)) throw e;
+      log.info('the CNI config changed while we wrote our entry; merging into the new version', { file: primary, attempt });
+    }
+  }
+  // A primary that rewrites faster than we can flush a file: write as upstream does. Its next
+  // write wakes our watcher, and the merge after the last one finds a quiet file.
+  log.warn('the CNI config keeps changing while we write our entry; writing it anyway', { file: primary });
+  return writeCNIConfigOnce(primary, pluginConfig, cfg, deps, false);
+}
+
+const CHECKED_MERGES = 5;
+
+async function writeCNIConfigOnce(
+  primary: string,
+  pluginConfig: string,
+  cfg: InstallConfig,
+  deps: ConfigDeps,
+  checked: boolean,
+): Promise<string> {
+  const log = deps.log ?? nullLogger;
+  const owned = useIstioOwnedCNIConfig(cfg);
+  let target = primary;
   let content = pluginConfig;
+  let stillCurrent: (() => Promise<boolean>) | undefined;
   if (cfg.chainedCNIPlugin) {
     let existing: string;
+    let version: string;
     try {
-      existing = await fsp.readFile(target, 'utf8');
+      version = await fileVersion(primary);
+      existing = await fsp.readFile(primary, 'utf8');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw new CniConfigError(`CNI config file ${target} removed during configuration`);
+        throw new CniConfigError(`CNI config file ${primary} removed during configuration`);
       }
       throw e;
     }
     content = insertCNIConfig(pluginConfig, existing, cfg.pluginType);
+    if (checked) stillCurrent = async () => {
+      await deps.beforeRename?.();
+      return (await fileVersion(primary).catch(() => '')) === version;
+    };
   }
   if (owned) target = path.join(cfg.mountedCNINetDir, cfg.istioOwnedCNIConfigFilename);
 
@@ -225,11 +263,11 @@ export async function writeCNIConfig(
   if (cfg.chainedCNIPlugin && target.endsWith('.conf')) {
     const listPath = target + 'list';
     log.info('writing the chained config as .conflist', { from: target, to: listPath });
-    await atomicWrite(listPath, content, mode);
+    await atomicWrite(listPath, content, mode, stillCurrent);
     await fsp.rm(target, { force: true });
     target = listPath;
   } else {
-    await atomicWrite(target, content, mode);
+    await atomicWrite(target, content, mode, stillCurrent);
   }
   log.info('wrote CNI config', { file: target });
   return target;

@@ -47,12 +47,32 @@ function namedError(e: unknown, what: string): Error {
   return err;
 }
 
+/** The file a write was derived from changed before the write could land; nothing was written. */
+export class StaleSourceError extends Error {
+  override name = 'StaleSourceError';
+  constructor(readonly target: string) {
+    super(`${target} changed while we prepared our version of it`);
+  }
+}
+
+/** What identifies one version of a file: a rename or rewrite changes at least one of these. */
+export async function fileVersion(p: string): Promise<string> {
+  const st = await fsp.stat(p, { bigint: true });
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
 /**
  * Writes `data` to `target` atomically with permission bits `mode` (applied with chmod, so the
  * umask does not narrow it). On any failure (a full disk: ENOSPC) the temporary file is removed,
- * `target` is untouched, and the error names `target`.
+ * `target` is untouched, and the error names `target`. With `stillCurrent`, the rename happens
+ * only if it still says yes after the data is on disk (else StaleSourceError, nothing written).
  */
-export async function atomicWrite(target: string, data: string | Uint8Array, mode: number): Promise<void> {
+export async function atomicWrite(
+  target: string,
+  data: string | Uint8Array,
+  mode: number,
+  stillCurrent?: () => Promise<boolean>,
+): Promise<void> {
   const tmp = tempNameFor(target);
   let fh: fsp.FileHandle | undefined;
   try {
@@ -62,10 +82,14 @@ export async function atomicWrite(target: string, data: string | Uint8Array, mod
     await fh.sync();
     await fh.close();
     fh = undefined;
+    // Last moment before the rename: the data may have been derived from a file someone else
+    // has since replaced (the slow fsync is behind us, so the window left is tiny).
+    if (stillCurrent && !(await stillCurrent())) throw new StaleSourceError(target);
     await fsp.rename(tmp, target);
   } catch (e) {
     await fh?.close().catch(() => undefined);
     await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    if (e instanceof StaleSourceError) throw e;
     throw namedError(e, `write ${target}`);
   }
   await fsyncDir(path.dirname(target));

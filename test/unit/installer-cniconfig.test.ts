@@ -222,3 +222,48 @@ test('owned and standalone writes use 0600, or 0640 with group read', async () =
   assert.equal(fs.statSync(st).mode & 0o777, 0o640);
   await assert.rejects(createCNIConfigFile(undefined, cfgFor(d, OWNED)), /primary CNI config name is not specified/);
 });
+
+test('chained write: a primary rewrite between our merge and our rename is merged again, not overwritten', async () => {
+  const d = tmp();
+  const file = path.join(d, '10-list.conflist');
+  put(d, { '10-list.conflist': LIST });
+  const newer = JSON.stringify({ cniVersion: '0.4.0', name: 'dbnet', plugins: [{ type: 'bridge', mtu: 1400 }, { type: 'tuning' }] });
+  const log = new MemoryLogger();
+  let rewrites = 0;
+  const out = await createCNIConfigFile(undefined, cfgFor(d), {
+    log,
+    beforeRename: () => {
+      // The primary CNI replaces its file (atomically, as CNI agents do) once, at the worst moment.
+      if (rewrites++ > 0) return;
+      fs.writeFileSync(`${file}.primary`, newer);
+      fs.renameSync(`${file}.primary`, file);
+    },
+  });
+  assert.equal(out, file);
+  assert.equal(rewrites, 2, 'a second merge after the first was refused');
+  assert.equal(fs.readFileSync(file, 'utf8'), insertCNIConfig(pluginConfigText(cfgFor(d)), newer), "the primary's update kept, our entry added");
+  assert.ok(log.entries.some((e) => e.msg.includes('merging into the new version')), JSON.stringify(log.entries));
+  assert.deepEqual(fs.readdirSync(d), ['10-list.conflist'], 'no temporary file left');
+});
+
+test('chained write: a primary that never stops rewriting: after 5 refused merges our entry is written anyway, as upstream does', async () => {
+  const d = tmp();
+  const file = path.join(d, '10-list.conflist');
+  put(d, { '10-list.conflist': LIST });
+  const log = new MemoryLogger();
+  let n = 0;
+  const version = (i: number) => JSON.stringify({ cniVersion: '0.4.0', name: 'dbnet', plugins: [{ type: 'bridge', mtu: 1000 + i }] });
+  const out = await createCNIConfigFile(undefined, cfgFor(d), {
+    log,
+    beforeRename: () => {
+      n++;
+      fs.writeFileSync(`${file}.primary`, version(n));
+      fs.renameSync(`${file}.primary`, file);
+    },
+  });
+  assert.equal(out, file);
+  assert.equal(n, 5, 'five checked merges, each refused');
+  assert.equal(fs.readFileSync(file, 'utf8'), insertCNIConfig(pluginConfigText(cfgFor(d)), version(5)), 'merged into the version read last');
+  assert.ok(log.entries.some((e) => e.level === 'warn' && e.msg.includes('writing it anyway')), JSON.stringify(log.entries));
+  assert.deepEqual(fs.readdirSync(d), ['10-list.conflist']);
+});
