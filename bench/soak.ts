@@ -25,6 +25,7 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { PACKAGE_ROOT } from '../test/support/conformance';
+import { onLines } from '../test/support/child-lines';
 import { freePort, httpGet } from '../test/support/http-get';
 import { ensurePayload } from '../test/support/payload';
 import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, RunningPod, requirePrerequisites, sweepStaleRuns } from '../test/e2e/harness';
@@ -177,24 +178,17 @@ async function startAgent(world: E2eWorld, bin: string, payload: string, logFile
       r();
     });
   });
-  const feed = (prefix: string) => {
-    let buf = '';
-    return (c: Buffer) => {
-      fs.writeSync(logFd, c);
-      buf += c;
-      const parts = buf.split('\n');
-      buf = parts.pop()!;
-      for (const l of parts) {
-        ag.lines++;
-        if (/\t(warn|error)\t|"level":"(warn|error)"/.test(l)) ag.warnOrError++;
-        if (l.includes('\tcni-plugin\tADD: sidecar capture applied\t')) ag.adds++;
-        ag.tail.push(prefix + l);
-        if (ag.tail.length > 200) ag.tail.shift();
-      }
-    };
+  const count = (prefix: string) => (l: string) => {
+    ag.lines++;
+    if (/\t(warn|error)\t|"level":"(warn|error)"/.test(l)) ag.warnOrError++;
+    if (l.includes('\tcni-plugin\tADD: sidecar capture applied\t')) ag.adds++;
+    ag.tail.push(prefix + l);
+    if (ag.tail.length > 200) ag.tail.shift();
   };
-  proc.stdout!.on('data', feed(''));
-  proc.stderr!.on('data', feed('STDERR '));
+  for (const [stream, prefix] of [[proc.stdout!, ''], [proc.stderr!, 'STDERR ']] as const) {
+    stream.on('data', (c: Buffer) => fs.writeSync(logFd, c));
+    onLines(stream, count(prefix));
+  }
   proc.on('close', () => fs.closeSync(logFd));
   const deadline = Date.now() + 30_000;
   for (;;) {

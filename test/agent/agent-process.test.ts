@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ExitStatus, watchChild } from '../support/child-lines';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { freePort, httpGet } from '../support/http-get';
 import { tempDir } from '../support/tmp';
@@ -65,7 +66,7 @@ async function until<T>(what: string, f: () => T | undefined | false | Promise<T
 interface Agent {
   proc: ChildProcess;
   out: string[];
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  exit: Promise<ExitStatus>;
   health: string;
 }
 
@@ -74,16 +75,7 @@ async function startAgent(d: Dirs, extra: string[] = [], env: Record<string, str
     env: { ...baseEnv, REPAIR_ENABLED: 'false', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const out: string[] = [];
-  let buf = '';
-  proc.stdout!.on('data', (c) => {
-    buf += c;
-    const parts = buf.split('\n');
-    buf = parts.pop()!;
-    out.push(...parts);
-  });
-  proc.stderr!.on('data', (c) => out.push(`STDERR ${c}`));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
+  const { out, exited: exit } = watchChild(proc);
   const line = await until('health server address in the log', () => out.find((l) => l.includes('health server listening')), 10_000);
   const health = /address=(\S+)/.exec(line)![1];
   return { proc, out, exit, health };

@@ -8,6 +8,7 @@ import { ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ExitStatus, watchChild } from '../support/child-lines';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { freePort, httpGet } from '../support/http-get';
 import { KubeApiStandIn, NODE, brokenTerminated, brokenWaiting, healthy, recovered, repairPod } from '../support/kube-api';
@@ -31,7 +32,7 @@ async function until<T>(what: string, f: () => T | undefined | false | Promise<T
 interface Agent {
   proc: ChildProcess;
   out: string[];
-  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  exit: Promise<ExitStatus>;
   health: string;
   metrics: string;
   root: string;
@@ -70,16 +71,7 @@ async function startAgent(apiPort: number, env: Record<string, string>): Promise
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const out: string[] = [];
-  let buf = '';
-  proc.stdout!.on('data', (c) => {
-    buf += c;
-    const parts = buf.split('\n');
-    buf = parts.pop()!;
-    out.push(...parts);
-  });
-  proc.stderr!.on('data', (c) => out.push(`STDERR ${c}`));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
+  const { out, exited: exit } = watchChild(proc);
   let line: string;
   try {
     line = await until('health server address in the log', () => out.find((l) => l.includes('health server listening')), 30_000);

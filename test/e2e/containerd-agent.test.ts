@@ -16,10 +16,11 @@
 // See docs/e2e.md.
 import { after, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { WatchedChild, stopChild, watchChild } from '../support/child-lines';
 import { freePort, httpGet } from '../support/http-get';
 import { ensurePayload } from '../support/payload';
 import { processes } from './containerd';
@@ -80,12 +81,7 @@ const get = (url: string) => httpGet(url, { timeoutMs: 5000 });
 // ---------------------------------------------------------------------------------------------
 // The node agent process.
 
-interface AgentProc {
-  proc: ChildProcess;
-  /** stdout and stderr lines, in order (stderr ones prefixed). */
-  out: string[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  exit?: { code: number | null; signal: NodeJS.Signals | null };
+interface AgentProc extends WatchedChild {
   /** Set when the test stops it: its exit is expected from then on. */
   stopping?: boolean;
   health: string;
@@ -176,57 +172,17 @@ async function startAgentProcess(): Promise<AgentProc> {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   w().daemons.push(proc);
-  const out: string[] = [];
-  const lines = (prefix: string) => {
-    let buf = '';
-    return (c: Buffer) => {
-      buf += c;
-      const parts = buf.split('\n');
-      buf = parts.pop()!;
-      out.push(...parts.map((l) => prefix + l));
-    };
-  };
-  proc.stdout!.on('data', lines(''));
-  proc.stderr!.on('data', lines('STDERR '));
-  const ag: AgentProc = {
-    proc,
-    out,
-    exited: new Promise((r) => {
-      proc.on('exit', (code, signal) => {
-        ag.exit = { code, signal };
-        r({ code, signal });
-      });
-      // Could not be started at all (no 'exit' follows).
-      proc.on('error', (e) => {
-        out.push(`SPAWN ERROR ${e.message}`);
-        ag.exit = { code: -1, signal: null };
-        r(ag.exit);
-      });
-    }),
-    health: '',
-    metrics: `127.0.0.1:${metricsPort}`,
-    payloadDir: src,
-  };
+  const ag: AgentProc = Object.assign(watchChild(proc), { health: '', metrics: `127.0.0.1:${metricsPort}`, payloadDir: src });
   agent = ag;
-  const line = await until('"health server listening" in the agent log', () => out.find((l) => l.includes('health server listening')), 20_000);
+  const line = await until('"health server listening" in the agent log', () => ag.out.find((l) => l.includes('health server listening')), 20_000);
   ag.health = /address=(\S+)/.exec(line)![1];
   return ag;
 }
 
 /** SIGTERM, then SIGKILL after 10 s; resolves with how it ended. */
-async function stopAgentProcess(ag: AgentProc): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
-  const t0 = performance.now();
+function stopAgentProcess(ag: AgentProc): ReturnType<typeof stopChild> {
   ag.stopping = true;
-  if (!ag.exit) ag.proc.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const res = await Promise.race([ag.exited, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), 10_000)))]);
-  clearTimeout(timer);
-  if (!res) {
-    ag.proc.kill('SIGKILL');
-    const r = await ag.exited;
-    return { ...r, ms: performance.now() - t0 };
-  }
-  return { ...res, ms: performance.now() - t0 };
+  return stopChild(ag);
 }
 
 // ---------------------------------------------------------------------------------------------

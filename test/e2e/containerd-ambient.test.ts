@@ -25,6 +25,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { WatchedChild, stopChild, watchChild } from '../support/child-lines';
 import { makeNetns } from '../support/root';
 import { KubeApiStandIn, Obj } from '../support/kube-api';
 import { makePki } from '../support/tls';
@@ -82,11 +83,8 @@ function n(): AmbientNode {
 // ---------------------------------------------------------------------------------------------
 // The agent process.
 
-interface AgentProc {
-  proc: ChildProcess;
-  out: string[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  exit?: { code: number | null; signal: NodeJS.Signals | null };
+interface AgentProc extends WatchedChild {
+  /** Set when the test stops it: its exit is expected from then on. */
   stopping?: boolean;
 }
 let agent: AgentProc | undefined;
@@ -153,49 +151,14 @@ function startAgentProcess(): AgentProc {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   w().daemons.push(proc);
-  const out: string[] = [];
-  const lines = (prefix: string) => {
-    let buf = '';
-    return (c: Buffer) => {
-      buf += c;
-      const parts = buf.split('\n');
-      buf = parts.pop()!;
-      out.push(...parts.map((l) => prefix + l));
-    };
-  };
-  proc.stdout!.on('data', lines(''));
-  proc.stderr!.on('data', lines('STDERR '));
-  const ag: AgentProc = {
-    proc,
-    out,
-    exited: new Promise((r) => {
-      proc.on('exit', (code, signal) => {
-        ag.exit = { code, signal };
-        r({ code, signal });
-      });
-      proc.on('error', (e) => {
-        out.push(`SPAWN ERROR ${e.message}`);
-        ag.exit = { code: -1, signal: null };
-        r(ag.exit);
-      });
-    }),
-  };
+  const ag: AgentProc = watchChild(proc);
   agent = ag;
   return ag;
 }
 
-async function stopAgentProcess(ag: AgentProc): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
-  const t0 = performance.now();
+function stopAgentProcess(ag: AgentProc): ReturnType<typeof stopChild> {
   ag.stopping = true;
-  if (!ag.exit) ag.proc.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const res = await Promise.race([ag.exited, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), 10_000)))]);
-  clearTimeout(timer);
-  if (!res) {
-    ag.proc.kill('SIGKILL');
-    return { ...(await ag.exited), ms: performance.now() - t0 };
-  }
-  return { ...res, ms: performance.now() - t0 };
+  return stopChild(ag);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import { RestClient } from '../../src/kube/rest';
 import { render } from '../../src/nft/transaction';
 import { AmbientEnv, KUBELET_UID, NODE, SELECTORS_YAML, TestPod, ipRules, rulesetText } from '../support/ambient-env';
 import { AmbientChildConfig } from '../support/ambient-agent-child';
+import { onLines } from '../support/child-lines';
 import { KubeApiStandIn } from '../support/kube-api';
 import { makeNetns, requireRootAndTools } from '../support/root';
 import { istioKubeconfig, makePki } from '../support/tls';
@@ -155,17 +156,11 @@ async function startAgentProcess(): Promise<AgentProcess> {
     r();
   }));
   agents.push(a);
-  let buf = '';
-  proc.stdout!.on('data', (c: Buffer) => {
-    buf += c;
-    const parts = buf.split('\n');
-    buf = parts.pop()!;
-    for (const l of parts) {
-      try {
-        a.lines.push(JSON.parse(l));
-      } catch {
-        a.lines.push({ level: 'raw', msg: l });
-      }
+  onLines(proc.stdout!, (l) => {
+    try {
+      a.lines.push(JSON.parse(l));
+    } catch {
+      a.lines.push({ level: 'raw', msg: l });
     }
   });
   proc.stderr!.on('data', (c: Buffer) => (a.stderr += c));

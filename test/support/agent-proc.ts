@@ -6,6 +6,7 @@ import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ExitStatus, stopChild, watchChild } from './child-lines';
 import { PACKAGE_ROOT } from './conformance';
 import { tempDir } from './tmp';
 
@@ -47,13 +48,13 @@ export interface AgentProc {
   readonly proc: ChildProcess;
   readonly pid: number;
   readonly out: string[];
-  readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly exit: Promise<ExitStatus>;
   readonly dirs: AgentDirs;
   /** Open descriptors of the agent (entries of /proc/<pid>/fd). */
   fds(): string[];
   threads(): number;
   /** SIGTERM, then the exit status (SIGKILL after 10 s). */
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stop(): Promise<ExitStatus>;
 }
 
 export async function until<T>(what: string, f: () => T | undefined | false | Promise<T | undefined | false>, ms = 5000, stepMs = 20): Promise<T> {
@@ -88,40 +89,25 @@ export async function startAgentProcess(d: AgentDirs, opts: { apiPort?: number; 
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const out: string[] = [];
-  let buf = '';
-  proc.stdout!.on('data', (c) => {
-    buf += c;
-    const parts = buf.split('\n');
-    buf = parts.pop()!;
-    out.push(...parts);
-  });
-  proc.stderr!.on('data', (c) => out.push(`STDERR ${c}`));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
-  let exited = false;
-  void exit.then(() => (exited = true));
+  const child = watchChild(proc);
+  const { out } = child;
   const pid = proc.pid!;
   const a: AgentProc = {
     proc,
     pid,
     out,
-    exit,
+    exit: child.exited,
     dirs: d,
     fds: () => fs.readdirSync(`/proc/${pid}/fd`),
     threads: () => Number(/^Threads:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]),
     stop: async () => {
-      if (!exited) proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-      try {
-        return await exit;
-      } finally {
-        clearTimeout(t);
-      }
+      const { code, signal } = await stopChild(child);
+      return { code, signal };
     },
   };
   try {
     await until('the agent serving cni-shim.sock', () => {
-      if (exited) throw new Error(`the agent exited during start-up:\n${out.join('\n')}`);
+      if (child.exit) throw new Error(`the agent exited during start-up:\n${out.join('\n')}`);
       return out.some((l) => l.includes('CNI fast-path server listening'));
     }, 20_000);
   } catch (e) {

@@ -12,6 +12,7 @@ import { LogSink, ScopedLogger } from '../../src/agent/log';
 import { startLogServer } from '../../src/agent/logserver';
 import { PluginLogger, RollingFile, backupStamp, encodeEntry, istioTimestamp, postLogLines } from '../../src/log';
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
+import { watchChild } from '../support/child-lines';
 import { BIN, logLines, runPlugin } from '../support/cni-run';
 import { tempDir } from '../support/tmp';
 
@@ -337,21 +338,13 @@ test('agent process + plugin process: the plugin\'s log lines appear in the agen
   fs.writeFileSync(path.join(d.sa, 'token'), 'agent-token');
   fs.writeFileSync(path.join(d.sa, 'ca.crt'), 'CA');
   let agent: ChildProcess | undefined;
-  const out: string[] = [];
   try {
     agent = spawn(process.execPath, [BIN, 'agent', '--mounted-cni-net-dir', d.net, '--cni-bin-dir', d.bin, '--cni-bin-source-dir', d.src,
       '--service-account-dir', d.sa, '--cni-agent-run-dir', d.run, '--listen-address', '127.0.0.1', '--health-port', '0', '--monitoring-port', '0'], {
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443', REPAIR_ENABLED: 'false' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    let buf = '';
-    agent.stdout!.on('data', (c) => {
-      buf += c;
-      const parts = buf.split('\n');
-      buf = parts.pop()!;
-      out.push(...parts);
-    });
-    agent.stderr!.on('data', (c) => out.push(`STDERR ${c}`));
+    const { out } = watchChild(agent);
     await until('log server', () => fs.existsSync(path.join(d.run, 'log.sock')), 10_000);
 
     const r = await runPlugin(env('ADD', EXCLUDED), conf(d.run));
