@@ -32,15 +32,11 @@ import { buildInpodRules } from '../../src/ambient/build';
 import { parseAmbientConfig, podOverridesFromAnnotations } from '../../src/ambient/config';
 import { PLUGIN_EVENT_SOCKET } from '../../src/ambient/cni-event';
 import { MANGLE, NAT, RAW, PROBE_SET_PREFIX } from '../../src/ambient/tables';
-import { RestClient } from '../../src/kube/rest';
 import { render } from '../../src/nft/transaction';
 import { AmbientEnv, KUBELET_UID, NODE, SELECTORS_YAML, TestPod, ipRules, rulesetText } from '../support/ambient-env';
 import { AmbientChildConfig } from '../support/ambient-agent-child';
 import { onLines } from '../support/child-lines';
-import { KubeApiStandIn } from '../support/kube-api';
-import { makeNetns, requireRootAndTools } from '../support/root';
-import { istioKubeconfig, makePki } from '../support/tls';
-import { tempDir } from '../support/tmp';
+import { requireRootAndTools } from '../support/root';
 import { Received, ZtunnelStandIn } from '../support/ztunnel-standin';
 
 const COUNT = 50;
@@ -59,15 +55,7 @@ class ProcessAgentEnv extends AmbientEnv {
 
   override async start(): Promise<this> {
     requireRootAndTools('ip', 'nft', 'setpriv', 'unshare');
-    this.node = makeNetns(`${this.tag}-node`);
-    this.runDir = tempDir(path.join('/tmp', 'icts-ambkill-'));
-    this.pki = makePki();
-    this.api = await new KubeApiStandIn(this.pki).start();
-    this.api.token = 'amb-token';
-    fs.writeFileSync(path.join(this.runDir, 'istio-cni-kubeconfig'), istioKubeconfig(this.api.url, { caPem: this.pki.ca, token: 'amb-token' }), { mode: 0o600 });
-    this.rest = new RestClient({ server: this.api.url, ca: () => this.pki.ca, token: () => 'amb-token' });
-    this.api.upsertNamespace('istio-system');
-    this.api.upsertNamespace('shop', { 'istio.io/dataplane-mode': 'ambient' });
+    await this.startNodeAndApi(path.join('/tmp', 'icts-ambkill-'));
     this.standIn = new ZtunnelStandIn(this.zdsPath, { inPod: false });
     return this;
   }

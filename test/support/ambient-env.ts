@@ -105,8 +105,22 @@ export class AmbientEnv {
 
   async start(): Promise<this> {
     requireRootAndTools('ip', 'nft', 'setpriv');
+    await this.startNodeAndApi(path.join(os.tmpdir(), 'icts-amb-'));
+    this.api.upsertNamespace('plain');
+    this.standIn = new ZtunnelStandIn(this.zdsPath, { inPod: true, ...this.opts.standIn });
+    await this.startAgent();
+    if (this.opts.connect !== false) await this.connectZtunnel();
+    return this;
+  }
+
+  /**
+   * The node netns, the run dir (under `runDirPrefix`) with the plugin's kubeconfig, and the API
+   * stand-in with istio-system and the ambient namespace shop: what every ambient agent needs,
+   * in-process or not (test/netns/ambient-sigkill.test.ts runs it as a child).
+   */
+  protected async startNodeAndApi(runDirPrefix: string): Promise<void> {
     this.node = makeNetns(`${this.tag}-node`);
-    this.runDir = tempDir(path.join(os.tmpdir(), 'icts-amb-'));
+    this.runDir = tempDir(runDirPrefix);
     this.pki = makePki();
     this.api = await new KubeApiStandIn(this.pki).start();
     this.api.token = 'amb-token';
@@ -114,11 +128,6 @@ export class AmbientEnv {
     this.rest = new RestClient({ server: this.api.url, ca: () => this.pki.ca, token: () => 'amb-token' });
     this.api.upsertNamespace('istio-system');
     this.api.upsertNamespace('shop', AMBIENT_NS_LABEL);
-    this.api.upsertNamespace('plain');
-    this.standIn = new ZtunnelStandIn(this.zdsPath, { inPod: true, ...this.opts.standIn });
-    await this.startAgent();
-    if (this.opts.connect !== false) await this.connectZtunnel();
-    return this;
   }
 
   config() {
