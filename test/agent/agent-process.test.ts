@@ -7,38 +7,21 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { AGENT_BIN as BIN, AgentDirs as Dirs, PRIMARY_LIST as LIST, agentDirs } from '../support/agent-proc';
 import { ExitStatus, watchChild } from '../support/child-lines';
-import { PACKAGE_ROOT } from '../support/conformance';
 import { freePort, httpGet } from '../support/http-get';
 import { tempDir } from '../support/tmp';
-
-const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
-const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp', mtu: 1460 }, { type: 'portmap', capabilities: { portMappings: true } }] });
-
-interface Dirs {
-  root: string;
-  net: string;
-  bin: string;
-  src: string;
-  sa: string;
-  run: string;
-}
 
 const created: string[] = [];
 after(() => {
   for (const root of created) fs.rmSync(root, { recursive: true, force: true });
 });
 
+/** The agent's dirs without a primary CNI config (the tests write it when they need it). */
 function dirs(): Dirs {
   const root = tempDir(path.join(os.tmpdir(), 'icts-agent-'));
   created.push(root);
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as unknown as Dirs;
-  d.root = root;
-  for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(path.join(root, n));
-  fs.writeFileSync(path.join(d.src, 'istio-cni'), '#!/bin/sh\necho plugin\n', { mode: 0o755 });
-  fs.writeFileSync(path.join(d.sa, 'token'), 'token-one');
-  fs.writeFileSync(path.join(d.sa, 'ca.crt'), 'CA');
-  return d;
+  return agentDirs({ base: root, primary: false });
 }
 
 function dirArgs(d: Dirs): string[] {
