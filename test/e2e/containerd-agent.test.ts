@@ -19,10 +19,10 @@ import * as assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { WatchedChild, stopChild, watchChild } from '../support/child-lines';
+import { watchChild } from '../support/child-lines';
 import { freePort, httpGet } from '../support/http-get';
 import { ensurePayload } from '../support/payload';
+import { E2eAgent, agentWaits, stopAgentProcess } from './agent-wait';
 import { processes } from './containerd';
 import { BIN, E2eWorld, EXCLUDED_NAMESPACES, NETWORK_NAME, PLUGIN_TYPE, RunningPod, hostPathState, requirePrerequisites, sweepStaleRuns } from './harness';
 import { PodSpecLite, injectedPod } from './pods';
@@ -81,9 +81,7 @@ const get = (url: string) => httpGet(url, { timeoutMs: 5000 });
 // ---------------------------------------------------------------------------------------------
 // The node agent process.
 
-interface AgentProc extends WatchedChild {
-  /** Set when the test stops it: its exit is expected from then on. */
-  stopping?: boolean;
+interface AgentProc extends E2eAgent {
   health: string;
   metrics: string;
   payloadDir: string;
@@ -97,24 +95,8 @@ function a(): AgentProc {
   return agent;
 }
 
-const agentTail = (n = 40) => (agent ? `\n--- agent output (last ${n} lines) ---\n${agent.out.slice(-n).join('\n')}` : '');
-
-/**
- * Polls `f` until it returns something truthy; fails after `ms` naming what it waited for, and
- * at once if the agent died meanwhile (with its output).
- */
-async function until<T>(what: string, f: () => T | undefined | false | null | Promise<T | undefined | false | null>, ms: number, every = 20): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (agent?.exit && !agent.stopping) {
-      assert.fail(`the agent exited (${JSON.stringify(agent.exit)}) while waiting for ${what}${agentTail()}`);
-    }
-    if (Date.now() - t0 > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}${agentTail()}`);
-    await sleep(every);
-  }
-}
+/** Waits that fail at once (with its output) if the agent died meanwhile. */
+const { until, tail: agentTail } = agentWaits(() => agent);
 
 /**
  * The payload the agent copies into the bin dir (CNI_BIN_SOURCE_DIR). By default a launcher:
@@ -177,12 +159,6 @@ async function startAgentProcess(): Promise<AgentProc> {
   const line = await until('"health server listening" in the agent log', () => ag.out.find((l) => l.includes('health server listening')), 20_000);
   ag.health = /address=(\S+)/.exec(line)![1];
   return ag;
-}
-
-/** SIGTERM, then SIGKILL after 10 s; resolves with how it ended. */
-function stopAgentProcess(ag: AgentProc): ReturnType<typeof stopChild> {
-  ag.stopping = true;
-  return stopChild(ag);
 }
 
 // ---------------------------------------------------------------------------------------------

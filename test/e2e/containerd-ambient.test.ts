@@ -25,12 +25,13 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WatchedChild, stopChild, watchChild } from '../support/child-lines';
+import { watchChild } from '../support/child-lines';
 import { makeNetns } from '../support/root';
 import { KubeApiStandIn, Obj } from '../support/kube-api';
 import { makePki } from '../support/tls';
 import { ZtunnelStandIn } from '../support/ztunnel-standin';
 import { AMBIENT_NS_LABEL, SELECTORS_YAML } from '../support/ambient-env';
+import { E2eAgent, agentWaits, stopAgentProcess } from './agent-wait';
 import { processes } from './containerd';
 import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, RunningPod, hostPathState, requirePrerequisites, sweepStaleRuns } from './harness';
 import { PodSpecLite } from './pods';
@@ -83,25 +84,11 @@ function n(): AmbientNode {
 // ---------------------------------------------------------------------------------------------
 // The agent process.
 
-interface AgentProc extends WatchedChild {
-  /** Set when the test stops it: its exit is expected from then on. */
-  stopping?: boolean;
-}
+type AgentProc = E2eAgent;
 let agent: AgentProc | undefined;
 
-const agentTail = (k = 40) => (agent ? `\n--- agent output (last ${k} lines) ---\n${agent.out.slice(-k).join('\n')}` : '');
-
-/** Polls `f` until truthy; fails after `ms` naming what it waited for, at once if the agent died. */
-async function until<V>(what: string, f: () => V | undefined | false | null | Promise<V | undefined | false | null>, ms: number, every = 20): Promise<V> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (agent?.exit && !agent.stopping) assert.fail(`the agent exited (${JSON.stringify(agent.exit)}) while waiting for ${what}${agentTail()}`);
-    if (Date.now() - t0 > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}${agentTail()}`);
-    await sleep(every);
-  }
-}
+/** Waits that fail at once (with its output) if the agent died meanwhile. */
+const { until, tail: agentTail } = agentWaits(() => agent);
 
 /** The launcher payload the agent installs as `istio-cni`: this checkout's plugin. */
 function payloadDir(): string {
@@ -154,11 +141,6 @@ function startAgentProcess(): AgentProc {
   const ag: AgentProc = watchChild(proc);
   agent = ag;
   return ag;
-}
-
-function stopAgentProcess(ag: AgentProc): ReturnType<typeof stopChild> {
-  ag.stopping = true;
-  return stopChild(ag);
 }
 
 // ---------------------------------------------------------------------------------------------
