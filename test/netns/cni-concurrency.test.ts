@@ -11,13 +11,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { buildCapture } from '../../src/capture/build';
 import { Pod } from '../../src/kube/pod';
-import { tablesOf } from '../../src/nft/transaction';
-import { planSidecar } from '../../src/plugin/istio';
-import { extractPodInfo } from '../../src/redirect';
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
-import { sidecarPod } from '../support/cni-fakes';
+import { expectedTables, mixedPod, prevResultIn } from '../support/concurrent-pods';
 import { CniRun, runPlugin } from '../support/cni-run';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { requireRootAndTools } from '../support/root';
@@ -73,13 +69,7 @@ after(async () => {
   await api?.close();
 });
 
-const prevResult = (netns: string, i: number) => ({
-  cniVersion: '1.0.0',
-  interfaces: [{ name: 'eth0', sandbox: netns }],
-  ips: [{ address: `10.77.${i >> 8}.${(i & 0xff) + 1}/16`, gateway: '10.77.255.254', interface: 0 }],
-  routes: [{ dst: '0.0.0.0/0' }],
-  dns: {},
-});
+const prevResult = (netns: string, i: number) => prevResultIn(77, netns, i);
 
 function netconf(netns: string, i: number): string {
   return JSON.stringify({
@@ -126,18 +116,7 @@ const fdCount = () => fs.readdirSync('/proc/self/fd').length;
 const ourMounts = () => fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(TAG)).length;
 
 /** Mixed pods: default REDIRECT, TPROXY with inbound capture, and some with port/CIDR annotations. */
-function podFor(i: number): Pod {
-  const name = `conc-${i}`;
-  if (i % 4 === 1) return sidecarPod({ name, namespace: 'load', annotations: { 'sidecar.istio.io/interceptionMode': 'TPROXY', 'traffic.sidecar.istio.io/includeInboundPorts': '9090' } });
-  if (i % 4 === 2) return sidecarPod({ name, namespace: 'load', annotations: { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': `10.${i}.0.0/16`, 'traffic.sidecar.istio.io/excludeInboundPorts': String(8000 + i) } });
-  return sidecarPod({ name, namespace: 'load' });
-}
-
-function expectedTables(pod: Pod, netnsPath: string): string[] {
-  const p = planSidecar(extractPodInfo(pod), { netnsPath, enableIPv6: false });
-  assert.ok(p.capture);
-  return tablesOf(buildCapture(p.config)).map((t) => `${t.family} ${t.table}`).sort();
-}
+const podFor = (i: number) => mixedPod('conc', i);
 
 async function pool<T>(n: number, items: T[], fn: (x: T) => Promise<void>): Promise<{ maxInFlight: number }> {
   let next = 0;

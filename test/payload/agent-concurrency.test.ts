@@ -12,14 +12,10 @@ import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { buildCapture } from '../../src/capture/build';
 import { Pod } from '../../src/kube/pod';
-import { tablesOf } from '../../src/nft/transaction';
-import { planSidecar } from '../../src/plugin/istio';
-import { extractPodInfo } from '../../src/redirect';
 import { AgentProc, agentDirs, startAgentProcess, until } from '../support/agent-proc';
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
-import { sidecarPod } from '../support/cni-fakes';
+import { expectedTables, mixedPod, prevResultIn } from '../support/concurrent-pods';
 import { SHIM_NAME, ensurePayload, runAsync } from '../support/payload';
 import { requireRootAndTools } from '../support/root';
 
@@ -51,13 +47,7 @@ after(async () => {
   await api?.close();
 });
 
-const prevResult = (netns: string, i: number) => ({
-  cniVersion: '1.0.0',
-  interfaces: [{ name: 'eth0', sandbox: netns }],
-  ips: [{ address: `10.78.${i >> 8}.${(i & 0xff) + 1}/16`, gateway: '10.78.255.254', interface: 0 }],
-  routes: [{ dst: '0.0.0.0/0' }],
-  dns: {},
-});
+const prevResult = (netns: string, i: number) => prevResultIn(78, netns, i);
 
 interface Out { stdout: string; stderr: string; code: number | null; ms: number }
 
@@ -106,18 +96,7 @@ const tables = (ns: string) => limited(async () => {
 });
 const ruleset = (ns: string) => limited(async () => (await run('ip', ['netns', 'exec', ns, 'nft', 'list', 'ruleset'])).stdout);
 
-function podFor(i: number): Pod {
-  const name = `fconc-${i}`;
-  if (i % 4 === 1) return sidecarPod({ name, namespace: 'load', annotations: { 'sidecar.istio.io/interceptionMode': 'TPROXY', 'traffic.sidecar.istio.io/includeInboundPorts': '9090' } });
-  if (i % 4 === 2) return sidecarPod({ name, namespace: 'load', annotations: { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': `10.${i}.0.0/16`, 'traffic.sidecar.istio.io/excludeInboundPorts': String(8000 + i) } });
-  return sidecarPod({ name, namespace: 'load' });
-}
-
-function expectedTables(pod: Pod, netnsPath: string): string[] {
-  const p = planSidecar(extractPodInfo(pod), { netnsPath, enableIPv6: false });
-  assert.ok(p.capture);
-  return tablesOf(buildCapture(p.config)).map((t) => `${t.family} ${t.table}`).sort();
-}
+const podFor = (i: number) => mixedPod('fconc', i);
 
 /** Shim processes this test started that are still running (others may run the same payload). */
 function shimProcesses(): number[] {
