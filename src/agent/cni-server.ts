@@ -141,7 +141,7 @@ function agentPluginLogger(pluginLog: ScopedLogger): Logger {
  * the agent's output, and one API client per kubeconfig content, kept alive across requests.
  */
 export function agentCniHandler(pluginLog: ScopedLogger): CniHandler & { close(): void } {
-  const clients = new Map<string, { text: string; client: HttpsKubeClient }>();
+  const clients = new Map<string, { text: string; token?: string; client: HttpsKubeClient }>();
   const kube = async (agentRunDir: string, log: Logger): Promise<KubeClient> => {
     const file = path.join(agentRunDir, KUBECONFIG_NAME);
     let text: string;
@@ -152,13 +152,18 @@ export function agentCniHandler(pluginLog: ScopedLogger): CniHandler & { close()
       const err = e as NodeJS.ErrnoException;
       throw new Error(`kubeconfig ${file}: ${err.code === 'ENOENT' ? 'does not exist (is the istio-cni node agent running?)' : err.message}`);
     }
+    // Every request has a logger of its own: each must learn the token, cached client or not.
+    const redact = (token: string | undefined) => (log as { redact?: (s: string | undefined) => void }).redact?.(token);
     const cached = clients.get(file);
-    if (cached && cached.text === text) return cached.client;
+    if (cached && cached.text === text) {
+      redact(cached.token);
+      return cached.client;
+    }
     const ep = parseKubeconfig(text, file, (p) => fs.readFileSync(p, 'utf8'));
-    (log as { redact?: (s: string | undefined) => void }).redact?.(ep.token);
+    redact(ep.token);
     const client = new HttpsKubeClient(ep);
     cached?.client.close();
-    clients.set(file, { text, client });
+    clients.set(file, { text, token: ep.token, client });
     return client;
   };
   const handler = (env: Env, stdin: string, view: NetnsView = {}): Promise<CniOutput> => {
