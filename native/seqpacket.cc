@@ -349,6 +349,10 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
       uv_close(reinterpret_cast<uv_handle_t*>(handle_), OnClosed);
       handle_ = nullptr;
     }
+    // No call can come any more: let go of the callback, so whatever it closes over (usually
+    // the object that owns this watcher) can be collected. A strong reference held until the
+    // watcher itself is collected would form a cycle through a GC root and keep both for ever.
+    callback_.Reset();
     return info.Env().Undefined();
   }
 

@@ -47,17 +47,6 @@ function asSocketError(e: unknown, what: string): SocketError {
   return new SocketError(`${what}: ${err.message}`, err.code ?? 'EIO');
 }
 
-/**
- * The native watcher holds its callback through a global handle until the watcher itself is
- * garbage collected, even once closed. A callback closing over the socket would make that handle
- * a root of callback -> socket -> watcher: every socket the agent ever accepted (one per CNI
- * request) would stay in memory. The callback reaches its owner through this holder instead,
- * emptied on close(), so a closed socket and its watcher can be collected.
- */
-function pollTarget<T>(owner: T): { owner?: T } {
-  return { owner };
-}
-
 /** One connected SOCK_SEQPACKET socket. Records go out and come in whole, one at a time. */
 export class SeqpacketSocket {
   private readonly watcher: NativeFdWatcher;
@@ -66,12 +55,8 @@ export class SeqpacketSocket {
   private idleRead?: () => void;
   private closedFlag = false;
 
-  /** What the watcher's callback reaches the socket through; close() empties it (see pollTarget). */
-  private readonly target: { owner?: SeqpacketSocket };
-
   constructor(readonly fd: number) {
-    const target = (this.target = pollTarget(this));
-    this.watcher = new (addon().FdWatcher)(fd, (err, readable, writable) => target.owner?.onPoll(err, readable, writable));
+    this.watcher = new (addon().FdWatcher)(fd, (err, readable, writable) => this.onPoll(err, readable, writable));
   }
 
   /** Connects to a listening SOCK_SEQPACKET socket at `path`. */
@@ -210,7 +195,6 @@ export class SeqpacketSocket {
     this.settle('reader', e);
     this.settle('writer', e);
     this.watcher.close();
-    this.target.owner = undefined;
     addon().closeFd(this.fd);
   }
 }
@@ -221,7 +205,6 @@ export class SeqpacketSocket {
  */
 export class SeqpacketListener {
   private readonly watcher: NativeFdWatcher;
-  private readonly target: { owner?: SeqpacketListener };
   private closedFlag = false;
   private paused = false;
 
@@ -230,10 +213,9 @@ export class SeqpacketListener {
     readonly fd: number,
     private readonly onReadable: () => void,
   ) {
-    const target = (this.target = pollTarget(this));
     this.watcher = new (addon().FdWatcher)(fd, (err) => {
       if (err) return; // a listener has no error of its own to report; accept() will say
-      target.owner?.onReadable();
+      this.onReadable();
     });
     this.watcher.start(true, false);
   }
@@ -285,7 +267,6 @@ export class SeqpacketListener {
     if (this.closedFlag) return;
     this.closedFlag = true;
     this.watcher.close();
-    this.target.owner = undefined;
     addon().closeFd(this.fd);
     try {
       fs.unlinkSync(this.path);
