@@ -1,7 +1,8 @@
 // CNI ADD of a default sidecar pod into a fresh netns, end to end as a runtime sees it (exec,
 // env + stdin, wait for exit), interleaved in one run (docs/payload.md, "Benchmarks"):
 //   standalone      the payload's self-contained plugin (Node SEA + snapshot), no agent
-//   shim -> agent   the payload's CNI binary (native/cni-shim.c) answered by a running agent
+//   shim -> agent   the payload's CNI binary (native/cni-shim.c) answered by a running agent,
+//                   as deployed: its pod cache (a watch of the node's pods) answers the lookup
 //   go loopback     Debian's compiled Go `loopback` plugin ADD (the Go floor)
 //   nsenter nft -f  the same rules applied by `nsenter --net=PATH nft -f FILE` (the exec path
 //                   Istio's plugin takes, minus its own start-up)
@@ -31,7 +32,8 @@
 //                       interleaved with the Node-spawned ones; wall time from its first spawn
 //                       to its last exit, outputs checked the same way (no PSS sampling)
 //   --agent-b=K=V,...   a second agent with these extra environment variables (e.g.
-//                       ISTIO_CNI_TS_ADDON=/path/to/another/addon.node), in a run dir of its
+//                       ISTIO_CNI_TS_ADDON=/path/to/another/addon.node, or
+//                       ICTS_BENCH_POD_CACHE=0: no pod cache, a GET per ADD), in a run dir of its
 //                       own; its single runs and bursts interleave with the first agent's
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -119,6 +121,9 @@ function run(cmd: string, args: string[], env: Record<string, string>, stdin: st
 }
 
 /** A helper process that prints one JSON line when ready. */
+/** The pod's UID, as a runtime passes it in CNI_ARGS (K8S_POD_UID). */
+const POD_UID = 'b7e1c2d4-0000-4000-8000-000000000001';
+
 function helper(script: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; info: any }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
@@ -180,16 +185,34 @@ async function main(): Promise<void> {
 
   // The API stand-in and the agent, each in a process of its own.
   const dist = path.join(PACKAGE_ROOT, 'dist');
+  // Two stand-ins in that process: the pod GETs' (the plugin's kubeconfig points at it) and a
+  // list+watch one holding the same pod on node-a, for the agent's pod cache.
   const api = await helper(`
     const { startPodApi } = require(${JSON.stringify(path.join(dist, 'test/support/payload.js'))});
     const { sidecarPod } = require(${JSON.stringify(path.join(dist, 'test/support/cni-fakes.js'))});
-    startPodApi().then((a) => { a.pods.set('shop/web-1', sidecarPod({ name: 'web-1', namespace: 'shop' })); console.log(JSON.stringify({ runDir: a.runDir })); });`);
+    const { KubeApiStandIn, NODE } = require(${JSON.stringify(path.join(dist, 'test/support/kube-api.js'))});
+    const { makePki } = require(${JSON.stringify(path.join(dist, 'test/support/tls.js'))});
+    const pod = sidecarPod({ name: 'web-1', namespace: 'shop' });
+    const pki = makePki();
+    Promise.all([startPodApi(), new KubeApiStandIn(pki).start()]).then(([a, w]) => {
+      a.pods.set('shop/web-1', pod);
+      w.upsert({ ...pod, metadata: { ...pod.metadata, uid: ${JSON.stringify(POD_UID)} }, spec: { ...pod.spec, nodeName: NODE } });
+      console.log(JSON.stringify({ runDir: a.runDir, watchUrl: w.url, watchCa: pki.ca, node: NODE }));
+    });`);
   const runDir: string = api.info.runDir;
+  // The agent's fast path as deployed: with the pod cache (FAST_PATH_POD_CACHE, on by default),
+  // unless ICTS_BENCH_POD_CACHE=0 (e.g. --agent-b=ICTS_BENCH_POD_CACHE=0: a GET per ADD).
   const startAgent = (dir: string, env: Record<string, string> = {}) => helper(`
     const { startCniServer } = require(${JSON.stringify(path.join(dist, 'src/agent/cni-server.js'))});
+    const { NodePodCache } = require(${JSON.stringify(path.join(dist, 'src/agent/pod-cache.js'))});
+    const { RestClient } = require(${JSON.stringify(path.join(dist, 'src/kube/rest.js'))});
     const { LogSink, ScopedLogger } = require(${JSON.stringify(path.join(dist, 'src/agent/log.js'))});
     const log = new ScopedLogger(new LogSink('warn', process.stderr), 'bench');
-    startCniServer(${JSON.stringify(path.join(dir, 'cni-shim.sock'))}, { pluginLog: log, agentLog: log })
+    const info = ${JSON.stringify(api.info)};
+    const pods = process.env.ICTS_BENCH_POD_CACHE === '0' ? undefined
+      : new NodePodCache(new RestClient({ server: info.watchUrl, ca: () => info.watchCa }), info.node, log).start();
+    Promise.resolve(pods && pods.informer.synced)
+      .then(() => startCniServer(${JSON.stringify(path.join(dir, 'cni-shim.sock'))}, { pluginLog: log, agentLog: log, pods }))
       .then(() => console.log(JSON.stringify({ pid: process.pid })));`, env);
   const agent = await startAgent(runDir);
   // The second agent (--agent-b) gets a run dir of its own with the same kubeconfig.
@@ -217,7 +240,7 @@ async function main(): Promise<void> {
   const confB = runDirB ? confFor(runDirB) : conf;
   const want = `${JSON.stringify(prevResult)}\n`;
   const cniEnv = (ns: string, ifName = 'eth0') => ({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c0ffee', CNI_NETNS: ns, CNI_IFNAME: ifName, CNI_PATH: '/opt/cni/bin',
-    CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1' });
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_UID=${POD_UID}` });
 
   // The rules the plugin applies for this pod, as the script the addon hands to libnftables.
   const plan = planSidecar(extractPodInfo(sidecarPod({ name: 'web-1', namespace: 'shop' })), { netnsPath: '/run/netns/x', enableIPv6: false, env: {} });

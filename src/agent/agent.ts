@@ -9,6 +9,8 @@ import { ScopedLogger } from './log';
 import { LOG_SOCKET_NAME, LogServer, startLogServer } from './logserver';
 import { AgentMetrics, Listening, startHealthServer } from './servers';
 import type { RunningRepair, StartRepairDeps } from './repair';
+import { NodePodCache } from './pod-cache';
+import { RestClient, inClusterRest } from '../kube/rest';
 import { KubeGet, inClusterApi, shouldStopCleanup } from './upgrade';
 
 /** The ambient node agent (CNI event server, pod enrollment, ZDS), when this build has one. */
@@ -27,6 +29,8 @@ export interface AgentDeps {
   installer?: { pollMs?: number; resyncMs?: number; retryMinMs?: number; retryMaxMs?: number };
   /** For tests: the repair controller's API client, pod repairer and timings. */
   repair?: Pick<StartRepairDeps, 'api' | 'repairer' | 'tuning'>;
+  /** For tests: the fast path's pod cache API client (default: the in-cluster one). */
+  podCacheApi?: RestClient;
 }
 
 export interface RunningAgent {
@@ -38,6 +42,8 @@ export interface RunningAgent {
   readonly installer: Installer;
   /** The repair controller, when REPAIR_ENABLED. */
   readonly repair?: RunningRepair;
+  /** This node's pods for the fast path, when FAST_PATH_POD_CACHE and NODE_NAME allow it. */
+  readonly podCache?: NodePodCache;
   ready(): boolean;
   /** Stops the install loop, cleans up (unless upgrading), closes servers. */
   stop(): Promise<void>;
@@ -70,9 +76,11 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     log,
   );
 
+  const podCache = startPodCache(cfg, deps, log, metrics);
   const cniServer = await startCniServer(path.join(cfg.install.cniAgentRunDir, SHIM_SOCKET_NAME), {
     pluginLog: deps.log.withScope('cni-plugin'),
     agentLog: log,
+    pods: podCache,
   });
 
   let installReady = false;
@@ -155,7 +163,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
       }
       await ambient?.stop(skipCleanup).catch((e) => log.error(`ambient agent stop failed: ${(e as Error).message}`));
       watchReady = false;
-      await Promise.all([health.close(), metricsServer?.close(), logServer.close(), cniServer.close()]);
+      await Promise.all([health.close(), metricsServer?.close(), logServer.close(), cniServer.close(), podCache?.stop()]);
       log.info('CNI node agent stopped');
     })();
     return stopping;
@@ -168,8 +176,27 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     cniServer,
     installer,
     repair,
+    podCache,
     ready: () => installReady && watchReady,
     stop,
     done,
   };
+}
+
+/** The fast path's pod cache, or undefined (with the reason logged) when it cannot run. */
+function startPodCache(cfg: AgentConfig, deps: AgentDeps, log: ScopedLogger, metrics: AgentMetrics): NodePodCache | undefined {
+  if (!cfg.podCache) {
+    log.info('fast path pod cache disabled (FAST_PATH_POD_CACHE=false): every ADD GETs its pod');
+    return undefined;
+  }
+  const missing = !cfg.nodeName ? 'NODE_NAME' : !deps.podCacheApi && !(cfg.install.k8sServiceHost && cfg.install.k8sServicePort) ? 'KUBERNETES_SERVICE_HOST/PORT' : '';
+  if (missing) {
+    log.info(`fast path pod cache off: ${missing} is not set; every ADD GETs its pod`);
+    return undefined;
+  }
+  const cache = new NodePodCache(deps.podCacheApi ?? inClusterRest(cfg.install), cfg.nodeName, log.withScope('pod-cache'), (result) =>
+    metrics.podCacheLookups.inc({ result }),
+  ).start();
+  cache.informer.synced.then(() => log.info('fast path pod cache synced', { node: cfg.nodeName, pods: cache.informer.list().length }));
+  return cache;
 }

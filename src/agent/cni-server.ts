@@ -30,6 +30,7 @@ import { Fields, Logger, NetnsState, PluginDeps, realDeps } from '../plugin/deps
 import { LogFields, LogLevel } from '../installer/log';
 import { SeqpacketListener, SeqpacketSocket, closeFd } from '../netns/seqpacket';
 import { ScopedLogger } from './log';
+import { NodePodCache, withPodCache } from './pod-cache';
 
 export const SHIM_SOCKET_NAME = 'cni-shim.sock';
 export const REQUEST_MAGIC = 'ICTSCNI2';
@@ -136,11 +137,18 @@ function agentPluginLogger(pluginLog: ScopedLogger): Logger {
   );
 }
 
+/** K8S_POD_UID from CNI_ARGS, or '' (a malformed CNI_ARGS is handleCni's to report). */
+function podUidOf(env: Env): string {
+  const m = /(?:^|;)K8S_POD_UID=([^;]*)/.exec(env.CNI_ARGS ?? '');
+  return m ? m[1] : '';
+}
+
 /**
  * handleCni as the agent runs it: production deps for the request's own environment, logs into
  * the agent's output, and one API client per kubeconfig content, kept alive across requests.
+ * With `pods` (this node's pods, watched), a pod lookup the cache can vouch for costs no GET.
  */
-export function agentCniHandler(pluginLog: ScopedLogger): CniHandler & { close(): void } {
+export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCache, 'lookup'>): CniHandler & { close(): void } {
   const clients = new Map<string, { text: string; token?: string; client: HttpsKubeClient }>();
   const kube = async (agentRunDir: string, log: Logger): Promise<KubeClient> => {
     const file = path.join(agentRunDir, KUBECONFIG_NAME);
@@ -172,10 +180,11 @@ export function agentCniHandler(pluginLog: ScopedLogger): CniHandler & { close()
     // CNI_NETNS as the shim saw it: its descriptor's /proc path, or missing.
     const requested = env.CNI_NETNS ?? '';
     const at = (p: string) => (p === requested && requested !== '' && view.path ? view.path : p);
+    const uid = podUidOf(env);
     const deps: PluginDeps = {
       ...base,
       log,
-      kube: (dir) => kube(dir, log),
+      kube: pods ? async (dir) => withPodCache(await kube(dir, log), pods, uid) : (dir) => kube(dir, log),
       netns: {
         inspect: async (p) => (p === requested && requested !== '' && view.missing ? 'missing' : inspectNetnsSync(at(p))),
         isDualStack: (p) => base.netns.isDualStack(at(p)),
@@ -257,10 +266,10 @@ async function serveOne(sock: SeqpacketSocket, handle: CniHandler, agentLog: Sco
 /** Serves the shim's requests on `socketPath` with `handle` (default: agentCniHandler). */
 export async function startCniServer(
   socketPath: string,
-  opts: { pluginLog: ScopedLogger; agentLog: ScopedLogger; handle?: CniHandler },
+  opts: { pluginLog: ScopedLogger; agentLog: ScopedLogger; handle?: CniHandler; pods?: Pick<NodePodCache, 'lookup'> },
 ): Promise<CniServer> {
   const { agentLog } = opts;
-  const own = opts.handle ? undefined : agentCniHandler(opts.pluginLog);
+  const own = opts.handle ? undefined : agentCniHandler(opts.pluginLog, opts.pods);
   const handle: CniHandler = opts.handle ?? own!;
   let served = 0;
   const open = new Set<SeqpacketSocket>();

@@ -78,6 +78,7 @@ export const PARAMS: readonly Param[] = [
   P('health-port', 'port', '8000', 'HTTP port for /healthz and /readyz (0 = any free port)'),
   P('listen-address', 'string', '', 'Address the HTTP servers bind to (empty = all interfaces)'),
   P('agent-log-level', 'log-level', 'info', "The agent's own log level (plugin logs relayed through log.sock follow it)"),
+  P('fast-path-pod-cache', 'bool', 'true', "Fast path: answer the plugin's pod lookups from a watch of this node's pods (needs NODE_NAME and the API address); false = a GET per ADD, as Istio's plugin does"),
   // Ambient
   P('ambient-enabled', 'bool', 'false', 'Ambient mode'),
   P('ambient-enablement-selector', 'selector', '', 'YAML list of {podSelector, namespaceSelector} that enable ambient'),
@@ -152,6 +153,8 @@ export interface AgentConfig {
   healthPort: number;
   listenAddress: string;
   logLevel: LogLevel;
+  /** FAST_PATH_POD_CACHE: the fast path's pod lookups from a watch of this node's pods. */
+  podCache: boolean;
   /** KUBERNETES_NODE_NAME, else the host name (as upstream). */
   k8sNodeName: string;
   /** NODE_NAME (downward API): the node the upgrade check looks at. */
@@ -353,6 +356,7 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
     healthPort: n('health-port'),
     listenAddress: s('listen-address'),
     logLevel: s('agent-log-level') as LogLevel,
+    podCache: b('fast-path-pod-cache'),
     k8sNodeName: env.KUBERNETES_NODE_NAME || os.hostname(),
     nodeName: env.NODE_NAME ?? '',
     podName: env.POD_NAME ?? '',

@@ -82,6 +82,12 @@ export class AgentMetrics {
     labelNames: ['type'],
     registers: [this.registry],
   });
+  readonly podCacheLookups = new Counter({
+    name: 'istio_cni_ts_fast_path_pod_lookups_total',
+    help: "Fast path pod lookups, by whether this node's pod cache answered (hit) or the API was asked (miss)",
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
   readonly ztunnelConnected = new Gauge({
     name: 'ztunnel_connected',
     help: 'number of connections to ztunnel',

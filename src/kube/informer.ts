@@ -55,6 +55,7 @@ export class Informer<T extends KubeObject> {
   private readonly handlers: InformerHandlers<T>[] = [];
   private resourceVersion = '';
   private syncedFlag = false;
+  private liveFlag = false;
   private resolveSynced!: () => void;
   /** Resolves after the first complete list has been delivered to the handlers. */
   readonly synced: Promise<void> = new Promise((r) => (this.resolveSynced = r));
@@ -72,6 +73,14 @@ export class Informer<T extends KubeObject> {
 
   hasSynced(): boolean {
     return this.syncedFlag;
+  }
+
+  /**
+   * True from a successful list until the next list or watch failure: the cache follows the
+   * server. While it is false (backing off, listing again) the cache may be stale.
+   */
+  isLive(): boolean {
+    return this.liveFlag;
   }
 
   get(key: string): T | undefined {
@@ -99,6 +108,7 @@ export class Informer<T extends KubeObject> {
         // A watch the server ends at once, again and again, must not become a busy loop.
         if (!gotEvents && !signal.aborted) await sleep(min, signal);
       } catch (e) {
+        this.liveFlag = false;
         if (signal.aborted || e instanceof AbortedError) break;
         relist = true;
         if (e instanceof GoneError) {
@@ -153,6 +163,7 @@ export class Informer<T extends KubeObject> {
     }
     this.replace(items);
     this.resourceVersion = rv;
+    this.liveFlag = true;
     if (!this.syncedFlag) {
       this.syncedFlag = true;
       this.resolveSynced();

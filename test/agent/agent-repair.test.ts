@@ -2,6 +2,7 @@
 // (HTTPS, generated CA, service-account token): broken pods on its node are labelled or deleted,
 // healthy ones and other nodes' are not, the metric is scraped over HTTP, and SIGTERM closes the
 // watch. Everything listens on 127.0.0.1. Repair mode (netns) is in test/netns/repair-netns.test.ts.
+// Last, the fast path's pod cache, the other pod watch the agent runs: when it starts and when not.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -172,4 +173,39 @@ test('agent process: an unreachable API does not stop the install (logged, retri
   { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', REPAIR_ENABLED: 'true' }, encoding: 'utf8', timeout: 20_000 });
   assert.equal(r.status, 2, r.stdout + r.stderr);
   assert.match(r.stderr, /invalid KUBERNETES_SERVICE_HOST "": must be set when REPAIR_ENABLED is true/);
+});
+
+// The fast path's pod cache (src/agent/pod-cache.ts; its lookups are in
+// test/netns/fast-path-pod-cache.test.ts): on with NODE_NAME and the API address, off otherwise.
+test('agent process: NODE_NAME starts the fast path\'s pod cache (a watch of this node\'s pods); FAST_PATH_POD_CACHE=false or no NODE_NAME leaves it off', async (t) => {
+  const api = await new KubeApiStandIn(pki).start();
+  t.after(() => api.close());
+  api.token = 'repair-token';
+  api.upsert(repairPod({ name: 'here', initStatus: healthy }));
+  api.upsert(repairPod({ name: 'elsewhere', node: 'node-b', initStatus: healthy }));
+  const podWatches = () => api.requests.filter((r) => r.path === '/api/v1/pods' && r.query.watch === 'true');
+
+  const a = await startAgent(api.port, { REPAIR_ENABLED: 'false', NODE_NAME: NODE });
+  try {
+    const synced = await until('the pod cache synced', () => a.out.find((l) => l.includes('fast path pod cache synced')));
+    assert.match(synced, /pods=1\b/, synced);
+    await until('the pod watch', () => podWatches().length > 0);
+    for (const r of api.requests.filter((x) => x.path === '/api/v1/pods')) assert.equal(r.query.fieldSelector, `spec.nodeName=${NODE}`);
+    const m = await httpGet(`http://${a.metrics}/metrics`);
+    assert.match(m.body, /# TYPE istio_cni_ts_fast_path_pod_lookups_total counter/);
+  } finally {
+    await stop(a);
+  }
+
+  for (const [env, reason] of [[{ NODE_NAME: NODE, FAST_PATH_POD_CACHE: 'false' }, 'disabled (FAST_PATH_POD_CACHE=false)'], [{}, 'off: NODE_NAME is not set']] as const) {
+    const before = api.requests.length;
+    const b = await startAgent(api.port, { REPAIR_ENABLED: 'false', ...env });
+    try {
+      await until(`the log says the cache is ${reason}`, () => b.out.find((l) => l.includes(`fast path pod cache ${reason}`)));
+      await until('ready', async () => (await httpGet(`http://${b.health}/readyz`)).status === 200);
+      assert.deepEqual(api.requests.slice(before).filter((r) => r.path === '/api/v1/pods'), [], 'no pod list or watch');
+    } finally {
+      await stop(b);
+    }
+  }
 });
