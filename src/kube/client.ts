@@ -23,6 +23,8 @@ export class KubeError extends Error {
     message: string,
     /** HTTP status when the API server answered. */
     readonly status?: number,
+    /** The server's Retry-After (429, 503), in ms, when it sent one in seconds. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = 'KubeError';
@@ -132,7 +134,7 @@ export class HttpsKubeClient implements KubeClient {
             const status = res.statusCode ?? 0;
             if (status !== 200) {
               // The API's message is echoed from the server: make sure it cannot carry our token.
-              reject(new KubeError(`GET ${path}: HTTP ${status}${this.scrub(statusReason(body))}`, status));
+              reject(new KubeError(`GET ${path}: HTTP ${status}${this.scrub(statusReason(body))}`, status, retryAfterMs(res.headers['retry-after'])));
               return;
             }
             try {
@@ -155,6 +157,12 @@ export class HttpsKubeClient implements KubeClient {
       req.end();
     });
   }
+}
+
+/** Retry-After in delta-seconds (what the API server sends) as ms; undefined otherwise. */
+export function retryAfterMs(header: string | string[] | undefined): number | undefined {
+  const v = Array.isArray(header) ? header[0] : header;
+  return v !== undefined && /^\s*[0-9]{1,6}\s*$/.test(v) ? Number(v) * 1000 : undefined;
 }
 
 /** The API's Status message, if the body is one, kept short. */
@@ -180,7 +188,14 @@ export interface RetryOptions {
 
 export const DEFAULT_POD_LOOKUP = { attempts: 30, intervalMs: 1000 } as const;
 
-/** GET the pod, retrying every failure as upstream does; rejects with the last error. */
+/** The longest pause a server's Retry-After can ask for between two attempts. */
+export const MAX_RETRY_AFTER_MS = 10_000;
+
+/**
+ * GET the pod, retrying every failure as upstream does; rejects with the last error. A server
+ * that answers 429/503 with Retry-After gets at least that pause (as client-go honours it), at
+ * most MAX_RETRY_AFTER_MS, so a throttled API is not hammered and a hostile header cannot stall ADD.
+ */
 export async function getPodWithRetries(client: KubeClient, namespace: string, name: string, opts: RetryOptions): Promise<Pod> {
   let last: KubeError | undefined;
   for (let attempt = 1; attempt <= opts.attempts; attempt++) {
@@ -190,7 +205,7 @@ export async function getPodWithRetries(client: KubeClient, namespace: string, n
       last = e instanceof KubeError ? e : new KubeError(e instanceof Error ? e.message : String(e));
       opts.onAttemptFailed?.(attempt, last);
     }
-    if (attempt < opts.attempts) await opts.sleep(opts.intervalMs);
+    if (attempt < opts.attempts) await opts.sleep(Math.max(opts.intervalMs, Math.min(last?.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS)));
   }
   throw last ?? new KubeError('no attempt made');
 }

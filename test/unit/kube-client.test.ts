@@ -5,7 +5,7 @@ import * as assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { AddressInfo } from 'node:net';
-import { HttpsKubeClient, KubeError, getPodWithRetries, podPath } from '../../src/kube/client';
+import { HttpsKubeClient, KubeError, MAX_RETRY_AFTER_MS, getPodWithRetries, podPath, retryAfterMs } from '../../src/kube/client';
 import { FakeKubeClient } from '../../src/kube/fake';
 import { parseKubeconfig } from '../../src/kube/kubeconfig';
 import { TestPki, istioKubeconfig, makePki } from '../support/tls';
@@ -43,6 +43,17 @@ test('retry count and interval are configurable', async () => {
     (e: KubeError) => e.status === 404 && !e.transient);
   assert.deepEqual(sleeps, [7, 7]);
   assert.equal(down.calls.length, 3);
+});
+
+test('Retry-After: the pause is at least what the server asked for, capped; other failures keep the interval', async () => {
+  const fake = new FakeKubeClient([POD]);
+  fake.failures = [new KubeError('HTTP 429', 429, 3000), new KubeError('HTTP 503', 503, 600_000), new KubeError('HTTP 429', 429, 200), new KubeError('refused')];
+  const sleeps: number[] = [];
+  await getPodWithRetries(fake, 'shop', 'web-1', { attempts: 30, intervalMs: 1000, sleep: async (ms) => void sleeps.push(ms) });
+  assert.deepEqual(sleeps, [3000, MAX_RETRY_AFTER_MS, 1000, 1000]);
+  assert.equal(retryAfterMs('2'), 2000);
+  assert.equal(retryAfterMs(' 5 '), 5000);
+  for (const bad of [undefined, '', '-1', '1.5', 'Wed, 21 Oct 2026 07:28:00 GMT', '9999999']) assert.equal(retryAfterMs(bad), undefined, String(bad));
 });
 
 test('pod paths are escaped', () => {
@@ -96,10 +107,12 @@ test('HTTPS: a wrong token is a 401; a server outside the CA is refused; insecur
   assert.equal((await insecure.getPod('shop', 'web-1')).metadata?.name, 'web-1');
 });
 
-test('HTTPS: 5xx is transient, a non-JSON body and a hung server are errors', async () => {
+test('HTTPS: 5xx and 429 are transient (with the Retry-After), a non-JSON body and a hung server are errors', async () => {
   const client = new HttpsKubeClient(parseKubeconfig(istioKubeconfig(base, { caPem: pki.ca, token: 'tok-abc' }), 'kc'), { timeoutMs: 200 });
   respond = (_q, res) => res.writeHead(503).end('overloaded');
-  await assert.rejects(client.getPod('shop', 'web-1'), (e: KubeError) => e.status === 503 && e.transient);
+  await assert.rejects(client.getPod('shop', 'web-1'), (e: KubeError) => e.status === 503 && e.transient && e.retryAfterMs === undefined);
+  respond = (_q, res) => res.writeHead(429, { 'retry-after': '2' }).end('{"kind":"Status","message":"slow down"}');
+  await assert.rejects(client.getPod('shop', 'web-1'), (e: KubeError) => e.status === 429 && e.transient && e.retryAfterMs === 2000);
   respond = (_q, res) => res.writeHead(200).end('<html>');
   await assert.rejects(client.getPod('shop', 'web-1'), (e: KubeError) => /not JSON/.test(e.message));
   respond = () => undefined; // never answers
