@@ -21,6 +21,7 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { parseCniArgs } from '../cni/args';
 import { CniOutput } from '../cni/skel';
 import { Env } from '../cni/env';
 import { HttpsKubeClient, KubeClient } from '../kube/client';
@@ -137,10 +138,13 @@ function agentPluginLogger(pluginLog: ScopedLogger): Logger {
   );
 }
 
-/** K8S_POD_UID from CNI_ARGS, or '' (a malformed CNI_ARGS is handleCni's to report). */
+/** K8S_POD_UID as handleCni reads CNI_ARGS, or '' (a malformed CNI_ARGS is handleCni's to report). */
 function podUidOf(env: Env): string {
-  const m = /(?:^|;)K8S_POD_UID=([^;]*)/.exec(env.CNI_ARGS ?? '');
-  return m ? m[1] : '';
+  try {
+    return parseCniArgs(env.CNI_ARGS ?? '').podUid;
+  } catch {
+    return '';
+  }
 }
 
 /**
