@@ -144,5 +144,6 @@ test('ambient without an ambient agent in this build: installed but never ready'
     await agent.stop();
     api.close();
   }
-  assert.deepEqual(api.seen, [], 'safe upgrade disabled: no API call');
+  // NODE_NAME is set, so the fast path's pod cache may have listed this node's pods; nothing else.
+  assert.deepEqual(api.seen.filter((u) => !u.startsWith('/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a')), [], 'safe upgrade disabled: no upgrade-check call');
 });
