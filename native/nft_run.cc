@@ -51,8 +51,10 @@ namespace {
 //     (meta iif/oif and their printing), released at the end of every run and by nft_ctx_free.
 //   - the JSON parser's statics (json input, tried first when JSON output is on), a cached
 //     receive buffer size, and libxtables' globals when xt expressions are printed.
-// So the run (nft_run_cmd_from_filename) and nft_ctx_free stay under nft_lock; nft_ctx_new,
-// output buffering, the memfd and everything around them do not. The JS thread never takes it.
+// The queue below already serialises every run (one worker at a time does libnftables work; a
+// worker that found the queue empty touches the library no more), so nft_lock is never
+// contended today. It stays around the run and nft_ctx_free, and around LibraryInit on the JS
+// thread, so that any other caller of libnftables added later cannot race these globals.
 std::mutex nft_lock;
 std::once_flag library_init;
 

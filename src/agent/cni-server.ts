@@ -21,7 +21,6 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { parseCniArgs } from '../cni/args';
 import { CniOutput } from '../cni/skel';
 import { Env } from '../cni/env';
 import { HttpsKubeClient, KubeClient } from '../kube/client';
@@ -138,15 +137,6 @@ function agentPluginLogger(pluginLog: ScopedLogger): Logger {
   );
 }
 
-/** K8S_POD_UID as handleCni reads CNI_ARGS, or '' (a malformed CNI_ARGS is handleCni's to report). */
-function podUidOf(env: Env): string {
-  try {
-    return parseCniArgs(env.CNI_ARGS ?? '').podUid;
-  } catch {
-    return '';
-  }
-}
-
 /**
  * handleCni as the agent runs it: production deps for the request's own environment, logs into
  * the agent's output, and one API client per kubeconfig content, kept alive across requests.
@@ -184,11 +174,10 @@ export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCach
     // CNI_NETNS as the shim saw it: its descriptor's /proc path, or missing.
     const requested = env.CNI_NETNS ?? '';
     const at = (p: string) => (p === requested && requested !== '' && view.path ? view.path : p);
-    const uid = podUidOf(env);
     const deps: PluginDeps = {
       ...base,
       log,
-      kube: pods ? async (dir) => withPodCache(await kube(dir, log), pods, uid) : (dir) => kube(dir, log),
+      kube: pods ? async (dir) => withPodCache(await kube(dir, log), pods) : (dir) => kube(dir, log),
       netns: {
         inspect: async (p) => (p === requested && requested !== '' && view.missing ? 'missing' : inspectNetnsSync(at(p))),
         isDualStack: (p) => base.netns.isDualStack(at(p)),

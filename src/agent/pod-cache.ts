@@ -62,10 +62,10 @@ export class NodePodCache {
   }
 }
 
-/** `client` with getPod answered from `cache` for the pod with this UID when it can be. */
-export function withPodCache(client: KubeClient, cache: Pick<NodePodCache, 'lookup'>, uid: string): KubeClient {
+/** `client` with getPod answered from `cache` when the caller's UID lets it vouch for the pod. */
+export function withPodCache(client: KubeClient, cache: Pick<NodePodCache, 'lookup'>): KubeClient {
   return {
-    getPod: (namespace, name) => {
+    getPod: (namespace, name, uid = '') => {
       const pod = cache.lookup(namespace, name, uid);
       return pod ? Promise.resolve(pod) : client.getPod(namespace, name);
     },

@@ -7,8 +7,11 @@ import { KubeEndpoint } from './kubeconfig';
 import { Pod } from './pod';
 
 export interface KubeClient {
-  /** Rejects with KubeError. */
-  getPod(namespace: string, name: string): Promise<Pod>;
+  /**
+   * Rejects with KubeError. `uid`: the pod's UID as the runtime gave it (K8S_POD_UID), when
+   * known; a client with a cache answers from it only for a pod with that UID.
+   */
+  getPod(namespace: string, name: string, uid?: string): Promise<Pod>;
   /** Rejects with KubeError. Optional: only the ambient branch needs it. */
   getNamespace?(name: string): Promise<Namespace>;
 }
@@ -40,8 +43,8 @@ export interface HttpsKubeClientOptions {
   /**
    * Deadline of one request, from the moment it gets a connection (connecting and the TLS
    * handshake included) to the last byte of the body; default 5000 ms. Not an idle timeout: a
-   * server that trickles its answer still ends it. Time spent queued for the agent's one kept-alive
-   * connection does not count: each request ahead has its own deadline, so the queue moves.
+   * server that trickles its answer still ends it. Time spent waiting for one of the agent's
+   * (up to 8) kept-alive connections does not count: each request ahead has its own deadline.
    */
   readonly timeoutMs?: number;
   /** Largest response body accepted; default 8 MiB. */
@@ -184,6 +187,8 @@ export interface RetryOptions {
   readonly sleep: (ms: number) => Promise<void>;
   /** Told about each failed attempt (1-based). */
   readonly onAttemptFailed?: (attempt: number, err: KubeError) => void;
+  /** The pod's UID from CNI_ARGS ('' or absent when not given), handed to getPod. */
+  readonly podUid?: string;
 }
 
 export const DEFAULT_POD_LOOKUP = { attempts: 30, intervalMs: 1000 } as const;
@@ -200,7 +205,7 @@ export async function getPodWithRetries(client: KubeClient, namespace: string, n
   let last: KubeError | undefined;
   for (let attempt = 1; attempt <= opts.attempts; attempt++) {
     try {
-      return await client.getPod(namespace, name);
+      return await client.getPod(namespace, name, opts.podUid);
     } catch (e) {
       last = e instanceof KubeError ? e : new KubeError(e instanceof Error ? e.message : String(e));
       opts.onAttemptFailed?.(attempt, last);

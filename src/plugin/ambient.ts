@@ -38,6 +38,7 @@ export async function getPodAndNamespace(
   client: KubeClient,
   namespace: string,
   name: string,
+  uid: string,
   attempts: number,
   intervalMs: number,
   sleep: (ms: number) => Promise<void>,
@@ -47,7 +48,7 @@ export async function getPodAndNamespace(
   let podErr: unknown;
   let nsErr: unknown;
   for (let attempt = 1; attempt <= attempts; attempt++) {
-    const [p, n] = await Promise.allSettled([client.getPod(namespace, name), client.getNamespace(namespace)]);
+    const [p, n] = await Promise.allSettled([client.getPod(namespace, name, uid), client.getNamespace(namespace)]);
     if (p.status === 'fulfilled' && n.status === 'fulfilled') return { pod: p.value, ns: n.value };
     podErr = p.status === 'rejected' ? p.reason : undefined;
     nsErr = n.status === 'rejected' ? n.reason : undefined;
@@ -111,7 +112,7 @@ export function ambientBranch(opts: AmbientBranchOptions = {}): AmbientBranch {
       const attempts = conf.enableAmbientDetectionRetry ? AMBIENT_DETECTION.attemptsWithRetry : AMBIENT_DETECTION.attempts;
       let ambient: boolean;
       try {
-        const { pod, ns } = await getPodAndNamespace(client, args.podNamespace, args.podName, attempts, opts.intervalMs ?? AMBIENT_DETECTION.intervalMs, sleep, log);
+        const { pod, ns } = await getPodAndNamespace(client, args.podNamespace, args.podName, args.podUid, attempts, opts.intervalMs ?? AMBIENT_DETECTION.intervalMs, sleep, log);
         ambient = podMatchesEnablement(conf.enablementSelectors, pod as Parameters<typeof podMatchesEnablement>[1], ns.metadata?.labels);
       } catch (e) {
         const err = e as KubeError;

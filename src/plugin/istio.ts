@@ -108,6 +108,7 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
     const started = deps.now();
     try {
       const pod = await getPodWithRetries(client, args.podNamespace, args.podName, {
+        podUid: args.podUid,
         attempts: pc.podLookup.attempts,
         intervalMs: pc.podLookup.intervalMs,
         sleep: deps.sleep,

@@ -16,7 +16,7 @@ import { ApiStandIn, startApiStandIn } from '../support/api-standin';
 import { expectedTables, mixedPod, prevResultIn } from '../support/concurrent-pods';
 import { CniRun, runPlugin } from '../support/cni-run';
 import { PACKAGE_ROOT } from '../support/conformance';
-import { requireRootAndTools } from '../support/root';
+import { addNetns, requireRootAndTools } from '../support/root';
 import { tempDir } from '../support/tmp';
 
 const run = promisify(execFile);
@@ -141,10 +141,7 @@ test(`${PODS} concurrent ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL on $
 
   const t0 = Date.now();
   for (let i = 0; i < PODS; i++) {
-    const name = `${TAG}-${i}`;
-    execFileSync('ip', ['netns', 'add', name]);
-    netnsNames.push(name);
-    execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+    netnsNames.push(addNetns(`${TAG}-${i}`));
     api.addPod(podFor(i));
   }
   const setupMs = Date.now() - t0;

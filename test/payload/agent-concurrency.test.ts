@@ -17,7 +17,7 @@ import { AgentProc, agentDirs, startAgentProcess, until } from '../support/agent
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
 import { expectedTables, mixedPod, prevResultIn } from '../support/concurrent-pods';
 import { SHIM_NAME, ensurePayload, runAsync } from '../support/payload';
-import { requireRootAndTools } from '../support/root';
+import { addNetns, requireRootAndTools } from '../support/root';
 
 const run = promisify(execFile);
 const PODS = Number(process.env.ICTS_CONC_PODS ?? 100);
@@ -131,10 +131,7 @@ test(`${PODS} ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL pairs at once o
 
   const t0 = Date.now();
   for (let i = 0; i < PODS; i++) {
-    const name = `${TAG}-${i}`;
-    execFileSync('ip', ['netns', 'add', name]);
-    netnsNames.push(name);
-    execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+    netnsNames.push(addNetns(`${TAG}-${i}`));
     api.addPod(podFor(i));
   }
   const setupMs = Date.now() - t0;

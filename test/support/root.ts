@@ -13,11 +13,16 @@ export function requireRootAndTools(...tools: string[]): void {
 
 let counter = 0;
 
-/** A fresh named netns (/run/netns/<name>); call the returned cleanup in an after hook. */
-export function makeNetns(tag: string): { name: string; path: string; remove: () => void } {
-  const name = `icts-${tag}-${process.pid}-${counter++}`;
+/** Adds netns `name` (/run/netns/<name>) with lo up; returns the name. The caller removes it. */
+export function addNetns(name: string): string {
   execFileSync('ip', ['netns', 'add', name]);
   execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
+  return name;
+}
+
+/** A fresh named netns (/run/netns/<name>); call the returned cleanup in an after hook. */
+export function makeNetns(tag: string): { name: string; path: string; remove: () => void } {
+  const name = addNetns(`icts-${tag}-${process.pid}-${counter++}`);
   return {
     name,
     path: `/run/netns/${name}`,
