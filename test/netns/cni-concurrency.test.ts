@@ -6,20 +6,18 @@
 // dir or fd in this process. Needs root; fails loudly without it.
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { Pod } from '../../src/kube/pod';
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
-import { expectedTables, mixedPod, prevResultIn } from '../support/concurrent-pods';
+import { addCheckDel, mixedPod, newPairStats, prevResultIn } from '../support/concurrent-pods';
 import { CniRun, runPlugin } from '../support/cni-run';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { addNetns, requireRootAndTools } from '../support/root';
 import { tempDir } from '../support/tmp';
 
-const run = promisify(execFile);
 const PODS = Number(process.env.ICTS_CONC_PODS ?? 100);
 /** Plugin processes at once: enough to overlap on a 2-core machine without thrashing it. */
 const PARALLEL = Number(process.env.ICTS_CONC_PARALLEL ?? 8);
@@ -88,17 +86,6 @@ function cni(command: string, netns: string, pod: Pod, i: number): Promise<CniRu
   }, netconf(netns, i), BIN);
 }
 
-async function tables(ns: string): Promise<string[]> {
-  const { stdout } = await run('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset']);
-  const doc = JSON.parse(stdout) as { nftables: { table?: { family: string; name: string } }[] };
-  return doc.nftables.filter((x) => x.table).map((x) => `${x.table!.family} ${x.table!.name}`).sort();
-}
-
-async function ruleset(ns: string): Promise<string> {
-  return (await run('ip', ['netns', 'exec', ns, 'nft', 'list', 'ruleset'])).stdout;
-}
-
-const ok = (r: CniRun, what: string) => assert.equal(r.code, 0, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
 
 /** Processes whose command line runs the plugin binary. */
 function pluginProcesses(): number[] {
@@ -146,40 +133,20 @@ test(`${PODS} concurrent ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL on $
   }
   const setupMs = Date.now() - t0;
 
-  const addMs: number[] = [];
-  const delMs: number[] = [];
+  const pairs = newPairStats();
   let peakPlugins = 0;
-  let repeated = 0;
   const sampler = setInterval(() => { peakPlugins = Math.max(peakPlugins, pluginProcesses().length); }, 50);
   const t1 = Date.now();
   let stats: { maxInFlight: number };
   try {
     stats = await pool(PARALLEL, [...Array(PODS).keys()], async (i) => {
-      const ns = netnsNames[i];
-      const nsPath = `/run/netns/${ns}`;
-      const pod = podFor(i);
-      const want = expectedTables(pod, nsPath);
-      const add = await cni('ADD', nsPath, pod, i);
-      ok(add, `ADD ${ns}`);
-      addMs.push(add.ms);
-      assert.deepEqual(JSON.parse(add.stdout), prevResult(nsPath, i), 'prevResult passed through');
-      assert.deepEqual(await tables(ns), want, `${ns}: exactly the expected tables after ADD`);
-      if (i % REPEAT_EVERY === 0) {
-        const first = await ruleset(ns);
-        const again = await cni('ADD', nsPath, pod, i);
-        ok(again, `second ADD ${ns}`);
-        assert.equal(await ruleset(ns), first, `${ns}: a repeated ADD leaves the same ruleset`);
-        repeated++;
-      }
-      const del = await cni('DEL', nsPath, pod, i);
-      ok(del, `DEL ${ns}`);
-      delMs.push(del.ms);
-      assert.deepEqual(await tables(ns), [], `${ns}: no table after DEL`);
+      await addCheckDel({ cni, prevResult }, netnsNames[i], podFor(i), i, i % REPEAT_EVERY === 0, pairs);
     });
   } finally {
     clearInterval(sampler);
   }
   const wallMs = Date.now() - t1;
+  const { addMs, delMs, repeated } = pairs;
 
   for (const n of netnsNames.splice(0)) execFileSync('ip', ['netns', 'del', n]);
 

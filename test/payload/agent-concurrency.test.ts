@@ -8,18 +8,16 @@
 // and the agent holds no more descriptors or threads than before. Needs root.
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { promisify } from 'node:util';
 import { Pod } from '../../src/kube/pod';
 import { AgentProc, agentDirs, startAgentProcess, until } from '../support/agent-proc';
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
-import { expectedTables, mixedPod, prevResultIn } from '../support/concurrent-pods';
+import { CniOut, PairRunner, addCheckDel, newPairStats, mixedPod, okRun, prevResultIn } from '../support/concurrent-pods';
 import { SHIM_NAME, ensurePayload, runAsync } from '../support/payload';
 import { addNetns, requireRootAndTools } from '../support/root';
 
-const run = promisify(execFile);
 const PODS = Number(process.env.ICTS_CONC_PODS ?? 100);
 const REPEAT_EVERY = 4;
 /** `ip netns exec nft` checks at once (the shims themselves all run at once). */
@@ -49,9 +47,7 @@ after(async () => {
 
 const prevResult = (netns: string, i: number) => prevResultIn(78, netns, i);
 
-interface Out { stdout: string; stderr: string; code: number | null; ms: number }
-
-async function cni(command: string, netns: string, pod: Pod, i: number): Promise<Out> {
+async function cni(command: string, netns: string, pod: Pod, i: number): Promise<CniOut> {
   const { name, namespace } = pod.metadata as { name: string; namespace: string };
   const t0 = process.hrtime.bigint();
   const r = await runAsync(shim, [], {
@@ -72,8 +68,6 @@ async function cni(command: string, netns: string, pod: Pod, i: number): Promise
   return { ...r, ms: Number(process.hrtime.bigint() - t0) / 1e6 };
 }
 
-const ok = (r: Out, what: string) => assert.equal(r.code, 0, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-
 /** A small semaphore for the nft checks. */
 let slots = CHECKERS;
 const queue: (() => void)[] = [];
@@ -89,12 +83,6 @@ async function limited<T>(f: () => Promise<T>): Promise<T> {
   }
 }
 
-const tables = (ns: string) => limited(async () => {
-  const { stdout } = await run('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset']);
-  const doc = JSON.parse(stdout) as { nftables: { table?: { family: string; name: string } }[] };
-  return doc.nftables.filter((x) => x.table).map((x) => `${x.table!.family} ${x.table!.name}`).sort();
-});
-const ruleset = (ns: string) => limited(async () => (await run('ip', ['netns', 'exec', ns, 'nft', 'list', 'ruleset'])).stdout);
 
 const podFor = (i: number) => mixedPod('fconc', i);
 
@@ -119,8 +107,8 @@ test(`${PODS} ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL pairs at once o
   execFileSync('ip', ['netns', 'add', warm]);
   netnsNames.push(warm);
   api.addPod(podFor(PODS));
-  ok(await cni('ADD', `/run/netns/${warm}`, podFor(PODS), PODS), 'warm-up ADD');
-  ok(await cni('DEL', `/run/netns/${warm}`, podFor(PODS), PODS), 'warm-up DEL');
+  okRun(await cni('ADD', `/run/netns/${warm}`, podFor(PODS), PODS), 'warm-up ADD');
+  okRun(await cni('DEL', `/run/netns/${warm}`, podFor(PODS), PODS), 'warm-up DEL');
   execFileSync('ip', ['netns', 'del', netnsNames.pop()!]);
   await new Promise((r) => setTimeout(r, 200));
   const fdsBefore = agent.fds().length;
@@ -136,46 +124,33 @@ test(`${PODS} ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL pairs at once o
   }
   const setupMs = Date.now() - t0;
 
-  const addMs: number[] = [];
-  const delMs: number[] = [];
-  let repeated = 0;
+  const pairs = newPairStats();
   let inFlight = 0;
   let maxInFlight = 0;
   let peakShims = 0;
   const sampler = setInterval(() => { peakShims = Math.max(peakShims, shimProcesses().length); }, 250);
   const t1 = Date.now();
   try {
+    const runner: PairRunner = {
+      // Counts the ADDs in flight (a pod's second ADD only starts after its first has ended).
+      cni: async (command, nsPath, pod, i) => {
+        if (command === 'DEL') return cni(command, nsPath, pod, i);
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        try { return await cni(command, nsPath, pod, i); } finally { inFlight--; }
+      },
+      prevResult,
+      look: limited,
+      check: (r, what) => assert.equal(r.stderr, '', `${what}: the shim had nothing to say (no fallback)`),
+    };
     await Promise.all([...Array(PODS).keys()].map(async (i) => {
-      const ns = netnsNames[i];
-      const nsPath = `/run/netns/${ns}`;
-      const pod = podFor(i);
-      const want = expectedTables(pod, nsPath);
-      inFlight++;
-      maxInFlight = Math.max(maxInFlight, inFlight);
-      const add = await cni('ADD', nsPath, pod, i);
-      inFlight--;
-      ok(add, `ADD ${ns}`);
-      assert.equal(add.stderr, '', `${ns}: the shim had nothing to say (no fallback)`);
-      addMs.push(add.ms);
-      assert.deepEqual(JSON.parse(add.stdout), prevResult(nsPath, i), 'prevResult passed through');
-      assert.deepEqual(await tables(ns), want, `${ns}: exactly the expected tables after ADD`);
-      if (i % REPEAT_EVERY === 0) {
-        const first = await ruleset(ns);
-        const again = await cni('ADD', nsPath, pod, i);
-        ok(again, `second ADD ${ns}`);
-        assert.equal(await ruleset(ns), first, `${ns}: a repeated ADD leaves the same ruleset`);
-        repeated++;
-      }
-      const del = await cni('DEL', nsPath, pod, i);
-      ok(del, `DEL ${ns}`);
-      assert.equal(del.stderr, '', `${ns}: DEL without fallback`);
-      delMs.push(del.ms);
-      assert.deepEqual(await tables(ns), [], `${ns}: no table after DEL`);
+      await addCheckDel(runner, netnsNames[i], podFor(i), i, i % REPEAT_EVERY === 0, pairs);
     }));
   } finally {
     clearInterval(sampler);
   }
   const wallMs = Date.now() - t1;
+  const { addMs, delMs, repeated } = pairs;
   for (const n of netnsNames.splice(0)) execFileSync('ip', ['netns', 'del', n]);
 
   // Nothing leaked.

@@ -1,6 +1,8 @@
-// The pods, prevResults and expected tables of the 100-pod concurrency tests (standalone plugin
-// and shim -> agent): both drive the same mix, so it is written once.
+// The pods, prevResults, expected tables and the checked ADD/DEL pair of the 100-pod concurrency
+// tests (standalone plugin and shim -> agent): both drive the same mix, so it is written once.
 import * as assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { buildCapture } from '../../src/capture/build';
 import { Pod } from '../../src/kube/pod';
 import { tablesOf } from '../../src/nft/transaction';
@@ -30,4 +32,73 @@ export function expectedTables(pod: Pod, netnsPath: string): string[] {
   const p = planSidecar(extractPodInfo(pod), { netnsPath, enableIPv6: false });
   assert.ok(p.capture);
   return tablesOf(buildCapture(p.config)).map((t) => `${t.family} ${t.table}`).sort();
+}
+
+const run = promisify(execFile);
+
+/** The netns's tables as `family name`, sorted. */
+export async function netnsTables(ns: string): Promise<string[]> {
+  const { stdout } = await run('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset']);
+  const doc = JSON.parse(stdout) as { nftables: { table?: { family: string; name: string } }[] };
+  return doc.nftables.filter((x) => x.table).map((x) => `${x.table!.family} ${x.table!.name}`).sort();
+}
+
+export async function netnsRuleset(ns: string): Promise<string> {
+  return (await run('ip', ['netns', 'exec', ns, 'nft', 'list', 'ruleset'])).stdout;
+}
+
+export interface CniOut {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  ms: number;
+}
+
+export const okRun = (r: CniOut, what: string) => assert.equal(r.code, 0, `${what}: exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+
+/** How one of the tests runs the plugin, and what else it checks. */
+export interface PairRunner {
+  cni(command: 'ADD' | 'DEL', nsPath: string, pod: Pod, i: number): Promise<CniOut>;
+  prevResult(nsPath: string, i: number): unknown;
+  /** Runs each nft look into the netns (e.g. a few at a time); default: at once. */
+  look?<T>(f: () => Promise<T>): Promise<T>;
+  /** More checks on the first ADD and on the DEL. */
+  check?(r: CniOut, what: string): void;
+}
+
+/** What the pairs of one test measured: times of the first ADDs and the DELs, repeated ADDs. */
+export interface PairStats {
+  addMs: number[];
+  delMs: number[];
+  repeated: number;
+}
+
+export const newPairStats = (): PairStats => ({ addMs: [], delMs: [], repeated: 0 });
+
+/**
+ * Pod `i` in netns `ns`: ADD (exit 0, its prevResult back, exactly the expected tables), with
+ * `repeat` a second ADD that must leave the same ruleset, then DEL (exit 0, no table left).
+ * Times and the repeat are added to `stats`.
+ */
+export async function addCheckDel(p: PairRunner, ns: string, pod: Pod, i: number, repeat: boolean, stats: PairStats): Promise<void> {
+  const look = p.look ?? (<T>(f: () => Promise<T>) => f());
+  const nsPath = `/run/netns/${ns}`;
+  const want = expectedTables(pod, nsPath);
+  const add = await p.cni('ADD', nsPath, pod, i);
+  okRun(add, `ADD ${ns}`);
+  p.check?.(add, `ADD ${ns}`);
+  assert.deepEqual(JSON.parse(add.stdout), p.prevResult(nsPath, i), 'prevResult passed through');
+  assert.deepEqual(await look(() => netnsTables(ns)), want, `${ns}: exactly the expected tables after ADD`);
+  if (repeat) {
+    const first = await look(() => netnsRuleset(ns));
+    okRun(await p.cni('ADD', nsPath, pod, i), `second ADD ${ns}`);
+    assert.equal(await look(() => netnsRuleset(ns)), first, `${ns}: a repeated ADD leaves the same ruleset`);
+    stats.repeated++;
+  }
+  const del = await p.cni('DEL', nsPath, pod, i);
+  okRun(del, `DEL ${ns}`);
+  p.check?.(del, `DEL ${ns}`);
+  assert.deepEqual(await look(() => netnsTables(ns)), [], `${ns}: no table after DEL`);
+  stats.addMs.push(add.ms);
+  stats.delMs.push(del.ms);
 }
