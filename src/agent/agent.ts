@@ -8,6 +8,7 @@ import { AgentConfig, describeConfig } from './config';
 import { ScopedLogger } from './log';
 import { LOG_SOCKET_NAME, LogServer, startLogServer } from './logserver';
 import { AgentMetrics, Listening, startHealthServer } from './servers';
+import { checkHostPaths } from './host-side';
 import type { RunningRepair, StartRepairDeps } from './repair';
 import { NodePodCache } from './pod-cache';
 import { RestClient, inClusterRest } from '../kube/rest';
@@ -63,7 +64,11 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     }
   }
 
+  // Host mounts, then the ambient agent object (which checks its own host side), before anything
+  // listens or is written: a missing mount is one message and nothing half-installed.
+  checkHostPaths(cfg);
   const metrics = new AgentMetrics();
+  const ambient = cfg.ambient.enabled && deps.ambient ? deps.ambient(cfg, deps.log, metrics) : undefined;
   let metricsServer: Listening | undefined;
   if (cfg.monitoringPort > 0) {
     metricsServer = await metrics.start(cfg.monitoringPort, cfg.listenAddress);
@@ -100,10 +105,8 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     },
   });
 
-  let ambient: AmbientAgent | undefined;
   if (cfg.ambient.enabled) {
-    if (deps.ambient) {
-      ambient = deps.ambient(cfg, deps.log, metrics);
+    if (ambient) {
       await ambient.start();
       watchReady = true;
       log.info('ambient node agent started, starting installer');

@@ -41,6 +41,8 @@ export interface Param {
   describe: string;
   /** Accepted for compatibility with Istio's chart; has no effect here. */
   unused?: boolean;
+  /** Unused and set by the chart on every install: no "ignored" warning. */
+  quiet?: boolean;
 }
 
 const P = (flag: string, kind: Kind, def: string, describe: string, extra: Partial<Param> = {}): Param => ({
@@ -91,6 +93,8 @@ export const PARAMS: readonly Param[] = [
   P('host-probe-snat-ip', 'string', '169.254.7.127', "Ambient: the address kubelet's probes to pods are SNATed to"),
   P('host-probe-snat-ipv6', 'string', 'fd16:9254:7127:1337:ffff:ffff:ffff:ffff', "Ambient: the IPv6 address kubelet's probes are SNATed to"),
   P('system-namespace', 'string', 'istio-system', 'Ambient: the namespace ztunnel runs in (its pods, label app=ztunnel, are never captured)'),
+  P('allow-switch-to-host-ns', 'bool', 'false', "Do host-side work (ambient probe rules) in the node's netns (HOST_NETNS) rather than this pod's; Istio's chart sets it unless the pod uses hostNetwork"),
+  P('host-netns', 'dir', '/host/proc/1/ns/net', "The node's network namespace as seen from this container"),
   // Repair controller (src/agent/repair)
   P('repair-enabled', 'bool', 'true', 'Repair controller'),
   P('repair-repair-pods', 'bool', 'false', 'Repair: re-program broken pods'),
@@ -110,6 +114,12 @@ export const PARAMS: readonly Param[] = [
   P('log-level', 'string', 'warn', "Unused (Istio's fallback plugin log level)", { unused: true }),
   P('cni-network-config', 'string', '', 'Unused (old CNI config template)', { unused: true }),
   P('cni-network-config-file', 'string', '', 'Unused (old CNI config template file)', { unused: true }),
+  // Set by Istio's chart, read by nothing in Istio's install-cni either: accepted without a warning.
+  P('current-agent-version', 'string', '', "Unused (the chart's image tag)", { unused: true, quiet: true }),
+  P('repair-run-as-daemon', 'string', '', 'Unused (the repair controller always runs inside the agent)', { unused: true, quiet: true }),
+  P('istio-owned-cni-conf-filename', 'string', '', 'Unused (the chart misspells ISTIO_OWNED_CNI_CONFIG_FILENAME; as in Istio, it has no effect)', { unused: true }),
+  P('gomemlimit', 'string', '', "Unused (the Go runtime's memory limit; the chart fills it from limits.memory)", { unused: true, quiet: true }),
+  P('gomaxprocs', 'string', '', "Unused (the Go runtime's CPU count; the chart fills it from limits.cpu)", { unused: true, quiet: true }),
 ];
 
 export interface AmbientSettings {
@@ -160,6 +170,8 @@ export interface AgentConfig {
   /** NODE_NAME (downward API): the node the upgrade check looks at. */
   nodeName: string;
   podName: string;
+  /** Where host-side work goes (src/agent/host-side.ts). */
+  hostSide: { allowSwitch: boolean; nodeNetns: string };
   /** Unused parameters that were set (to warn about). */
   ignored: string[];
 }
@@ -276,7 +288,7 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
       source = `default of ${p.env}`;
     }
     if (p.unused) {
-      if (raw !== undefined && raw !== p.def) ignored.push(p.env);
+      if (raw !== undefined && raw !== p.def && !p.quiet) ignored.push(p.env);
       continue;
     }
     v.set(p.flag, parseValue(p, source, raw ?? p.def));
@@ -360,6 +372,7 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
     k8sNodeName: env.KUBERNETES_NODE_NAME || os.hostname(),
     nodeName: env.NODE_NAME ?? '',
     podName: env.POD_NAME ?? '',
+    hostSide: { allowSwitch: b('allow-switch-to-host-ns'), nodeNetns: s('host-netns') },
     ignored,
   };
 }
@@ -395,6 +408,7 @@ export function describeConfig(c: AgentConfig): Record<string, unknown> {
     serviceAccountDir: i.k8sServiceAccountPath,
     pluginLogLevel: i.pluginLogLevel,
     ambientEnabled: c.ambient.enabled,
+    allowSwitchToHostNS: c.hostSide.allowSwitch,
     monitoringPort: c.monitoringPort,
     healthPort: c.healthPort,
   };

@@ -125,6 +125,8 @@ function startAgentProcess(): AgentProc {
       POD_NAME: 'istio-cni-node-e2e',
       POD_NAMESPACE: 'istio-system',
       AMBIENT_ENABLED: 'true',
+      // The agent's netns plays the node's here (no ALLOW_SWITCH_TO_HOST_NS: it checks they are the same).
+      HOST_NETNS: n().netns.path,
       AMBIENT_ENABLEMENT_SELECTOR: SELECTORS_YAML,
       ZTUNNEL_UDS_ADDRESS: n().zdsPath,
       CHAINED_CNI_PLUGIN: 'true',

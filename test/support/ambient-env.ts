@@ -70,6 +70,11 @@ export interface EnvOptions {
   /** Connect the ztunnel stand-in at start (default true). */
   connect?: boolean;
   zdsTimeouts?: { helloMs?: number; writeMs?: number; ackMs?: number };
+  /**
+   * The agent finds the node's netns as the DaemonSet's does (ALLOW_SWITCH_TO_HOST_NS=true,
+   * HOST_NETNS = the node netns) instead of being handed it.
+   */
+  hostSideFromEnv?: boolean;
 }
 
 let seq = 0;
@@ -143,6 +148,7 @@ export class AmbientEnv {
         NODE_NAME: NODE,
         EXCLUDE_NAMESPACES: 'kube-system',
         POD_NAMESPACE: 'istio-system',
+        ...(this.opts.hostSideFromEnv ? { ALLOW_SWITCH_TO_HOST_NS: 'true', HOST_NETNS: this.node.path } : {}),
       },
     );
   }
@@ -150,7 +156,7 @@ export class AmbientEnv {
   async startAgent(): Promise<RunningAmbient> {
     const agent = createAmbientAgent(this.config(), this.log, {
       api: this.rest,
-      hostNetns: this.node.path,
+      hostNetns: this.opts.hostSideFromEnv ? undefined : this.node.path,
       hostRoot: '',
       procRoot: '/proc',
       kubeletUid: KUBELET_UID,

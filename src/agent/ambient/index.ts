@@ -23,6 +23,8 @@ import { AmbientController } from './controller';
 import { AnnotationValue, MeshDataplane, PodRules } from './dataplane';
 import { CniEventServer, startCniEventServer } from './cni-event-server';
 import { HostProbeSets, HostSetupRetry } from './host-probes';
+import { HostSide, ambientHostSide } from '../host-side';
+import { NetnsHandle } from './netns-handle';
 import { findPodNetns, netnsHoldsAnyAddress } from './proc-finder';
 import { PodNetnsCache } from './pod-cache';
 import { AmbientPod, REDIRECTION_ANNOTATION, podName, podNamespace } from './pods';
@@ -35,7 +37,10 @@ export { ZtunnelServer } from './ztunnel-server';
 export interface AmbientAgentDeps {
   /** The API; default the in-cluster service account. */
   api?: RestClient;
-  /** The node's netns, where the host rule and probe sets live; default this process's (hostNetwork). */
+  /**
+   * The node's netns, where the host rule and probe sets live; default from ALLOW_SWITCH_TO_HOST_NS
+   * and HOST_NETNS (src/agent/host-side.ts), checked when the agent is created.
+   */
   hostNetns?: string;
   /** Where the host's root is mounted: CNI netns paths are opened under it; default /host. */
   hostRoot?: string;
@@ -103,6 +108,9 @@ export function statusAnnotator(api: RestClient): (pod: AmbientPod, value: Annot
 }
 
 export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientAgentDeps = {}): RunningAmbient {
+  // Decided now, before anything starts: a refusal or a missing mount writes nothing.
+  const hostSide: HostSide = deps.hostNetns !== undefined ? { netns: deps.hostNetns, switched: false } : ambientHostSide(cfg);
+  let hostHandle: NetnsHandle | undefined;
   let parts: ReturnType<RunningAmbient['parts']> | undefined;
   let cniServer: CniEventServer | undefined;
   let isReady = false;
@@ -122,11 +130,13 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
     });
     const hostRoot = deps.hostRoot ?? '/host';
     const procRoot = deps.procRoot ?? path.join(hostRoot, 'proc');
-    const hostNetns = deps.hostNetns ?? nft.CURRENT_NETNS;
+    // Held open for the agent's life: host rules go through this fd, whatever the path names later.
+    hostHandle ??= NetnsHandle.open(hostSide.netns);
+    const hostNetns = hostHandle.path;
     const api = deps.api ?? inClusterRest(cfg.install);
     const kubeletUid = deps.kubeletUid ?? Number(findKubeletUid(procRoot));
     if (cfg.nodeName === '') log.warn('NODE_NAME is not set: only pods with no node would be watched (field selector spec.nodeName=)');
-    log.info('ambient node agent starting', { hostNetns, procRoot, kubeletUid, ipv6: amb.ipv6, dnsCapture: amb.dnsCapture, zds: amb.ztunnelUDSAddress });
+    log.info('ambient node agent starting', { hostNetns: hostSide.netns, switchedToHostNetns: hostSide.switched, procRoot, kubeletUid, ipv6: amb.ipv6, dnsCapture: amb.dnsCapture, zds: amb.ztunnelUDSAddress });
 
     const hostSets = new HostProbeSets(
       ambientCfg,
@@ -193,13 +203,19 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
     isReady = false;
     await cniServer?.close();
     ac.abort();
-    if (!parts) return;
+    if (!parts) {
+      hostHandle?.release();
+      hostHandle = undefined;
+      return;
+    }
     if (!skipCleanup) {
       log.info('ambient node agent stopping: removing the host rule and probe sets');
       await parts.hostSets.destroy().catch((e) => log.warn('host rule and probe sets not removed', { error: (e as Error).message }));
     }
     parts.zds.close();
     parts.cache.clear();
+    hostHandle?.release();
+    hostHandle = undefined;
   };
 
   return {
