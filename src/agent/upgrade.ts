@@ -2,14 +2,10 @@
 // Istio's Server.ShouldStopCleanup decides it for ambient mode: while our DaemonSet still exists,
 // is not being deleted and still schedules onto this node, the plugin and its config stay in
 // place so that new ambient pods wait for the next agent instead of starting un-captured.
-import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
-import * as path from 'node:path';
 import { InstallConfig } from '../installer/config';
-import { joinHostPort } from '../installer/kubeconfig';
 import { Logger } from '../installer/log';
 import { sleep } from '../installer/watcher';
+import { inClusterRest } from '../kube/rest';
 
 export interface ApiResponse {
   status: number;
@@ -21,50 +17,16 @@ export interface KubeGet {
   get(apiPath: string): Promise<ApiResponse>;
 }
 
-/** In-cluster access with the agent's service account (token re-read per request: it rotates). */
+/** In-cluster access with the agent's service account, over the one transport. */
 export function inClusterApi(cfg: InstallConfig, timeoutMs = 5000): KubeGet {
-  const protocol = cfg.k8sServiceProtocol || 'https';
-  const base = `${protocol}://${joinHostPort(cfg.k8sServiceHost, cfg.k8sServicePort)}`;
   return {
-    get(apiPath: string): Promise<ApiResponse> {
-      return new Promise((resolve, reject) => {
-        let token = '';
-        let ca: Buffer | undefined;
-        try {
-          token = fs.readFileSync(path.join(cfg.k8sServiceAccountPath, 'token'), 'utf8').trim();
-          if (protocol === 'https' && !cfg.skipTLSVerify) {
-            ca = fs.readFileSync(cfg.kubeCAFile || path.join(cfg.k8sServiceAccountPath, 'ca.crt'));
-          }
-        } catch (e) {
-          reject(e);
-          return;
-        }
-        const url = new URL(apiPath, base);
-        const opts: https.RequestOptions = {
-          method: 'GET',
-          headers: { accept: 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-          timeout: timeoutMs,
-          ...(protocol === 'https' ? { ca, rejectUnauthorized: !cfg.skipTLSVerify } : {}),
-        };
-        const req = (protocol === 'https' ? https : http).request(url, opts, (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let body: unknown = text;
-            try {
-              body = JSON.parse(text);
-            } catch {
-              // leave as text
-            }
-            resolve({ status: res.statusCode ?? 0, body });
-          });
-          res.on('error', reject);
-        });
-        req.on('timeout', () => req.destroy(new Error(`request to ${url.href} timed out`)));
-        req.on('error', reject);
-        req.end();
-      });
+    async get(apiPath: string): Promise<ApiResponse> {
+      const rest = inClusterRest(cfg, { timeoutMs }); // throws (here, not at construction) without KUBERNETES_SERVICE_*
+      try {
+        return await rest.request('GET', apiPath);
+      } finally {
+        rest.close(); // asked once, at shutdown: keep no connection open
+      }
     },
   };
 }

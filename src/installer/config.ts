@@ -5,7 +5,6 @@ import { InputError } from '../values/errors';
 import { GoStruct, JsonValue, isJsonObject, marshalIndent } from './gojson';
 
 export const DEFAULT_PLUGIN_TYPE = 'istio-cni';
-export const KUBECONFIG_NAME = 'istio-cni-kubeconfig';
 export const DEFAULT_ISTIO_OWNED_CNI_CONFIG_FILENAME = '02-istio-cni.conflist';
 export const STANDALONE_CONF_NAME = 'YYY-istio-cni.conf';
 export const CNI_CONF_MODE_DEFAULT = 0o600;

@@ -1,26 +1,19 @@
-// The kubeconfig the CNI plugin uses to reach the API server, built from the agent's own
-// service account. Same YAML shape as Istio's install-cni writes (clientcmd v1, keys sorted):
-// cluster "local", user "istio-cni", context "istio-cni-context".
+// Writes the kubeconfig the CNI plugin uses to reach the API server, built from the agent's own
+// service account (src/kube/kubeconfig.ts finds the server and files; the plugin reads the result
+// with its parseKubeconfig). Same YAML shape as Istio's install-cni writes (clientcmd v1, keys
+// sorted): cluster "local", user "istio-cni", context "istio-cni-context".
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { InstallConfig, KUBECONFIG_NAME } from './config';
+import { KUBECONFIG_NAME, KubeconfigError, inClusterFiles, inClusterServer } from '../kube/kubeconfig';
+import { InstallConfig } from './config';
 import { atomicWrite } from './fsutil';
 import { Logger, nullLogger } from './log';
-
-export class KubeconfigError extends Error {
-  override name = 'KubeconfigError';
-}
 
 export interface Kubeconfig {
   full: string;
   /** For logs: the token and CA data replaced by REDACTED. */
   redacted: string;
-}
-
-/** net.JoinHostPort. */
-export function joinHostPort(host: string, port: string): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 // YAML 1.1 words a plain scalar must not be, or it would read back as a bool or null.
@@ -60,30 +53,23 @@ function render(server: string, ca: { data?: string; skipTLS?: boolean }, token:
 }
 
 export function createKubeConfig(cfg: InstallConfig): Kubeconfig {
-  if (cfg.k8sServiceHost === '') {
-    throw new KubeconfigError('KUBERNETES_SERVICE_HOST not set. Is this not running within a pod?');
-  }
-  if (cfg.k8sServicePort === '') {
-    throw new KubeconfigError('KUBERNETES_SERVICE_PORT not set. Is this not running within a pod?');
-  }
-  const protocol = cfg.k8sServiceProtocol || 'https';
-  const server = `${protocol}://${joinHostPort(cfg.k8sServiceHost, cfg.k8sServicePort)}`;
+  const fail = (why: string) => new KubeconfigError(kubeconfigPath(cfg), why);
+  const server = inClusterServer(cfg); // names the KUBERNETES_SERVICE_* variable that is not set
+  const { caFile, tokenFile } = inClusterFiles(cfg);
   let caData: string | undefined;
   if (!cfg.skipTLSVerify) {
-    const caFile = cfg.kubeCAFile || path.join(cfg.k8sServiceAccountPath, 'ca.crt');
     try {
       caData = fs.readFileSync(caFile).toString('base64');
     } catch (e) {
-      throw new KubeconfigError(`cannot read the API server CA ${caFile}: ${(e as Error).message}`);
+      throw fail(`cannot read the API server CA ${caFile}: ${(e as Error).message}`);
     }
   }
-  const tokenFile = path.join(cfg.k8sServiceAccountPath, 'token');
   let token: string;
   try {
     // Upstream pastes the file as is; a trailing newline would end up inside the bearer header.
     token = fs.readFileSync(tokenFile, 'utf8').replace(/[\r\n]+$/, '');
   } catch (e) {
-    throw new KubeconfigError(`cannot read the service account token ${tokenFile}: ${(e as Error).message}`);
+    throw fail(`cannot read the service account token ${tokenFile}: ${(e as Error).message}`);
   }
   const ca = { data: caData, skipTLS: cfg.skipTLSVerify };
   return {

@@ -1,10 +1,12 @@
-// Pod lookup for the CNI plugin: one HTTPS GET per attempt with node's https module (no
+// Pod lookup for the CNI plugin: one GET per attempt over the one transport (rest.ts: no
 // Kubernetes client library on the plugin's hot path), and the retry loop upstream uses
 // (30 attempts, 1 s apart by default).
-import * as http from 'node:http';
-import * as https from 'node:https';
+import { KubeError, statusError } from './errors';
 import { KubeEndpoint } from './kubeconfig';
 import { Pod } from './pod';
+import { RestClient, restClientFor } from './rest';
+
+export { KubeError, retryAfterMs } from './errors';
 
 export interface KubeClient {
   /**
@@ -21,30 +23,10 @@ export interface Namespace {
   metadata?: { name?: string; labels?: Record<string, string> | null };
 }
 
-export class KubeError extends Error {
-  constructor(
-    message: string,
-    /** HTTP status when the API server answered. */
-    readonly status?: number,
-    /** The server's Retry-After (429, 503), in ms, when it sent one in seconds. */
-    readonly retryAfterMs?: number,
-  ) {
-    super(message);
-    this.name = 'KubeError';
-  }
-
-  /** No answer, a 5xx or 429: the API server may well answer later. */
-  get transient(): boolean {
-    return this.status === undefined || this.status >= 500 || this.status === 429;
-  }
-}
-
 export interface HttpsKubeClientOptions {
   /**
-   * Deadline of one request, from the moment it gets a connection (connecting and the TLS
-   * handshake included) to the last byte of the body; default 5000 ms. Not an idle timeout: a
-   * server that trickles its answer still ends it. Time spent waiting for one of the agent's
-   * (up to 8) kept-alive connections does not count: each request ahead has its own deadline.
+   * Deadline of one request, from the moment it gets a connection to the last byte of the body;
+   * default 5000 ms (see rest.ts).
    */
   readonly timeoutMs?: number;
   /** Largest response body accepted; default 8 MiB. */
@@ -55,128 +37,42 @@ export function podPath(namespace: string, name: string): string {
   return `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`;
 }
 
+/** A path segment the API would not read as a name. */
+const badName = (s: string) => !s || s === '.' || s === '..';
+
+/** The plugin's KubeClient: GETs over the transport, every non-200 a KubeError. */
 export class HttpsKubeClient implements KubeClient {
-  private readonly agent: http.Agent;
+  private readonly rest: RestClient;
 
-  constructor(
-    private readonly ep: KubeEndpoint,
-    private readonly opts: HttpsKubeClientOptions = {},
-  ) {
-    const tls = ep.server.startsWith('https:');
-    this.agent = tls
-      ? new https.Agent({
-          keepAlive: true,
-          maxSockets: 8,
-          ...(ep.ca !== undefined ? { ca: ep.ca } : {}),
-          rejectUnauthorized: !ep.insecureSkipTlsVerify,
-          ...(ep.tlsServerName ? { servername: ep.tlsServerName } : {}),
-          ...(ep.clientCert && ep.clientKey ? { cert: ep.clientCert, key: ep.clientKey } : {}),
-        })
-      : new http.Agent({ keepAlive: true, maxSockets: 8 });
-  }
-
-  private scrub(text: string): string {
-    const t = this.ep.token;
-    return t && text.includes(t) ? text.split(t).join('[redacted]') : text;
+  constructor(ep: KubeEndpoint, opts: HttpsKubeClientOptions = {}) {
+    this.rest = restClientFor(ep, { timeoutMs: opts.timeoutMs ?? 5000, maxBodyBytes: opts.maxBodyBytes ?? 8 << 20 });
   }
 
   /** Closes kept-alive sockets so a short-lived process can exit at once. */
   close(): void {
-    this.agent.destroy();
+    this.rest.close();
   }
 
   getPod(namespace: string, name: string): Promise<Pod> {
-    if (!namespace || !name || namespace === '.' || namespace === '..' || name === '.' || name === '..') {
+    if (badName(namespace) || badName(name)) {
       return Promise.reject(new KubeError(`invalid pod reference ${JSON.stringify(`${namespace}/${name}`)}`, 400));
     }
     return this.getJson(podPath(namespace, name)) as Promise<Pod>;
   }
 
   getNamespace(name: string): Promise<Namespace> {
-    if (!name || name === '.' || name === '..') return Promise.reject(new KubeError(`invalid namespace ${JSON.stringify(name)}`, 400));
+    if (badName(name)) return Promise.reject(new KubeError(`invalid namespace ${JSON.stringify(name)}`, 400));
     return this.getJson(`/api/v1/namespaces/${encodeURIComponent(name)}`) as Promise<Namespace>;
   }
 
-  private getJson(path: string): Promise<unknown> {
-    const url = new URL(this.ep.server + path);
-    const timeoutMs = this.opts.timeoutMs ?? 5000;
-    const maxBody = this.opts.maxBodyBytes ?? 8 << 20;
-    const mod = url.protocol === 'https:' ? https : http;
-    return new Promise((ok, fail) => {
-      let answered = false;
-      let deadline: NodeJS.Timeout | undefined;
-      let settled = false;
-      const resolve = (v: unknown) => ((settled = true), clearTimeout(deadline), ok(v));
-      const reject = (e: KubeError) => ((settled = true), clearTimeout(deadline), fail(e));
-      const req = mod.request(
-        url,
-        {
-          method: 'GET',
-          agent: this.agent,
-          headers: {
-            Accept: 'application/json',
-            'User-Agent': 'istio-cni-ts',
-            ...(this.ep.token ? { Authorization: `Bearer ${this.ep.token}` } : {}),
-          },
-        },
-        (res) => {
-          answered = true;
-          const chunks: Buffer[] = [];
-          let size = 0;
-          res.on('data', (c: Buffer) => {
-            size += c.length;
-            if (size > maxBody) {
-              req.destroy(new KubeError(`GET ${path}: response larger than ${maxBody} bytes`, res.statusCode));
-              return;
-            }
-            chunks.push(c);
-          });
-          res.on('error', (e) => reject(new KubeError(`GET ${path}: ${e.message}`)));
-          res.on('end', () => {
-            const body = Buffer.concat(chunks).toString('utf8');
-            const status = res.statusCode ?? 0;
-            if (status !== 200) {
-              // The API's message is echoed from the server: make sure it cannot carry our token.
-              reject(new KubeError(`GET ${path}: HTTP ${status}${this.scrub(statusReason(body))}`, status, retryAfterMs(res.headers['retry-after'])));
-              return;
-            }
-            try {
-              resolve(JSON.parse(body));
-            } catch (e) {
-              reject(new KubeError(`GET ${path}: response is not JSON: ${(e as Error).message}`, status));
-            }
-          });
-        },
-      );
-      req.once('socket', () => {
-        if (settled) return;
-        deadline = setTimeout(() => {
-          const e = new KubeError(`GET ${path}: ${answered ? 'answer not complete' : 'no answer'} within ${timeoutMs} ms`);
-          fail(e); // first: the socket's own errors ("aborted", ECONNRESET) follow the destroy
-          req.destroy(e);
-        }, timeoutMs);
-      });
-      req.on('error', (e) => reject(e instanceof KubeError ? e : new KubeError(`GET ${path}: ${e.message}`)));
-      req.end();
-    });
+  private async getJson(path: string): Promise<unknown> {
+    const r = await this.rest.request('GET', path);
+    if (r.status !== 200) throw statusError(`GET ${path}`, r);
+    if (typeof r.body !== 'object' || r.body === null) {
+      throw new KubeError(`GET ${path}: response is not JSON`, r.status);
+    }
+    return r.body;
   }
-}
-
-/** Retry-After in delta-seconds (what the API server sends) as ms; undefined otherwise. */
-export function retryAfterMs(header: string | string[] | undefined): number | undefined {
-  const v = Array.isArray(header) ? header[0] : header;
-  return v !== undefined && /^\s*[0-9]{1,6}\s*$/.test(v) ? Number(v) * 1000 : undefined;
-}
-
-/** The API's Status message, if the body is one, kept short. */
-function statusReason(body: string): string {
-  try {
-    const s = JSON.parse(body) as { message?: unknown };
-    if (typeof s.message === 'string' && s.message !== '') return ` (${s.message.slice(0, 300)})`;
-  } catch {
-    // not a Status object
-  }
-  return '';
 }
 
 export interface RetryOptions {

@@ -8,10 +8,29 @@
 //   the cache is replaced, emitting deletes for objects that disappeared meanwhile;
 // - any other failure is retried with an exponential back-off (800 ms doubling to 30 s, as
 //   client-go's), reset once a list succeeds.
-import { Logger } from '../installer/log';
-import { AbortedError, sleep } from '../installer/watcher';
-import { KubeError } from './client';
-import { RestClient, statusMessage } from './rest';
+import { KubeError, statusError, statusMessage } from './errors';
+import { RestClient } from './rest';
+
+/**
+ * What the informer logs through: the methods of the project's Logger it uses, written out here
+ * because kube/ imports nothing from the layers above it.
+ */
+export interface InformerLog {
+  debug(msg: string, fields?: Record<string, unknown>): void;
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+/** Resolves after `ms`, or at once (false) when the signal aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(false);
+    const onAbort = () => (clearTimeout(t), resolve(false));
+    const t = setTimeout(() => (signal.removeEventListener('abort', onAbort), resolve(true)), ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
 
 export interface KubeObject {
   metadata?: { name?: string; namespace?: string; uid?: string; resourceVersion?: string } | null;
@@ -28,7 +47,7 @@ export interface InformerOptions {
   resourcePath: string;
   fieldSelector?: string;
   labelSelector?: string;
-  log: Logger;
+  log: InformerLog;
   /** Items per list page; default 500 (client-go's). */
   pageSize?: number;
   /** Server-side watch timeout; default a random 300-600 s, as client-go picks it. */
@@ -106,10 +125,10 @@ export class Informer<T extends KubeObject> {
         }
         const gotEvents = await this.watchOnce(signal);
         // A watch the server ends at once, again and again, must not become a busy loop.
-        if (!gotEvents && !signal.aborted) await sleep(min, signal);
+        if (!gotEvents && !signal.aborted) await pause(min, signal);
       } catch (e) {
         this.liveFlag = false;
-        if (signal.aborted || e instanceof AbortedError) break;
+        if (signal.aborted) break;
         relist = true;
         if (e instanceof GoneError) {
           this.stats.relistsAfterGone++;
@@ -118,11 +137,7 @@ export class Informer<T extends KubeObject> {
         }
         this.stats.failures++;
         this.opts.log.warn(`${this.opts.resourcePath}: list/watch failed; retrying in ${delay} ms`, { error: (e as Error).message });
-        try {
-          await sleep(delay, signal);
-        } catch {
-          break;
-        }
+        if (!(await pause(delay, signal))) break;
         delay = Math.min(delay * 2, max);
       }
     }
@@ -150,10 +165,7 @@ export class Informer<T extends KubeObject> {
         paged = false;
         continue;
       }
-      if (r.status !== 200) {
-        const m = statusMessage(r.body);
-        throw new KubeError(`list ${this.opts.resourcePath}: HTTP ${r.status}${m ? ` (${m})` : ''}`, r.status);
-      }
+      if (r.status !== 200) throw statusError(`list ${this.opts.resourcePath}`, r);
       const page = (r.body ?? {}) as ListPage;
       if (!Array.isArray(page.items)) throw new KubeError(`list ${this.opts.resourcePath}: the answer has no items`);
       items.push(...(page.items as T[]));

@@ -1,6 +1,11 @@
-// The kubeconfig Istio's install-cni writes to <cni_agent_run_dir>/istio-cni-kubeconfig: one
-// cluster (server, CA data or insecure-skip-tls-verify), one user (bearer token), one context.
-// Parsed into what a single HTTPS GET needs. Error messages never include the token.
+// Where the API server is and how to authenticate, from either source the node component has:
+// - the kubeconfig install-cni writes to <cni_agent_run_dir>/istio-cni-kubeconfig (one cluster,
+//   one user with a bearer token, one context), read by the plugin: parseKubeconfig;
+// - the agent's own pod environment (KUBERNETES_SERVICE_* and the service account files), from
+//   which the agent reaches the API and which src/installer/kubeconfig.ts writes that file from:
+//   inClusterServer / inClusterFiles.
+// Error messages never include the token.
+import * as path from 'node:path';
 import { YamlError, YamlValue, parseYamlLite } from './yaml-lite';
 
 export const KUBECONFIG_NAME = 'istio-cni-kubeconfig';
@@ -22,6 +27,43 @@ export class KubeconfigError extends Error {
     super(`kubeconfig ${file}: ${why}`);
     this.name = 'KubeconfigError';
   }
+}
+
+/** The agent's in-cluster settings (the field names of the installer's InstallConfig). */
+export interface InClusterSettings {
+  /** KUBERNETES_SERVICE_PROTOCOL; '' = https. */
+  readonly k8sServiceProtocol: string;
+  readonly k8sServiceHost: string;
+  readonly k8sServicePort: string;
+  /** SERVICE_ACCOUNT_DIR: holds `token` and `ca.crt`. */
+  readonly k8sServiceAccountPath: string;
+  /** KUBE_CA_FILE; '' = <service account dir>/ca.crt. */
+  readonly kubeCAFile: string;
+  readonly skipTLSVerify: boolean;
+}
+
+/** net.JoinHostPort. */
+export function joinHostPort(host: string, port: string): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * The API server's base URL from KUBERNETES_SERVICE_{PROTOCOL,HOST,PORT}. Throws naming the
+ * variable that is not set (as install-cni: "Is this not running within a pod?").
+ */
+export function inClusterServer(s: InClusterSettings): string {
+  for (const [name, v] of [['KUBERNETES_SERVICE_HOST', s.k8sServiceHost], ['KUBERNETES_SERVICE_PORT', s.k8sServicePort]]) {
+    if (v === '') throw new Error(`${name} not set. Is this not running within a pod?`);
+  }
+  return `${s.k8sServiceProtocol || 'https'}://${joinHostPort(s.k8sServiceHost, s.k8sServicePort)}`;
+}
+
+/** The service account's token file and the CA bundle to trust. */
+export function inClusterFiles(s: InClusterSettings): { tokenFile: string; caFile: string } {
+  return {
+    tokenFile: path.join(s.k8sServiceAccountPath, 'token'),
+    caFile: s.kubeCAFile || path.join(s.k8sServiceAccountPath, 'ca.crt'),
+  };
 }
 
 type Obj = { [k: string]: YamlValue };

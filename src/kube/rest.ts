@@ -1,38 +1,52 @@
-// A small Kubernetes REST client for the node agent over node's http/https: JSON requests
-// (GET, PATCH, DELETE, POST) and watch streams. The agent needs a handful of calls, so this is
-// used instead of @kubernetes/client-node (see docs/installer.md, "Repair controller", for the
-// measurements behind that choice). The CNI plugin never loads this file.
-//
-// Credentials are re-read for every request: the service-account token rotates, and reading two
-// small files costs nothing next to a TLS handshake. The https.Agent (keep-alive) is rebuilt only
-// when the CA bundle changes.
+// The one Kubernetes HTTP transport, over node's http/https (no client library: see the README,
+// "Dependencies"): JSON requests (GET, PATCH, DELETE, POST) and watch streams, for the plugin's
+// pod GET (client.ts) and for everything the agent does. What every call gets here, once:
+// - a keep-alive pool of at most 8 connections per client;
+// - a deadline per request from the moment it has a connection (connect and TLS handshake
+//   included) to the last byte of the body: a server that trickles its answer still ends it;
+//   waiting for one of the 8 connections does not count (each request ahead has its own);
+// - a cap on the body size;
+// - error bodies with our bearer token scrubbed (a proxy or webhook may echo it);
+// - the server's Retry-After, for the caller's pause.
+// Credentials may be functions, called per request: the agent's service-account token rotates,
+// and reading two small files costs nothing next to a TLS handshake. The connection pool is
+// rebuilt only when the CA bundle changes.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import * as path from 'node:path';
-import { InstallConfig } from '../installer/config';
-import { joinHostPort } from '../installer/kubeconfig';
-import { KubeError } from './client';
+import { KubeError, retryAfterMs, statusError } from './errors';
+import { InClusterSettings, KubeEndpoint, inClusterFiles, inClusterServer } from './kubeconfig';
+
+export { KubeError, statusError, statusMessage } from './errors';
 
 export interface RestConfig {
   /** Base URL, `https://host:port` (or http for local tests). */
   readonly server: string;
-  /** PEM CA bundle to trust; undefined = the system's. Called per request. */
-  readonly ca?: () => string | undefined;
+  /** PEM CA bundle to trust; undefined = the system's. A function is called per request. */
+  readonly ca?: string | (() => string | undefined);
   readonly insecureSkipTlsVerify?: boolean;
-  /** Bearer token; called per request. */
-  readonly token?: () => string | undefined;
-  /** Per-request timeout for non-watch calls; default 10 s. */
+  readonly tlsServerName?: string;
+  /** Bearer token; a function is called per request. */
+  readonly token?: string | (() => string | undefined);
+  /** PEM client certificate and key (a kubeconfig's client-certificate-data / client-key-data). */
+  readonly clientCert?: string;
+  readonly clientKey?: string;
+  /** Deadline of one non-watch request (see above); default 10 s. */
   readonly timeoutMs?: number;
   /** Largest response body accepted for non-watch calls; default 64 MiB (a large pod list page). */
   readonly maxBodyBytes?: number;
   readonly userAgent?: string;
 }
 
+/** The client's pool: at most this many connections to the API server at once. */
+export const MAX_CONNECTIONS = 8;
+
 export interface RestResponse {
   status: number;
-  /** Parsed JSON when the body is JSON, else the text. */
+  /** Parsed JSON when the body is JSON, else the text (token scrubbed unless 2xx). */
   body: unknown;
+  /** The server's Retry-After in ms, when it sent one in seconds. */
+  retryAfterMs?: number;
 }
 
 export type Query = Record<string, string | number | boolean | undefined>;
@@ -66,14 +80,10 @@ export function buildPath(p: string, query?: Query): string {
   return s ? `${p}?${s}` : p;
 }
 
-/** The API's Status message, if the body is one, kept short. */
-export function statusMessage(body: unknown): string {
-  const m = typeof body === 'object' && body !== null ? (body as { message?: unknown }).message : undefined;
-  return typeof m === 'string' && m !== '' ? m.slice(0, 300) : '';
-}
+const value = (v: string | (() => string | undefined) | undefined): string | undefined => (typeof v === 'function' ? v() : v);
 
 export class RestClient {
-  private agentFor?: { ca: string | undefined; agent: http.Agent };
+  private pool?: { ca: string | undefined; agent: http.Agent };
   private readonly tls: boolean;
 
   constructor(readonly cfg: RestConfig) {
@@ -81,39 +91,54 @@ export class RestClient {
   }
 
   private agent(): http.Agent {
-    const ca = this.tls ? this.cfg.ca?.() : undefined;
-    if (this.agentFor && this.agentFor.ca === ca) return this.agentFor.agent;
-    this.agentFor?.agent.destroy();
+    const ca = this.tls ? value(this.cfg.ca) : undefined;
+    if (this.pool && this.pool.ca === ca) return this.pool.agent;
+    this.pool?.agent.destroy();
+    const c = this.cfg;
     const agent = this.tls
-      ? new https.Agent({ keepAlive: true, ...(ca !== undefined ? { ca } : {}), rejectUnauthorized: !this.cfg.insecureSkipTlsVerify })
-      : new http.Agent({ keepAlive: true });
-    this.agentFor = { ca, agent };
+      ? new https.Agent({
+          keepAlive: true,
+          maxSockets: MAX_CONNECTIONS,
+          ...(ca !== undefined ? { ca } : {}),
+          rejectUnauthorized: !c.insecureSkipTlsVerify,
+          ...(c.tlsServerName ? { servername: c.tlsServerName } : {}),
+          ...(c.clientCert && c.clientKey ? { cert: c.clientCert, key: c.clientKey } : {}),
+        })
+      : new http.Agent({ keepAlive: true, maxSockets: MAX_CONNECTIONS });
+    this.pool = { ca, agent };
     return agent;
   }
 
   private headers(extra: Record<string, string>): Record<string, string> {
-    const token = this.cfg.token?.();
+    const token = value(this.cfg.token);
     return {
       Accept: 'application/json',
-      'User-Agent': this.cfg.userAgent ?? 'istio-cni-ts-agent',
+      'User-Agent': this.cfg.userAgent ?? 'istio-cni-ts',
       ...(token ? { Authorization: `Bearer ${token}` } : {}),
       ...extra,
     };
   }
 
-  /** Closes kept-alive sockets. */
+  /** Closes kept-alive sockets so a short-lived process can exit at once. */
   close(): void {
-    this.agentFor?.agent.destroy();
-    this.agentFor = undefined;
+    this.pool?.agent.destroy();
+    this.pool = undefined;
   }
 
-  /** One JSON call. Resolves with any HTTP status; rejects (KubeError) only when there is no answer. */
+  /**
+   * One JSON call. Resolves with any HTTP status; rejects (KubeError without a status) only when
+   * there is no complete answer: no connection, the deadline, a body over the cap.
+   */
   request(method: string, apiPath: string, opts: RequestOptions = {}): Promise<RestResponse> {
     const target = buildPath(apiPath, opts.query);
     const what = `${method} ${target}`;
     const timeoutMs = this.cfg.timeoutMs ?? 10_000;
     const maxBody = this.cfg.maxBodyBytes ?? 64 << 20;
-    return new Promise((resolve, reject) => {
+    return new Promise((ok, fail) => {
+      let deadline: NodeJS.Timeout | undefined;
+      let settled = false;
+      const resolve = (v: RestResponse) => ((settled = true), clearTimeout(deadline), ok(v));
+      const reject = (e: KubeError) => ((settled = true), clearTimeout(deadline), fail(e));
       let headers: Record<string, string>;
       let agent: http.Agent;
       try {
@@ -125,8 +150,10 @@ export class RestClient {
       }
       const payload = opts.body !== undefined ? Buffer.from(JSON.stringify(opts.body)) : undefined;
       if (payload) headers['Content-Length'] = String(payload.length);
+      let answered = false;
       const mod = this.tls ? https : http;
-      const req = mod.request(new URL(target, this.cfg.server), { method, agent, headers, timeout: timeoutMs, signal: opts.signal }, (res) => {
+      const req = mod.request(new URL(target, this.cfg.server), { method, agent, headers, signal: opts.signal }, (res) => {
+        answered = true;
         const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {
@@ -140,7 +167,6 @@ export class RestClient {
         res.on('error', (e) => reject(e instanceof KubeError ? e : new KubeError(`${what}: ${e.message}`)));
         res.on('end', () => {
           const raw = Buffer.concat(chunks).toString('utf8');
-          // An error body that echoes our credentials (a proxy, a webhook) must not reach a log.
           const status = res.statusCode ?? 0;
           const text = status >= 200 && status < 300 ? raw : withoutToken(raw, headers.Authorization);
           let body: unknown = text;
@@ -149,11 +175,21 @@ export class RestClient {
           } catch {
             // not JSON: keep the text
           }
-          resolve({ status, body });
+          const after = retryAfterMs(res.headers['retry-after']);
+          resolve({ status, body, ...(after !== undefined ? { retryAfterMs: after } : {}) });
         });
       });
-      req.on('timeout', () => req.destroy(new KubeError(`${what}: no answer within ${timeoutMs} ms`)));
-      req.on('error', (e) => reject(e instanceof KubeError ? e : new KubeError(`${what}: ${e.message}`)));
+      req.once('socket', () => {
+        if (settled) return;
+        deadline = setTimeout(() => {
+          const e = new KubeError(`${what}: ${answered ? 'answer not complete' : 'no answer'} within ${timeoutMs} ms`);
+          reject(e); // first: the socket's own errors ("aborted", ECONNRESET) follow the destroy
+          req.destroy(e);
+        }, timeoutMs);
+      });
+      req.on('error', (e) => {
+        if (!settled) reject(e instanceof KubeError ? e : new KubeError(`${what}: ${e.message}`));
+      });
       req.end(payload);
     });
   }
@@ -209,8 +245,7 @@ export class RestClient {
             } catch {
               body = undefined;
             }
-            const m = statusMessage(body);
-            done(new KubeError(`${what}: HTTP ${status}${m ? ` (${m})` : ''}`, status));
+            done(statusError(what, { status, body, retryAfterMs: retryAfterMs(res.headers['retry-after']) }));
           });
           res.on('error', () => done(new KubeError(`${what}: HTTP ${status}`, status)));
           return;
@@ -248,23 +283,25 @@ export class RestClient {
   }
 }
 
+/** A transport for the endpoint a kubeconfig names (the plugin's path). */
+export function restClientFor(ep: KubeEndpoint, extra: Pick<RestConfig, 'timeoutMs' | 'maxBodyBytes' | 'userAgent'> = {}): RestClient {
+  return new RestClient({ ...ep, ...extra });
+}
+
 /**
  * In-cluster access with the agent's service account: KUBERNETES_SERVICE_{PROTOCOL,HOST,PORT},
  * the token and CA under SERVICE_ACCOUNT_DIR (CA: KUBE_CA_FILE when set), SKIP_TLS_VERIFY.
  * Throws when KUBERNETES_SERVICE_HOST or _PORT is not set.
  */
-export function inClusterRest(cfg: InstallConfig, extra: Pick<RestConfig, 'timeoutMs' | 'userAgent'> = {}): RestClient {
-  if (!cfg.k8sServiceHost || !cfg.k8sServicePort) {
-    throw new Error('KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set to reach the Kubernetes API');
-  }
-  const protocol = cfg.k8sServiceProtocol || 'https';
-  const caFile = cfg.kubeCAFile || path.join(cfg.k8sServiceAccountPath, 'ca.crt');
-  const tokenFile = path.join(cfg.k8sServiceAccountPath, 'token');
+export function inClusterRest(s: InClusterSettings, extra: Pick<RestConfig, 'timeoutMs' | 'userAgent'> = {}): RestClient {
+  const server = inClusterServer(s);
+  const { caFile, tokenFile } = inClusterFiles(s);
   return new RestClient({
-    server: `${protocol}://${joinHostPort(cfg.k8sServiceHost, cfg.k8sServicePort)}`,
-    insecureSkipTlsVerify: cfg.skipTLSVerify,
-    ca: () => (cfg.skipTLSVerify ? undefined : fs.readFileSync(caFile, 'utf8')),
+    server,
+    insecureSkipTlsVerify: s.skipTLSVerify,
+    ca: () => (s.skipTLSVerify ? undefined : fs.readFileSync(caFile, 'utf8')),
     token: () => fs.readFileSync(tokenFile, 'utf8').trim(),
+    userAgent: 'istio-cni-ts-agent',
     ...extra,
   });
 }

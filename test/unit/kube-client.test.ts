@@ -8,6 +8,7 @@ import { AddressInfo } from 'node:net';
 import { HttpsKubeClient, KubeError, MAX_RETRY_AFTER_MS, getPodWithRetries, podPath, retryAfterMs } from '../../src/kube/client';
 import { FakeKubeClient } from '../../src/kube/fake';
 import { parseKubeconfig } from '../../src/kube/kubeconfig';
+import { MAX_CONNECTIONS, RestClient } from '../../src/kube/rest';
 import { TestPki, istioKubeconfig, makePki } from '../support/tls';
 
 const POD = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web-1', namespace: 'shop' } };
@@ -126,4 +127,54 @@ test('nothing listening: a transient error', async () => {
   await new Promise<void>((r) => srv.close(() => r()));
   const client = new HttpsKubeClient({ server: `https://127.0.0.1:${port}`, insecureSkipTlsVerify: true, token: 't' });
   await assert.rejects(client.getPod('shop', 'web-1'), (e: KubeError) => e.transient && /ECONNREFUSED/.test(e.message));
+});
+
+// The plugin's GET and the agent's calls share one transport: the agent's requests get the same
+// deadline, token scrubbing, Retry-After and connection cap.
+test('transport: agent-style requests share the deadline, token scrubbing, Retry-After and the 8-connection pool', async () => {
+  const rest = new RestClient({ server: base, ca: () => pki.ca, token: () => 'tok-abc', timeoutMs: 300 });
+  try {
+    respond = (q, res) => res.writeHead(403, { 'content-type': 'application/json', 'retry-after': '3' })
+      .end(JSON.stringify({ kind: 'Status', message: `forbidden: ${q.headers.authorization}` }));
+    const r = await rest.request('PATCH', '/api/v1/namespaces/shop/pods/web-1/status', { body: {} });
+    assert.equal(r.status, 403);
+    assert.equal(r.retryAfterMs, 3000);
+    assert.doesNotMatch(JSON.stringify(r.body), /tok-abc/);
+    assert.match(JSON.stringify(r.body), /Bearer \[redacted\]/);
+
+    // Headers at once, then one byte every 100 ms: the deadline still ends the request.
+    respond = (_q, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const t = setInterval(() => (res.destroyed ? clearInterval(t) : res.write(' ')), 100);
+    };
+    await assert.rejects(rest.request('GET', '/api/v1/pods'), (e: KubeError) => /answer not complete within 300 ms/.test(e.message) && e.transient);
+
+    // 12 calls at once against a server that holds its answers: at most 8 connections are open.
+    let open = 0;
+    let most = 0;
+    const held: http.ServerResponse[] = [];
+    respond = (_q, res) => {
+      open++;
+      most = Math.max(most, open);
+      held.push(res);
+      res.on('close', () => open--);
+    };
+    const slow = new RestClient({ server: base, ca: pki.ca, token: 'tok-abc', timeoutMs: 5000 });
+    const calls = Array.from({ length: 12 }, () => slow.request('GET', '/api/v1/namespaces/shop/pods/web-1'));
+    // Answer only once every connection the pool may open is waiting (a full batch), so `most`
+    // shows the cap and not how fast TLS handshakes happen to be.
+    let answered = 0;
+    const release = setInterval(() => {
+      if (held.length < Math.min(MAX_CONNECTIONS, 12 - answered)) return;
+      answered += held.length;
+      held.splice(0).forEach((res) => res.writeHead(200).end('{}'));
+    }, 50);
+    const answers = await Promise.all(calls);
+    clearInterval(release);
+    slow.close();
+    assert.equal(answers.length, 12);
+    assert.equal(most, MAX_CONNECTIONS, `most connections open at once: ${most}`);
+  } finally {
+    rest.close();
+  }
 });

@@ -14,9 +14,8 @@ import { PLUGIN_EVENT_SOCKET } from '../../ambient/cni-event';
 import { findKubeletUid } from '../../ambient/kubelet-uid';
 import { POD_TABLES } from '../../ambient/tables';
 import { Logger } from '../../installer/log';
-import { KubeError } from '../../kube/client';
 import { InformerOptions } from '../../kube/informer';
-import { RestClient, inClusterRest, statusMessage } from '../../kube/rest';
+import { RestClient, inClusterRest, statusError } from '../../kube/rest';
 import { render } from '../../nft/transaction';
 import { AgentConfig } from '../config';
 import { AmbientController } from './controller';
@@ -102,8 +101,7 @@ export function statusAnnotator(api: RestClient): (pod: AmbientPod, value: Annot
     });
     if (r.status >= 200 && r.status < 300) return;
     if (r.status === 404 && value === null) return;
-    const m = statusMessage(r.body);
-    throw new KubeError(`PATCH ${p}: HTTP ${r.status}${m ? ` (${m})` : ''}`, r.status);
+    throw statusError(`PATCH ${p}`, r);
   };
 }
 

@@ -7,9 +7,9 @@
 // {type=repair|delete|label, result=success|skip|fail}. Events: DeleteBrokenPod /
 // LabelBrokenPod, source cni-repair, best effort.
 import { Logger } from '../../installer/log';
-import { KubeError } from '../../kube/client';
 import { Informer, InformerOptions, objectKey } from '../../kube/informer';
-import { RestClient, statusMessage } from '../../kube/rest';
+import { podPath } from '../../kube/client';
+import { RestClient, statusError } from '../../kube/rest';
 import { FilterSettings, RepairPod, matchesFilter, repairFieldSelector } from './filter';
 import { WorkQueue } from './queue';
 import { PodRepairer } from './redirect';
@@ -193,7 +193,7 @@ export class RepairController {
       },
     }).catch((e: Error) => e);
     if (r instanceof Error || (r.status !== 200 && r.status !== 202)) {
-      const err = r instanceof Error ? r : new KubeError(`DELETE pod ${key}: HTTP ${r.status}${fmtStatus(r.body)}`, r.status);
+      const err = r instanceof Error ? r : statusError(`DELETE pod ${key}`, r);
       await this.event(pod, 'DeleteBrokenPod', `pod detected as broken, but failed to delete: ${err.message}`);
       this.deps.count('delete', 'fail');
       throw err;
@@ -218,7 +218,7 @@ export class RepairController {
       contentType: 'application/merge-patch+json',
     }).catch((e: Error) => e);
     if (r instanceof Error || r.status !== 200) {
-      const err = r instanceof Error ? r : new KubeError(`PATCH pod ${key}/status: HTTP ${r.status}${fmtStatus(r.body)}`, r.status);
+      const err = r instanceof Error ? r : statusError(`PATCH pod ${key}/status`, r);
       this.log.error(`pod ${key}: label failed`, { error: err.message });
       await this.event(pod, 'LabelBrokenPod', `pod detected as broken, but failed to label: ${err.message}`);
       this.deps.count('label', 'fail');
@@ -253,18 +253,9 @@ export class RepairController {
     };
     try {
       const r = await this.deps.api.request('POST', `/api/v1/namespaces/${encodeURIComponent(m.namespace ?? '')}/events`, { body });
-      if (r.status !== 201 && r.status !== 200) this.log.debug(`event ${reason} for ${objectKey(pod)} not recorded: HTTP ${r.status}${fmtStatus(r.body)}`);
+      if (r.status !== 201 && r.status !== 200) this.log.debug(`event ${reason} for ${objectKey(pod)} not recorded: ${statusError('POST event', r).message}`);
     } catch (e) {
       this.log.debug(`event ${reason} for ${objectKey(pod)} not recorded: ${(e as Error).message}`);
     }
   }
-}
-
-function podPath(namespace: string, name: string): string {
-  return `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`;
-}
-
-function fmtStatus(body: unknown): string {
-  const m = statusMessage(body);
-  return m ? ` (${m})` : '';
 }
