@@ -2,7 +2,7 @@
 // against a baseline that applies the same in-pod rules with one `nft -f` exec per pod, in the
 // same run; then the agent's RSS with 1000 enrolled pods.
 //
-// The agent runs in its own process (bench/ambient-agent-child.ts) with everything real: the
+// The agent runs in its own process (bench/support/ambient-agent-child.ts) with everything real: the
 // local HTTPS API stand-in (pods, namespaces, watches, status patches), pluginevent.sock, the ZDS
 // socket with the ztunnel stand-in acking (it opens no listeners here), nftables and netlink in
 // fresh network namespaces, and a "node" netns for the host rule and probe sets. Each pod is
@@ -10,10 +10,11 @@
 // and routes are in, ztunnel acked the Add, the probe address is in the host set and the
 // annotation is patched.
 //
-// The baseline does less: per pod one `nsenter --net=<netns> nft -f -` with the same in-pod
-// script the agent applies (no routes, no ZDS, no host set, no API). Both run with the same
-// number of pods in flight (default 16, as kubelet starting many pods at once would); the
-// baseline is also run one pod at a time.
+// The baseline does less: per pod one `nsenter --net=<netns> nft -f -` of the in-pod rules as
+// Istio's plugin sends them (the golden text: `add table; flush table; ...`, no delete) into a
+// fresh netns (no routes, no ZDS, no host set, no API). Both run with the same number of pods in
+// flight (default 16, as kubelet starting many pods at once would); the baseline is also run one
+// pod at a time. Every line of the report gives the load average it was taken at.
 // Needs root, iproute2, nftables, util-linux (nsenter), openssl.
 // usage: node dist/bench/ambient-enroll.js [pods=200] [rssPods=1000] [concurrency=16]
 import { ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
@@ -23,13 +24,11 @@ import * as path from 'node:path';
 import { buildInpodRules } from '../src/ambient/build';
 import { parseAmbientConfig, parsePodOverrides } from '../src/ambient/config';
 import { PLUGIN_EVENT_SOCKET } from '../src/ambient/cni-event';
-import { POD_TABLES } from '../src/ambient/tables';
-import { replaceScript } from '../src/netns/nft';
 import { parseIp } from '../src/net/ip';
+import { render } from '../src/nft/transaction';
 import { postCniAddEvent } from '../src/plugin/ambient';
-import { KubeApiStandIn } from '../test/support/kube-api';
-import { makePki } from '../test/support/tls';
-import { ZtunnelStandIn } from '../test/support/ztunnel-standin';
+import { load, machine } from './support/stats';
+import { AmbientApiStandIn, ZtunnelStandIn, makePki } from './support/testbed';
 
 const N = Number(process.argv[2] ?? 200);
 const RSS_PODS = Math.max(N, Number(process.argv[3] ?? 1000));
@@ -100,7 +99,7 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('needs root');
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-amb-bench-'));
   const pki = makePki();
-  const api = await new KubeApiStandIn(pki).start();
+  const api = await new AmbientApiStandIn(pki).start();
   api.token = 'bench';
   api.upsertNamespace('shop', { 'istio.io/dataplane-mode': 'ambient' });
   const standIn = new ZtunnelStandIn(path.join(runDir, 'ztunnel.sock'));
@@ -134,7 +133,7 @@ async function main(): Promise<void> {
       selectorsYaml: SELECTORS,
       kubeletUid: 0,
     }));
-    child = fork(path.join(__dirname, 'ambient-agent-child.js'), [cfgFile], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child = fork(path.join(__dirname, 'support', 'ambient-agent-child.js'), [cfgFile], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     await new Promise<void>((resolve, reject) => {
       child!.once('message', () => resolve());
       child!.once('exit', (code) => reject(new Error(`agent exited ${code}`)));
@@ -161,7 +160,8 @@ async function main(): Promise<void> {
     const acked = idx.filter((i) => standIn.workloads.has(podUid(i))).length;
     const annotated = idx.filter((i) => api.pod('shop', `pod-${i}`)?.metadata.annotations?.['ambient.istio.io/redirection'] === 'enabled').length;
 
-    const script = replaceScript(buildInpodRules(parseAmbientConfig({}), parsePodOverrides({})), POD_TABLES.map((t) => ({ family: t.family, table: t.name })));
+    const script = render(buildInpodRules(parseAmbientConfig({}), parsePodOverrides({})));
+    const loadAgent = load();
     const half = Math.floor(N / 2);
     t0 = process.hrtime.bigint();
     for (let i = 0; i < half; i++) await nftExec(`/run/netns/${baseNs(i)}`, script);
@@ -169,6 +169,7 @@ async function main(): Promise<void> {
     t0 = process.hrtime.bigint();
     await pool(Array.from({ length: N - half }, (_, i) => half + i), CONCURRENCY, (i) => nftExec(`/run/netns/${baseNs(i)}`, script));
     const parallelMs = (Number(process.hrtime.bigint() - t0) / 1e6) * (N / (N - half));
+    const loadBaseline = load();
 
     const rest = Array.from({ length: RSS_PODS - N - 1 }, (_, i) => N + 1 + i);
     t0 = process.hrtime.bigint();
@@ -179,11 +180,11 @@ async function main(): Promise<void> {
 
     const rate = (ms: number, n: number) => (n / (ms / 1000)).toFixed(1);
     const mb = (b: number) => (b / 1048576).toFixed(1);
-    console.log(`\nambient enrollment, ${N} pods, ${CONCURRENCY} in flight, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'})`);
-    console.log(`agent (CNI event -> rules+routes -> ZDS ack -> probe set -> annotation): ${agentMs.toFixed(0)} ms = ${rate(agentMs, N)} pods/s (acked ${acked}/${N}, annotated ${annotated}/${N})`);
-    console.log(`baseline, one nsenter+nft -f exec per pod, ${CONCURRENCY} in flight:        ${parallelMs.toFixed(0)} ms = ${rate(parallelMs, N)} pods/s (from ${N - half} pods)`);
+    console.log(`\nambient enrollment, ${N} pods, ${CONCURRENCY} in flight; ${machine()}`);
+    console.log(`agent (CNI event -> rules+routes -> ZDS ack -> probe set -> annotation): ${agentMs.toFixed(0)} ms = ${rate(agentMs, N)} pods/s (acked ${acked}/${N}, annotated ${annotated}/${N}; load after ${loadAgent})`);
+    console.log(`baseline, one nsenter+nft -f exec per pod (Istio's text), ${CONCURRENCY} in flight: ${parallelMs.toFixed(0)} ms = ${rate(parallelMs, N)} pods/s (from ${N - half} pods; load after ${loadBaseline})`);
     console.log(`baseline, one nsenter+nft -f exec per pod, one at a time:          ${serialMs.toFixed(0)} ms = ${rate(serialMs, N)} pods/s (from ${half} pods)`);
-    console.log(`ratio agent / baseline (same concurrency): ${(parallelMs / agentMs).toFixed(2)}x; agent / serial baseline: ${(serialMs / agentMs).toFixed(2)}x`);
+    console.log(`ratio agent / baseline (same concurrency): ${(parallelMs / agentMs).toFixed(2)}x (target >= 3x: ${parallelMs / agentMs >= 3 ? 'met' : 'NOT met'}); agent / serial baseline: ${(serialMs / agentMs).toFixed(2)}x`);
     console.log(`next ${rest.length} pods: ${restMs.toFixed(0)} ms = ${rate(restMs, rest.length)} pods/s`);
     console.log(`agent RSS: idle ${mb(idle.rss)} MB; with ${full.enrolled} enrolled pods ${mb(full.rss)} MB (${mb(full.rssAfterGc)} MB after a GC; heap used ${mb(full.heapUsed)} MB)`);
     console.log(`agent work: ${full.rulesApplied} in-pod applies, ${full.hostNftRuns} host nft runs, ${full.zdsRequests} ZDS requests, ${full.cached} netns held`);

@@ -1,12 +1,14 @@
-// Starts one CNI plugin process per netns at once, the way a runtime written in Go does
+// Starts one process per netns at once, the way a runtime written in Go execs a CNI plugin
 // (posix_spawn: glibc clones with CLONE_VM|CLONE_VFORK, so no copy of the launcher's memory),
 // waits for all of them and prints the wall time from the first spawn to the last exit.
-// bench/cni-add.ts compiles it (gcc) for `--launcher=spawn` bursts; the Node harness's own
-// spawn forks a 60 MB process for every child, which this avoids.
+// bench/support/launch.ts compiles it (gcc) and runs every timed exec of the benchmarks through
+// it, single runs (one netns) and bursts alike: Node's own spawn forks a 60 MB process for every
+// child, which a runtime does not.
 //
-// usage: burst-launcher STDIN_FILE OUT_DIR PROGRAM NETNS...
-//   each child: environment of the launcher plus CNI_NETNS=<its netns>, stdin from STDIN_FILE,
-//   stdout to OUT_DIR/<i>.out, stderr to OUT_DIR/<i>.err; exit code in OUT_DIR/<i>.rc
+// usage: burst-launcher STDIN_FILE OUT_DIR PROGRAM [ARG...] -- NETNS...
+//   each child: PROGRAM ARG... ("@NETNS@" in an ARG becomes its netns path), the environment of the
+//   launcher plus CNI_NETNS=<its netns>, stdin from STDIN_FILE, stdout to OUT_DIR/<i>.out,
+//   stderr to OUT_DIR/<i>.err; exit code in OUT_DIR/<i>.rc
 // output: one line "wall_ms <ms>"
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -27,16 +29,21 @@ static double now_ms(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 5) {
-    fprintf(stderr, "usage: %s STDIN_FILE OUT_DIR PROGRAM NETNS...\n", argv[0]);
+  int sep = 4;
+  while (sep < argc && strcmp(argv[sep], "--") != 0) sep++;
+  if (argc < 6 || sep >= argc - 1) {
+    fprintf(stderr, "usage: %s STDIN_FILE OUT_DIR PROGRAM [ARG...] -- NETNS...\n", argv[0]);
     return 2;
   }
   const char *in = argv[1], *out = argv[2], *prog = argv[3];
-  int n = argc - 4;
+  int nargs = sep - 4;
+  int n = argc - sep - 1;
+  char **netns = argv + sep + 1;
   size_t envc = 0;
   while (environ[envc]) envc++;
   pid_t *pids = calloc(n, sizeof *pids);
   char ***envs = calloc(n, sizeof *envs);
+  char ***argvs = calloc(n, sizeof *argvs);
   posix_spawn_file_actions_t *fa = calloc(n, sizeof *fa);
   char path[4096];
   // Everything per child is prepared before the clock starts.
@@ -45,7 +52,14 @@ int main(int argc, char **argv) {
     size_t k = 0;
     for (size_t j = 0; j < envc; j++)
       if (strncmp(environ[j], "CNI_NETNS=", 10) != 0) envs[i][k++] = environ[j];
-    if (asprintf(&envs[i][k++], "CNI_NETNS=%s", argv[4 + i]) < 0) return 2;
+    if (asprintf(&envs[i][k++], "CNI_NETNS=%s", netns[i]) < 0) return 2;
+    argvs[i] = calloc(nargs + 2, sizeof(char *));
+    argvs[i][0] = (char *)prog;
+    for (int a = 0; a < nargs; a++) {
+      const char *arg = argv[4 + a], *at = strstr(arg, "@NETNS@");
+      argvs[i][1 + a] = (char *)arg;
+      if (at && asprintf(&argvs[i][1 + a], "%.*s%s%s", (int)(at - arg), arg, netns[i], at + 7) < 0) return 2;
+    }
     posix_spawn_file_actions_init(&fa[i]);
     posix_spawn_file_actions_addopen(&fa[i], 0, in, O_RDONLY, 0);
     snprintf(path, sizeof path, "%s/%d.out", out, i);
@@ -53,10 +67,9 @@ int main(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/%d.err", out, i);
     posix_spawn_file_actions_addopen(&fa[i], 2, path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
   }
-  char *child_argv[] = {(char *)prog, NULL};
   double t0 = now_ms();
   for (int i = 0; i < n; i++) {
-    if (posix_spawn(&pids[i], prog, &fa[i], NULL, child_argv, envs[i]) != 0) {
+    if (posix_spawnp(&pids[i], prog, &fa[i], NULL, argvs[i], envs[i]) != 0) {
       perror("posix_spawn");
       return 2;
     }

@@ -1,496 +1,272 @@
-// CNI ADD of a default sidecar pod into a fresh netns, end to end as a runtime sees it (exec,
-// env + stdin, wait for exit), interleaved in one run (docs/payload.md, "Benchmarks"):
-//   standalone      the payload's self-contained plugin (Node SEA + snapshot), no agent
-//   shim -> agent   the payload's CNI binary (native/cni-shim.c) answered by a running agent,
-//                   as deployed: its pod cache (a watch of the node's pods) answers the lookup
-//   go loopback     Debian's compiled Go `loopback` plugin ADD (the Go floor)
-//   nsenter nft -f  the same rules applied by `nsenter --net=PATH nft -f FILE` (the exec path
-//                   Istio's plugin takes, minus its own start-up)
-//   node -e 0       Node's own start-up on this machine
-//   also, for reading the others: the standalone plugin's VERSION (its start-up alone) and
-//   /bin/true (what this harness itself costs per run: Node's fork + exec + wait)
-// The API stand-in and the agent run in processes of their own; every run gets a fresh netns
-// (made and removed outside the timing) and is checked (exit 0, the pod's prevResult back).
-// Then a burst of 50 concurrent ADDs, standalone and through the shim: wall time from the first
-// spawn to the last exit, and the peak of the summed PSS (proportional set size, so shared
-// pages count once) of the plugin processes, sampled every 10 ms, plus the agent's own PSS growth.
-// Needs root, iproute2, nftables, util-linux (nsenter), containernetworking-plugins, openssl.
+// CNI ADD and DEL of a sidecar pod as a node runs them (issue 12; ARCHITECTURE.md principle 9).
+// The real agent process is started as the DaemonSet starts it (bench/support/node-agent.ts: env
+// only, pod cache on, the payload installed by the agent itself into CNI_BIN_DIR) against the
+// e2e API stand-in over TLS, and the INSTALLED binary is exec'd as a runtime written in Go execs
+// it (posix_spawn, bench/burst-launcher.c: CNI_* env, the config the agent chained into the
+// conflist on stdin). Every ADD gets a fresh netns made right after the previous one was deleted.
+// Every run is checked (exit code, stdout, the tables in the netns). In one run, interleaved:
+//   shim -> agent ADD        the installed shim, answered by the agent (pod from its watch)
+//   shim -> agent DEL        of a pod ADDed just before (untimed)
+//   standalone ADD           the installed shim with the agent down: no socket in its run dir,
+//                            so it execs the self-contained plugin, which GETs the pod
+//   go loopback ADD          Debian's compiled Go `loopback` plugin (the floor of a plugin exec)
+//   nsenter --net nft -f     the rules Istio's plugin sends for this pod (the golden text,
+//                            `rules --dry-run --pod`), applied by the nft CLI in the netns
+//   node -e 0                Node's own start-up (for the standalone plugin's ratio)
+// Then, in rounds: a burst of BURST concurrent ADDs through the shim (and of Go loopback ADDs);
+// CONC concurrent re-ADDs through the shim onto pods that already have their rules, and CONC
+// concurrent DELs, against CONC concurrent `nft -f` re-applies of the golden text (the waits of
+// a re-apply must be shared, not queued).
+// Needs root, iproute2, nftables, util-linux (nsenter), gcc, openssl, containernetworking-plugins,
+// and the payload (`npm run package`; `npm run bench:cni` builds it).
 //
-// usage: node dist/bench/cni-add.js [iterations, default 30] [burst size, default 50] [options]
-//   --burst-only        single runs of the standalone and shim ADD only (for the ratios), then
-//                       shim bursts only
-//   --rounds=R          rounds of bursts (default 2; the table shows the best, the list all)
-//   --startup           single runs of the standalone plugin (and its variants), its VERSION and
-//                       node -e 0 only; no bursts
-//   --standalone-env=K=V,...  (repeatable) a variant of the standalone case run with these extra
-//                       environment variables, e.g. NODE_OPTIONS=--v8-pool-size=0
-//   --cpu               also the CPU time of each single run (perf stat -e task-clock: user +
-//                       system of the process and its threads), a steadier measure than wall time
-//                       on a loaded machine
-//   --launcher          also bursts started by bench/burst-launcher.c (posix_spawn, as a runtime
-//                       written in Go execs: no copy of a 60 MB Node process per child),
-//                       interleaved with the Node-spawned ones; wall time from its first spawn
-//                       to its last exit, outputs checked the same way (no PSS sampling)
-//   --agent-b=K=V,...   a second agent with these extra environment variables (e.g.
-//                       ISTIO_CNI_TS_ADDON=/path/to/another/addon.node, or
-//                       ICTS_BENCH_POD_CACHE=0: no pod cache, a GET per ADD), in a run dir of its
-//                       own; its single runs and bursts interleave with the first agent's
-import { ChildProcess, execFileSync, spawn } from 'node:child_process';
+// usage: node dist/bench/cni-add.js [runs=30] [burst=50] [--concurrent=16] [--rounds=3]
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildCapture } from '../src/capture/build';
-import { SIDECAR_TABLES } from '../src/capture/tables';
-import { extractPodInfo } from '../src/redirect';
-import { planSidecar } from '../src/plugin/istio';
-import { replaceScript } from '../src/netns/nft';
-import { sidecarPod } from '../test/support/cni-fakes';
-import { PACKAGE_ROOT } from '../test/support/conformance';
-import { PLUGIN_REL, SHIM_NAME, ensurePayload } from '../test/support/payload';
+import { Exec, Launcher, LaunchSpec } from './support/launch';
+import { BenchNetns, freshNetns, nftTables } from './support/netns';
+import { startDeployedAgent } from './support/node-agent';
+import { BIN, GO_LOOPBACK } from './support/paths';
+import { load, machine, median, ms, p90, ratio } from './support/stats';
+import { KubeApiStandIn, injectedPod } from './support/testbed';
 
-const positional = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-const flag = (name: string): string | undefined => {
-  const a = process.argv.slice(2).find((x) => x === `--${name}` || x.startsWith(`--${name}=`));
-  return a === undefined ? undefined : a.includes('=') ? a.slice(a.indexOf('=') + 1) : '';
+const args = process.argv.slice(2);
+const positional = args.filter((a) => !a.startsWith('--'));
+const opt = (name: string, def: number) => {
+  const a = args.find((x) => x.startsWith(`--${name}=`));
+  const v = a === undefined ? def : Number(a.slice(name.length + 3));
+  if (!Number.isInteger(v) || v < 1) fail(`--${name}: expected a positive integer, got ${a}`);
+  return v;
 };
 const N = Number(positional[0] ?? 30);
 const BURST = Number(positional[1] ?? 50);
-const BURST_ONLY = flag('burst-only') !== undefined;
-const STARTUP = flag('startup') !== undefined;
-const CPU = flag('cpu') !== undefined;
-const LAUNCHER = flag('launcher') !== undefined;
-const kvList = (v: string): Record<string, string> =>
-  Object.fromEntries(v.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
-const STANDALONE_VARIANTS = process.argv.slice(2).filter((a) => a.startsWith('--standalone-env=')).map((a) => kvList(a.slice('--standalone-env='.length)));
-const ROUNDS = Number(flag('rounds') ?? 2);
-const AGENT_B_ENV: Record<string, string> | undefined = flag('agent-b') === undefined ? undefined
-  : Object.fromEntries(flag('agent-b')!.split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+const CONC = opt('concurrent', 16);
+const ROUNDS = opt('rounds', 3);
 const WARMUP = 3;
-const LOOPBACK = '/usr/lib/cni/loopback';
+const NODE = 'bench-node';
+const POD = { name: 'web-1', namespace: 'shop' };
+for (const a of args) if (a.startsWith('--') && !/^--(concurrent|rounds)=/.test(a)) fail(`unknown option ${a}`);
 
-function need(cond: boolean, msg: string): void {
-  if (!cond) {
-    process.stderr.write(`bench/cni-add: ${msg}\n`);
-    process.exit(1);
-  }
+function fail(msg: string): never {
+  process.stderr.write(`bench/cni-add: ${msg}\n`);
+  process.exit(1);
 }
 
-let seq = 0;
-function freshNetns(): { name: string; path: string; remove: () => void } {
-  const name = `icts-cnib-${process.pid}-${seq++}`;
-  execFileSync('ip', ['netns', 'add', name]);
-  execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
-  return { name, path: `/run/netns/${name}`, remove: () => execFileSync('ip', ['netns', 'del', name]) };
-}
-
-interface Run {
-  ms: number;
-  /** task-clock ms of the process (--cpu). */
-  cpuMs?: number;
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-let perfSeq = 0;
-function run(cmd: string, args: string[], env: Record<string, string>, stdin: string, onSpawn?: (c: ChildProcess) => void, cpu = false): Promise<Run> {
-  const perfOut = cpu ? path.join(os.tmpdir(), `icts-cnib-perf-${process.pid}-${perfSeq++}`) : '';
-  if (cpu) [cmd, args] = ['perf', ['stat', '-x,', '-e', 'task-clock', '-o', perfOut, '--', cmd, ...args]];
-  return new Promise((resolve, reject) => {
-    const t0 = process.hrtime.bigint();
-    const child = spawn(cmd, args, { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    onSpawn?.(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      let cpuMs: number | undefined;
-      if (cpu) {
-        const m = /^([\d.]+),msec,task-clock/m.exec(fs.readFileSync(perfOut, 'utf8'));
-        fs.rmSync(perfOut, { force: true });
-        cpuMs = m ? Number(m[1]) : undefined;
-      }
-      resolve({ ms, cpuMs, code, stdout, stderr });
-    });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(stdin);
-  });
-}
-
-/** A helper process that prints one JSON line when ready. */
-/** The pod's UID, as a runtime passes it in CNI_ARGS (K8S_POD_UID). */
-const POD_UID = 'b7e1c2d4-0000-4000-8000-000000000001';
-
-function helper(script: string, env: Record<string, string> = {}): Promise<{ child: ChildProcess; info: any }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const nl = out.indexOf('\n');
-      if (nl >= 0) resolve({ child, info: JSON.parse(out.slice(0, nl)) });
-    });
-    child.on('exit', (c) => reject(new Error(`helper exited ${c}`)));
-  });
-}
-
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (s.length - 1) * q;
-  const lo = Math.floor(at);
-  return s[lo] + (s[Math.ceil(at)] - s[lo]) * (at - lo);
-}
-
-/** CPU ms of a process (all its threads): user + system, and of its waited-for children. */
-function cpuMs(pid: number | 'self'): { own: number; children: number } {
+function have(tool: string): boolean {
   try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const v = f.slice(f.lastIndexOf(')') + 2).split(' ').map(Number);
-    const tick = 1000 / 100; // USER_HZ
-    return { own: (v[11] + v[12]) * tick, children: (v[13] + v[14]) * tick };
-  } catch {
-    return { own: 0, children: 0 };
-  }
-}
-
-/** CPU ms used by the whole machine (all cores, busy time) so far. */
-function machineBusyMs(): number {
-  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) * 10;
-}
-
-/** PSS in kB of a live process, 0 when it is gone. */
-function pssKb(pid: number): number {
-  try {
-    const t = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
-    const m = /^Pss:\s+(\d+) kB/m.exec(t);
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
-async function main(): Promise<void> {
-  need(process.getuid?.() === 0, 'needs root (network namespaces)');
-  for (const t of ['ip', 'nft', 'nsenter', 'openssl']) {
-    need(spawnOk('sh', ['-c', `command -v ${t}`]), `needs ${t} on PATH`);
-  }
-  need(fs.existsSync(LOOPBACK), `${LOOPBACK} is missing: apt-get install containernetworking-plugins`);
-  const payload = ensurePayload();
-  const shim = path.join(payload, SHIM_NAME);
-  const plugin = path.join(payload, PLUGIN_REL);
-
-  // The API stand-in and the agent, each in a process of its own.
-  const dist = path.join(PACKAGE_ROOT, 'dist');
-  // Two stand-ins in that process: the pod GETs' (the plugin's kubeconfig points at it) and a
-  // list+watch one holding the same pod on node-a, for the agent's pod cache.
-  const api = await helper(`
-    const { startPodApi } = require(${JSON.stringify(path.join(dist, 'test/support/payload.js'))});
-    const { sidecarPod } = require(${JSON.stringify(path.join(dist, 'test/support/cni-fakes.js'))});
-    const { KubeApiStandIn, NODE } = require(${JSON.stringify(path.join(dist, 'test/support/kube-api.js'))});
-    const { makePki } = require(${JSON.stringify(path.join(dist, 'test/support/tls.js'))});
-    const pod = sidecarPod({ name: 'web-1', namespace: 'shop' });
-    const pki = makePki();
-    Promise.all([startPodApi(), new KubeApiStandIn(pki).start()]).then(([a, w]) => {
-      a.pods.set('shop/web-1', pod);
-      w.upsert({ ...pod, metadata: { ...pod.metadata, uid: ${JSON.stringify(POD_UID)} }, spec: { ...pod.spec, nodeName: NODE } });
-      console.log(JSON.stringify({ runDir: a.runDir, watchUrl: w.url, watchCa: pki.ca, node: NODE }));
-    });`);
-  const runDir: string = api.info.runDir;
-  // The agent's fast path as deployed: with the pod cache (FAST_PATH_POD_CACHE, on by default),
-  // unless ICTS_BENCH_POD_CACHE=0 (e.g. --agent-b=ICTS_BENCH_POD_CACHE=0: a GET per ADD).
-  const startAgent = (dir: string, env: Record<string, string> = {}) => helper(`
-    const { startCniServer } = require(${JSON.stringify(path.join(dist, 'src/agent/cni-server.js'))});
-    const { NodePodCache } = require(${JSON.stringify(path.join(dist, 'src/agent/pod-cache.js'))});
-    const { RestClient } = require(${JSON.stringify(path.join(dist, 'src/kube/rest.js'))});
-    const { LogSink, ScopedLogger } = require(${JSON.stringify(path.join(dist, 'src/agent/log.js'))});
-    const log = new ScopedLogger(new LogSink('warn', process.stderr), 'bench');
-    const info = ${JSON.stringify(api.info)};
-    const pods = process.env.ICTS_BENCH_POD_CACHE === '0' ? undefined
-      : new NodePodCache(new RestClient({ server: info.watchUrl, ca: () => info.watchCa }), info.node, log).start();
-    Promise.resolve(pods && pods.informer.synced)
-      .then(() => startCniServer(${JSON.stringify(path.join(dir, 'cni-shim.sock'))}, { pluginLog: log, agentLog: log, pods }))
-      .then(() => console.log(JSON.stringify({ pid: process.pid })));`, env);
-  const agent = await startAgent(runDir);
-  // The second agent (--agent-b) gets a run dir of its own with the same kubeconfig.
-  let runDirB: string | undefined;
-  let agentB: Awaited<ReturnType<typeof helper>> | undefined;
-  if (AGENT_B_ENV) {
-    runDirB = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-cnib-agent-b-'));
-    fs.chmodSync(runDirB, 0o750);
-    fs.copyFileSync(path.join(runDir, 'istio-cni-kubeconfig'), path.join(runDirB, 'istio-cni-kubeconfig'));
-    agentB = await startAgent(runDirB, AGENT_B_ENV);
-  }
-  const cleanup = () => {
-    agent.child.kill('SIGKILL');
-    agentB?.child.kill('SIGKILL');
-    api.child.kill('SIGKILL');
-    fs.rmSync(runDir, { recursive: true, force: true });
-    if (runDirB) fs.rmSync(runDirB, { recursive: true, force: true });
-  };
-  process.on('exit', cleanup);
-
-  const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/run/netns/pod' }], ips: [{ address: '10.0.0.2/24', interface: 0 }] };
-  const confFor = (dir: string) => JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni', cni_agent_run_dir: dir, plugin_log_level: 'info',
-    exclude_namespaces: ['kube-system'], pod_namespace: 'istio-system', prevResult });
-  const conf = confFor(runDir);
-  const confB = runDirB ? confFor(runDirB) : conf;
-  const want = `${JSON.stringify(prevResult)}\n`;
-  const cniEnv = (ns: string, ifName = 'eth0') => ({ CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'c0ffee', CNI_NETNS: ns, CNI_IFNAME: ifName, CNI_PATH: '/opt/cni/bin',
-    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1;K8S_POD_UID=${POD_UID}` });
-
-  // The rules the plugin applies for this pod, as the script the addon hands to libnftables.
-  const plan = planSidecar(extractPodInfo(sidecarPod({ name: 'web-1', namespace: 'shop' })), { netnsPath: '/run/netns/x', enableIPv6: false, env: {} });
-  need(plan.capture, 'the default sidecar pod is captured');
-  const script = replaceScript(buildCapture((plan as { config: Parameters<typeof buildCapture>[0] }).config), SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name })));
-  const scriptFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'icts-cnib-')), 'rules.nft');
-  fs.writeFileSync(scriptFile, script);
-
-  const runC = (cmd: string, args: string[], env: Record<string, string>, stdin: string) => run(cmd, args, env, stdin, undefined, CPU);
-  type Case = { name: string; go: (ns: string) => Promise<Run>; check: (r: Run, ns: { name: string }) => void };
-  const applied = (r: Run, ns: { name: string }, label: string) => {
-    if (r.code !== 0 || r.stdout !== want) throw new Error(`${label}: exit ${r.code}, stdout ${JSON.stringify(r.stdout)}, stderr ${r.stderr}`);
-    const rules = execFileSync('ip', ['netns', 'exec', ns.name, 'nft', 'list', 'tables'], { encoding: 'utf8' });
-    if (!rules.includes('istio-proxy-nat')) throw new Error(`${label}: no rules in the netns`);
-  };
-  const allCases: Case[] = [
-    { name: 'standalone (SEA + snapshot)', go: (ns) => runC(plugin, [], cniEnv(ns), conf), check: (r, ns) => applied(r, ns, 'standalone') },
-    { name: 'shim -> agent', go: (ns) => runC(shim, [], cniEnv(ns), conf), check: (r, ns) => applied(r, ns, 'shim') },
-    ...STANDALONE_VARIANTS.map((v) => ({
-      name: `standalone [${Object.entries(v).map(([k, x]) => `${k}=${x}`).join(' ')}]`,
-      go: (ns: string) => runC(plugin, [], { ...cniEnv(ns), ...v }, conf),
-      check: (r: Run, ns: { name: string }) => applied(r, ns, 'standalone variant'),
-    })),
-    ...(agentB ? [{ name: 'shim -> agent B', go: (ns: string) => runC(shim, [], cniEnv(ns), confB), check: (r: Run, ns: { name: string }) => applied(r, ns, 'shim B') }] : []),
-    {
-      name: 'go loopback ADD',
-      go: (ns) => runC(LOOPBACK, [], { ...cniEnv(ns, 'lo'), CNI_PATH: '/usr/lib/cni' }, '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}'),
-      check: (r) => {
-        if (r.code !== 0 || !r.stdout.includes('127.0.0.1/8')) throw new Error(`loopback: ${r.stdout}${r.stderr}`);
-      },
-    },
-    {
-      name: 'nsenter --net nft -f',
-      go: (ns) => runC('nsenter', [`--net=${ns}`, 'nft', '-f', scriptFile], {}, ''),
-      check: (r, ns) => {
-        if (r.code !== 0) throw new Error(`nft: ${r.stderr}`);
-        if (!execFileSync('ip', ['netns', 'exec', ns.name, 'nft', 'list', 'tables'], { encoding: 'utf8' }).includes('istio-proxy-nat')) throw new Error('nft: no rules');
-      },
-    },
-    { name: 'node -e 0', go: () => runC(process.execPath, ['-e', '0'], {}, ''), check: (r) => { if (r.code !== 0) throw new Error('node -e 0 failed'); } },
-    { name: '/bin/true (the harness: fork + exec + wait)', go: () => runC('/bin/true', [], {}, ''), check: (r) => { if (r.code !== 0) throw new Error('/bin/true failed'); } },
-    {
-      name: 'standalone VERSION (its start-up)',
-      go: () => runC(plugin, [], { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}'),
-      check: (r) => {
-        if (r.code !== 0 || !r.stdout.startsWith('{"cniVersion":"1.0.0"')) throw new Error(`VERSION: ${r.stdout}${r.stderr}`);
-      },
-    },
-  ];
-  const cases = BURST_ONLY
-    ? allCases.filter((c) => c.name.startsWith('standalone (') || c.name.startsWith('shim '))
-    : STARTUP
-      ? allCases.filter((c) => c.name.startsWith('standalone') || c.name === 'node -e 0')
-      : allCases;
-
-  const times = new Map<string, number[]>(cases.map((c) => [c.name, []]));
-  const cpuTimes = new Map<string, number[]>(cases.map((c) => [c.name, []]));
-  process.stderr.write(`bench/cni-add: ${N} interleaved runs of each (+${WARMUP} warm-up), then bursts of ${BURST}\n`);
-  for (let i = 0; i < WARMUP + N; i++) {
-    // Rotate the order so that no case always runs first or right after another.
-    const order = cases.map((_, k) => cases[(k + i) % cases.length]);
-    for (const c of order) {
-      const ns = freshNetns();
-      try {
-        const r = await c.go(ns.path);
-        c.check(r, ns);
-        if (i >= WARMUP) times.get(c.name)!.push(r.ms);
-        if (i >= WARMUP && r.cpuMs !== undefined) cpuTimes.get(c.name)!.push(r.cpuMs);
-      } finally {
-        ns.remove();
-      }
-    }
-  }
-
-  // Bursts.
-  const loopbackConf = '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}';
-  async function burst(label: string, file: string, burstConf = conf, agentPid: number = agent.info.pid): Promise<{ wallMs: number; peakMb: number; agentMb: number; failures: number; cpu: { agent: number; shims: number; bench: number; machine: number } }> {
-    const isLoopback = file === LOOPBACK;
-    const nss = Array.from({ length: BURST }, () => freshNetns());
-    const pids = new Set<number>();
-    let peak = 0;
-    let agentPeak = 0;
-    const agentBase = pssKb(agentPid);
-    const sampler = setInterval(() => {
-      let sum = 0;
-      for (const pid of pids) sum += pssKb(pid);
-      peak = Math.max(peak, sum);
-      agentPeak = Math.max(agentPeak, pssKb(agentPid) - agentBase);
-    }, 10);
-    try {
-      const cpu0 = { agent: cpuMs(agentPid).own, shims: cpuMs('self').children, bench: cpuMs('self').own, machine: machineBusyMs() };
-      const t0 = process.hrtime.bigint();
-      const rs = await Promise.all(nss.map((ns) => run(file, [], isLoopback ? { ...cniEnv(ns.path, 'lo'), CNI_PATH: '/usr/lib/cni' } : cniEnv(ns.path), isLoopback ? loopbackConf : burstConf, (c) => {
-        if (c.pid) pids.add(c.pid);
-        c.on('exit', () => pids.delete(c.pid!));
-      })));
-      const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
-      const cpu = { agent: cpuMs(agentPid).own - cpu0.agent, shims: cpuMs('self').children - cpu0.shims, bench: cpuMs('self').own - cpu0.bench, machine: machineBusyMs() - cpu0.machine };
-      const failures = rs.filter((r) => r.code !== 0 || (isLoopback ? !r.stdout.includes('127.0.0.1/8') : r.stdout !== want)).length;
-      if (failures) process.stderr.write(`${label}: ${failures} of ${BURST} failed, e.g. ${rs.find((r) => r.code !== 0)?.stdout}\n`);
-      return { wallMs, peakMb: peak / 1024, agentMb: Math.max(0, agentPeak) / 1024, failures, cpu };
-    } finally {
-      clearInterval(sampler);
-      for (const ns of nss) ns.remove();
-    }
-  }
-  type Burst = Awaited<ReturnType<typeof burst>>;
-
-  // The same burst started by bench/burst-launcher.c (--launcher).
-  let launcherBin = '';
-  if (LAUNCHER) {
-    launcherBin = path.join(path.dirname(scriptFile), 'burst-launcher');
-    execFileSync('gcc', ['-O2', '-o', launcherBin, path.join(PACKAGE_ROOT, 'bench', 'burst-launcher.c')]);
-  }
-  async function burstLaunched(label: string, file: string, burstConf = conf, agentPid: number = agent.info.pid): Promise<Burst> {
-    const isLoopback = file === LOOPBACK;
-    const nss = Array.from({ length: BURST }, () => freshNetns());
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-cnib-launch-'));
-    try {
-      const stdinFile = path.join(dir, 'stdin');
-      fs.writeFileSync(stdinFile, isLoopback ? loopbackConf : burstConf);
-      const env = isLoopback ? { ...cniEnv('', 'lo'), CNI_PATH: '/usr/lib/cni' } : cniEnv('');
-      const cpu0 = { agent: cpuMs(agentPid).own, shims: cpuMs('self').children, bench: cpuMs('self').own, machine: machineBusyMs() };
-      const r = await run(launcherBin, [stdinFile, dir, file, ...nss.map((ns) => ns.path)], env, '');
-      const cpu = { agent: cpuMs(agentPid).own - cpu0.agent, shims: cpuMs('self').children - cpu0.shims, bench: cpuMs('self').own - cpu0.bench, machine: machineBusyMs() - cpu0.machine };
-      const m = /^wall_ms ([\d.]+)$/m.exec(r.stdout);
-      if (r.code !== 0 || !m) throw new Error(`burst-launcher: exit ${r.code}: ${r.stderr}`);
-      let failures = 0;
-      for (let i = 0; i < BURST; i++) {
-        const code = Number(fs.readFileSync(path.join(dir, `${i}.rc`), 'utf8'));
-        const out = fs.readFileSync(path.join(dir, `${i}.out`), 'utf8');
-        if (code !== 0 || (isLoopback ? !out.includes('127.0.0.1/8') : out !== want)) failures++;
-      }
-      if (failures) process.stderr.write(`${label}: ${failures} of ${BURST} failed\n`);
-      return { wallMs: Number(m[1]), peakMb: NaN, agentMb: NaN, failures, cpu };
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-      for (const ns of nss) ns.remove();
-    }
-  }
-
-  const rounds: Record<'standalone' | 'shim' | 'shimB' | 'loop' | 'shimL' | 'shimBL' | 'loopL', Burst[]> = { standalone: [], shim: [], shimB: [], loop: [], shimL: [], shimBL: [], loopL: [] };
-  // One standalone ADD measured within each round (three, the median), so that every burst has a
-  // reference taken under the same load as itself.
-  const roundRef: number[] = [];
-  const standaloneCase = allCases[0];
-  for (let r = 0; r < (STARTUP ? 0 : ROUNDS); r++) {
-    const refs: number[] = [];
-    for (let k = 0; k < 3; k++) {
-      const ns = freshNetns();
-      try {
-        const one = await run(plugin, [], cniEnv(ns.path), conf);
-        standaloneCase.check(one, ns);
-        refs.push(one.ms);
-      } finally {
-        ns.remove();
-      }
-    }
-    roundRef.push(quantile(refs, 0.5));
-    if (!BURST_ONLY) rounds.standalone.push(await burst('standalone', plugin));
-    rounds.shim.push(await burst('shim', shim));
-    if (LAUNCHER) rounds.shimL.push(await burstLaunched('shim (posix_spawn)', shim));
-    if (agentB) rounds.shimB.push(await burst('shim B', shim, confB, agentB.info.pid));
-    if (agentB && LAUNCHER) rounds.shimBL.push(await burstLaunched('shim B (posix_spawn)', shim, confB, agentB.info.pid));
-    if (!BURST_ONLY) rounds.loop.push(await burst('go loopback', LOOPBACK));
-    if (LAUNCHER && !BURST_ONLY) rounds.loopL.push(await burstLaunched('go loopback (posix_spawn)', LOOPBACK));
-  }
-
-  const med = (name: string) => (times.has(name) ? quantile(times.get(name)!, 0.5) : NaN);
-  const lo = med('go loopback ADD');
-  const node0 = med('node -e 0');
-  const cpuMed = (name: string) => quantile(cpuTimes.get(name)!, 0.5);
-  const rows = cases.map((c) => {
-    const xs = times.get(c.name)!;
-    const cpuCols = CPU ? ` ${cpuMed(c.name).toFixed(1)} ms | ${(cpuMed(c.name) / cpuMed('node -e 0')).toFixed(2)} |` : '';
-    return `| ${c.name} | ${med(c.name).toFixed(1)} ms | ${quantile(xs, 0.9).toFixed(1)} ms | ${(med(c.name) / lo).toFixed(2)} | ${(med(c.name) / node0).toFixed(2)} |${cpuCols}`;
-  });
-  const out = [
-    `CNI ADD of a default sidecar pod into a fresh netns; ${N} interleaved runs each; ${os.cpus().length} CPUs, load ${os.loadavg()[0].toFixed(2)} at the end`,
-    '',
-    `| case | median | p90 | / go loopback | / node -e 0 |${CPU ? ' CPU (task-clock) | CPU / node -e 0 |' : ''}`,
-    `|---|---|---|---|---|${CPU ? '---|---|' : ''}`,
-    ...rows,
-    '',
-    ...(BURST_ONLY || STARTUP ? [] : [`Targets: shim -> agent <= 1.0x go loopback: ${(med('shim -> agent') / lo).toFixed(2)}x (${med('shim -> agent') <= lo ? 'met' : 'NOT met'}); ` +
-      `standalone <= 1.25x node -e 0: ${(med('standalone (SEA + snapshot)') / node0).toFixed(2)}x (${med('standalone (SEA + snapshot)') <= 1.25 * node0 ? 'met' : 'NOT met'})`,
-    '']),
-  ];
-  if (STARTUP) {
-    process.stdout.write(`${out.join('\n')}\n`);
-    fs.rmSync(path.dirname(scriptFile), { recursive: true, force: true });
-    cleanup();
-    process.exit(0);
-  }
-  out.push(
-    `Burst of ${BURST} concurrent ADDs (${ROUNDS} rounds each, the best shown; each ADD checked):`,
-    '',
-    '| path | wall time | / one ADD of that path | / one standalone ADD | peak PSS of plugin processes | agent PSS growth | failures |',
-    '|---|---|---|---|---|---|---|',
-  );
-  const best = (bs: Burst[]) => bs.reduce((a, b) => (a.wallMs <= b.wallMs ? a : b));
-  for (const [label, bs, one] of [
-    ['standalone', rounds.standalone, med('standalone (SEA + snapshot)')],
-    ['shim -> agent', rounds.shim, med('shim -> agent')],
-    ['shim -> agent B', rounds.shimB, med('shim -> agent B')],
-    ['go loopback (reference)', rounds.loop, med('go loopback ADD')],
-    ['shim -> agent, started by posix_spawn', rounds.shimL, med('shim -> agent')],
-    ['shim -> agent B, started by posix_spawn', rounds.shimBL, med('shim -> agent B')],
-    ['go loopback, started by posix_spawn', rounds.loopL, med('go loopback ADD')],
-  ] as const) {
-    if (bs.length === 0) continue;
-    const b = best(bs);
-    out.push(`| ${label} | ${b.wallMs.toFixed(0)} ms | ${(b.wallMs / one).toFixed(1)} | ${(b.wallMs / med('standalone (SEA + snapshot)')).toFixed(2)} | ${Number.isNaN(b.peakMb) ? '-' : `${b.peakMb.toFixed(1)} MB`} | ${label === 'shim -> agent' ? `${b.agentMb.toFixed(1)} MB` : '-'} | ${b.failures} |`);
-  }
-  const walls = (bs: Burst[]) => {
-    const m = quantile(bs.map((b) => b.wallMs), 0.5);
-    const perRound = bs.map((b, i) => b.wallMs / roundRef[i]);
-    return `${bs.map((b) => b.wallMs.toFixed(0)).join(', ')} (median ${m.toFixed(0)} = ${(m / med('standalone (SEA + snapshot)')).toFixed(2)}x one standalone ADD; ` +
-      `against the standalone ADD of the same round: ${perRound.map((x) => x.toFixed(2)).join(', ')}, median ${quantile(perRound, 0.5).toFixed(2)}x)`;
-  };
-  const cpuLine = (label: string, bs: Burst[]) => {
-    const m = (k: keyof Burst['cpu']) => quantile(bs.map((b) => b.cpu[k]), 0.5).toFixed(0);
-    return `${label}: CPU ms per burst (medians; 10 ms ticks): agent ${m('agent')}, shims ${m('shims')}, this harness ${m('bench')}, whole machine ${m('machine')}`;
-  };
-  out.push('', `Standalone ADD within each round (median of 3), ms: ${roundRef.map((x) => x.toFixed(0)).join(', ')}`);
-  out.push('', `Every round, wall ms: shim -> agent ${walls(rounds.shim)}` + (agentB ? `; shim -> agent B ${walls(rounds.shimB)}; B: ${JSON.stringify(AGENT_B_ENV)}` : '') +
-    (LAUNCHER ? `; shim -> agent started by posix_spawn ${walls(rounds.shimL)}` : '') +
-    (LAUNCHER && agentB ? `; shim -> agent B started by posix_spawn ${walls(rounds.shimBL)}` : ''));
-  out.push('', cpuLine('shim -> agent', rounds.shim), ...(agentB ? ['', cpuLine('shim -> agent B', rounds.shimB)] : []),
-    ...(LAUNCHER ? ['', cpuLine('shim -> agent, posix_spawn (shims = the launcher and its children)', rounds.shimL)] : []),
-    ...(LAUNCHER && agentB ? ['', cpuLine('shim -> agent B, posix_spawn', rounds.shimBL)] : []));
-  const s = best(rounds.shim);
-  out.push('', `Shim burst targets: wall < 2x one ADD: ${(s.wallMs / med('shim -> agent')).toFixed(1)}x one shim ADD, ${(s.wallMs / med('standalone (SEA + snapshot)')).toFixed(2)}x one standalone ADD; ` +
-    `peak added memory (shims + agent growth) ${(s.peakMb + s.agentMb).toFixed(1)} MB (target < 50 MB: ${s.peakMb + s.agentMb < 50 ? 'met' : 'NOT met'})`);
-  process.stdout.write(`${out.join('\n')}\n`);
-  fs.rmSync(path.dirname(scriptFile), { recursive: true, force: true });
-  cleanup();
-  process.exit(0);
-}
-
-function spawnOk(cmd: string, args: string[]): boolean {
-  try {
-    execFileSync(cmd, args, { stdio: 'ignore' });
+    execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
   }
 }
 
-main().catch((e) => {
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) fail('needs root (network namespaces, the agent)');
+  for (const t of ['ip', 'nft', 'nsenter', 'openssl', 'gcc']) if (!have(t)) fail(`needs ${t} on PATH`);
+  if (!fs.existsSync(GO_LOOPBACK)) fail(`${GO_LOOPBACK} is missing: apt-get install containernetworking-plugins`);
+  const loadAtStart = load();
+
+  // The API stand-in (TLS, token) holds the pod, bound to this node; the agent's watch lists it.
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-bench-cni-'));
+  const api = new KubeApiStandIn(`bench-token-${process.pid}`);
+  await api.start();
+  const spec = injectedPod(POD);
+  api.addPod(spec.pod, NODE);
+  const dirs = { net: path.join(root, 'net.d'), bin: path.join(root, 'bin'), run: path.join(root, 'run'), sa: path.join(root, 'sa') };
+  for (const d of [dirs.net, dirs.bin]) fs.mkdirSync(d, { recursive: true });
+  api.writeServiceAccount(dirs.sa);
+  // The node's primary network, which the agent chains into.
+  fs.writeFileSync(path.join(dirs.net, '10-bench.conflist'), JSON.stringify({
+    cniVersion: '1.0.0', name: 'k8s-pod-network',
+    plugins: [{ type: 'bridge', bridge: 'cni0', ipam: { type: 'host-local', subnet: '10.22.0.0/16' } }, { type: 'portmap', capabilities: { portMappings: true } }],
+  }));
+  const launcher = new Launcher();
+  const agent = await startDeployedAgent({ node: NODE, apiPort: api.port, dirs });
+  const cleanup = async () => {
+    await agent.stop();
+    await api.close();
+    launcher.close();
+    fs.rmSync(root, { recursive: true, force: true });
+  };
+
+  try {
+    const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/run/netns/pod' }], ips: [{ address: '10.22.0.5/16', interface: 0 }] };
+    const conf = JSON.stringify(agent.pluginConf(prevResult));
+    // The agent down: a run dir with the kubeconfig the agent wrote and no socket.
+    const downDir = path.join(root, 'run-agent-down');
+    fs.mkdirSync(downDir, { mode: 0o750 });
+    fs.copyFileSync(path.join(dirs.run, 'istio-cni-kubeconfig'), path.join(downDir, 'istio-cni-kubeconfig'));
+    const confDown = JSON.stringify({ ...JSON.parse(conf), cni_agent_run_dir: downDir });
+    const want = `${JSON.stringify(prevResult)}\n`;
+    const cniEnv = (command: string, ifName = 'eth0') => ({
+      PATH: '/usr/sbin:/usr/bin:/sbin:/bin', CNI_COMMAND: command, CNI_CONTAINERID: 'c0ffee', CNI_IFNAME: ifName, CNI_PATH: dirs.bin,
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${POD.namespace};K8S_POD_NAME=${POD.name};K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=${spec.uid}`,
+    });
+
+    // What Istio's plugin sends for this pod: the golden text.
+    const podFile = path.join(root, 'pod.json');
+    fs.writeFileSync(podFile, JSON.stringify(spec.pod));
+    const golden = execFileSync(process.execPath, [BIN, 'rules', '--dry-run', '--pod', podFile], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    const goldenFile = path.join(root, 'golden.nft');
+    fs.writeFileSync(goldenFile, golden);
+
+    const L = {
+      add: { program: agent.shim, env: cniEnv('ADD'), stdin: conf },
+      del: { program: agent.shim, env: cniEnv('DEL'), stdin: conf },
+      addDown: { program: agent.shim, env: cniEnv('ADD'), stdin: confDown },
+      loopback: { program: GO_LOOPBACK, env: { ...cniEnv('ADD', 'lo'), CNI_PATH: path.dirname(GO_LOOPBACK) }, stdin: '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}' },
+      nft: { program: 'nsenter', args: ['--net=@NETNS@', 'nft', '-f', goldenFile], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdin: '' },
+      node0: { program: process.execPath, args: ['-e', '0'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdin: '' },
+    } satisfies Record<string, LaunchSpec>;
+
+    const hasRules = (ns: BenchNetns) => nftTables(ns).some((t) => t.includes('istio-proxy-nat'));
+    const checkAdd = (label: string) => (r: Exec, ns: BenchNetns) => {
+      if (r.code !== 0 || r.stdout !== want) throw new Error(`${label}: exit ${r.code}, stdout ${JSON.stringify(r.stdout)}, stderr ${r.stderr}`);
+      if (!hasRules(ns)) throw new Error(`${label}: no istio tables in the netns`);
+    };
+    const checkDel = (r: Exec, ns: BenchNetns) => {
+      if (r.code !== 0) throw new Error(`DEL: exit ${r.code}: ${r.stdout}${r.stderr}`);
+      if (nftTables(ns).length) throw new Error(`DEL: tables left: ${nftTables(ns).join(', ')}`);
+    };
+    const checkOk = (label: string, out?: string) => (r: Exec, ns?: BenchNetns) => {
+      if (r.code !== 0 || (out && !r.stdout.includes(out))) throw new Error(`${label}: exit ${r.code}: ${r.stdout}${r.stderr}`);
+      if (label.startsWith('nsenter') && ns && !hasRules(ns)) throw new Error(`${label}: no rules`);
+    };
+    const once = async (s: LaunchSpec, ns: BenchNetns): Promise<[number, Exec]> => {
+      const r = await launcher.run(s, [ns.path]);
+      return [r.wallMs, r.runs[0]];
+    };
+
+    type Case = { name: string; run: (ns: BenchNetns) => Promise<number> };
+    const cases: Case[] = [
+      { name: 'shim -> agent ADD', run: async (ns) => { const [t, r] = await once(L.add, ns); checkAdd('shim ADD')(r, ns); return t; } },
+      {
+        name: 'shim -> agent DEL',
+        run: async (ns) => {
+          checkAdd('ADD before DEL')((await once(L.add, ns))[1], ns);
+          const [t, r] = await once(L.del, ns);
+          checkDel(r, ns);
+          return t;
+        },
+      },
+      { name: 'standalone ADD (agent down)', run: async (ns) => { const [t, r] = await once(L.addDown, ns); checkAdd('standalone ADD')(r, ns); return t; } },
+      { name: 'go loopback ADD', run: async (ns) => { const [t, r] = await once(L.loopback, ns); checkOk('loopback', '127.0.0.1/8')(r); return t; } },
+      { name: 'nsenter --net nft -f (golden text)', run: async (ns) => { const [t, r] = await once(L.nft, ns); checkOk('nsenter nft')(r, ns); return t; } },
+      { name: 'node -e 0', run: async (ns) => { const [t, r] = await once(L.node0, ns); checkOk('node -e 0')(r); return t; } },
+    ];
+    const times = new Map(cases.map((c) => [c.name, [] as number[]]));
+    process.stderr.write(`bench/cni-add: agent ${agent.pid} up; ${N} interleaved runs of each (+${WARMUP} warm-up), load ${load()}\n`);
+    for (let i = 0; i < WARMUP + N; i++) {
+      for (let k = 0; k < cases.length; k++) {
+        const c = cases[(k + i) % cases.length]; // rotate: no case always first or after the same one
+        const ns = freshNetns('cnib');
+        try {
+          const t = await c.run(ns);
+          if (i >= WARMUP) times.get(c.name)!.push(t);
+        } finally {
+          ns.remove();
+        }
+      }
+    }
+    const loadAfterSingles = load();
+
+    // Bursts and concurrent re-applies, in rounds.
+    const many = async (n: number, fn: (nss: BenchNetns[]) => Promise<number>) => {
+      const nss = Array.from({ length: n }, () => freshNetns('cnib'));
+      try {
+        return await fn(nss);
+      } finally {
+        for (const ns of nss) ns.remove();
+      }
+    };
+    const checkAll = (r: { runs: Exec[] }, nss: BenchNetns[], check: (r: Exec, ns: BenchNetns) => void) => r.runs.forEach((x, i) => check(x, nss[i]));
+    const R: Record<string, number[]> = { burstShim: [], burstLoop: [], reAddShim: [], delShim: [], reNft: [], reAddOne: [], reNftOne: [] };
+    const roundLoads: string[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      R.burstShim.push(await many(BURST, async (nss) => {
+        const b = await launcher.run(L.add, nss.map((n) => n.path));
+        checkAll(b, nss, checkAdd('burst ADD'));
+        return b.wallMs;
+      }));
+      R.burstLoop.push(await many(BURST, async (nss) => {
+        const b = await launcher.run(L.loopback, nss.map((n) => n.path));
+        checkAll(b, nss, checkOk('loopback burst', '127.0.0.1/8'));
+        return b.wallMs;
+      }));
+      // Pods whose rules are in: CONC concurrent re-ADDs, then CONC concurrent DELs, through the agent.
+      await many(CONC, async (nss) => {
+        checkAll(await launcher.run(L.add, nss.map((n) => n.path)), nss, checkAdd('ADD before re-ADD'));
+        const one = await launcher.run(L.add, [nss[0].path]);
+        checkAdd('single re-ADD')(one.runs[0], nss[0]);
+        R.reAddOne.push(one.wallMs);
+        const re = await launcher.run(L.add, nss.map((n) => n.path));
+        checkAll(re, nss, checkAdd('concurrent re-ADD'));
+        R.reAddShim.push(re.wallMs);
+        const del = await launcher.run(L.del, nss.map((n) => n.path));
+        checkAll(del, nss, checkDel);
+        R.delShim.push(del.wallMs);
+        return 0;
+      });
+      // The same with the nft CLI: netns holding the golden rules, re-applied (Istio's flush form).
+      await many(CONC, async (nss) => {
+        checkAll(await launcher.run(L.nft, nss.map((n) => n.path)), nss, checkOk('nsenter nft'));
+        const one = await launcher.run(L.nft, [nss[0].path]);
+        checkOk('nsenter nft')(one.runs[0], nss[0]);
+        R.reNftOne.push(one.wallMs);
+        const re = await launcher.run(L.nft, nss.map((n) => n.path));
+        checkAll(re, nss, checkOk('nsenter nft'));
+        R.reNft.push(re.wallMs);
+        return 0;
+      });
+      roundLoads.push(load());
+    }
+
+    // The agent served every ADD itself (none fell back to the standalone plugin).
+    const lookups = api.requestsFor(POD.namespace, POD.name).length;
+
+    const med = (n: string) => median(times.get(n)!);
+    const lo = med('go loopback ADD');
+    const rows = cases.map((c) => {
+      const xs = times.get(c.name)!;
+      return `| ${c.name} | ${ms(median(xs))} | ${ms(p90(xs))} | ${ratio(median(xs) / lo)} | ${ratio(p90(xs) / p90(times.get('go loopback ADD')!))} |`;
+    });
+    const shimAdd = med('shim -> agent ADD');
+    const shimP90 = p90(times.get('shim -> agent ADD')!);
+    const loP90 = p90(times.get('go loopback ADD')!);
+    const list = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(', ');
+    const standalone = med('standalone ADD (agent down)');
+    const out = [
+      `CNI ADD/DEL of a sidecar pod through the agent as deployed (${N} interleaved runs each, ${WARMUP} warm-up; every exec by posix_spawn)`,
+      `machine: ${machine()}; load at start ${loadAtStart}, after the single runs ${loadAfterSingles}, after each round ${roundLoads.join(' | ')}`,
+      '',
+      '| case | median | p90 | median / go loopback | p90 / go loopback p90 |',
+      '|---|---|---|---|---|',
+      ...rows,
+      '',
+      `Targets: shim -> agent ADD median <= 1.0x go loopback: ${ratio(shimAdd / lo)} (${shimAdd <= lo ? 'met' : 'NOT met'}); ` +
+        `p90 <= 1.3x: ${ratio(shimP90 / loP90)} (${shimP90 <= 1.3 * loP90 ? 'met' : 'NOT met'}); standalone ADD / node -e 0: ${ratio(standalone / med('node -e 0'))}`,
+      '',
+      `Burst of ${BURST} concurrent ADDs (${ROUNDS} rounds, wall ms from the first spawn to the last exit): shim -> agent ${list(R.burstShim)} ` +
+        `(median ${median(R.burstShim).toFixed(0)} = ${ratio(median(R.burstShim) / shimAdd)} one shim ADD, ${ratio(median(R.burstShim) / standalone)} one standalone ADD; ` +
+        `target < 2x one ADD: ${median(R.burstShim) < 2 * shimAdd ? 'met' : 'NOT met'}); go loopback ${list(R.burstLoop)} (median ${ratio(median(R.burstLoop) / lo)} one loopback ADD)`,
+      '',
+      `Re-apply onto pods whose rules are in, ${CONC} at once vs one (${ROUNDS} rounds, wall ms): ` +
+        `through the agent (re-ADD) one ${list(R.reAddOne)}, ${CONC} ${list(R.reAddShim)} (median ${ratio(median(R.reAddShim) / median(R.reAddOne))} one); ` +
+        `${CONC} DELs ${list(R.delShim)}; nsenter nft -f of the golden text one ${list(R.reNftOne)}, ${CONC} ${list(R.reNft)} (median ${ratio(median(R.reNft) / median(R.reNftOne))} one); ` +
+        `${CONC} re-ADDs through the agent / ${CONC} nft -f: ${ratio(median(R.reAddShim) / median(R.reNft))}`,
+      '',
+      `Pod GETs the API stand-in served (the standalone runs; the agent answers from its watch): ${lookups}`,
+    ];
+    process.stdout.write(`${out.join('\n')}\n`);
+  } finally {
+    await cleanup();
+  }
+}
+
+main().then(() => process.exit(0), (e) => {
   process.stderr.write(`bench/cni-add: ${(e as Error).stack ?? String(e)}\n`);
   process.exit(1);
 });

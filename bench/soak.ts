@@ -26,12 +26,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { PACKAGE_ROOT } from '../test/support/conformance';
-import { onLines } from '../test/support/child-lines';
-import { freePort, httpGet } from '../test/support/http-get';
-import { ensurePayload } from '../test/support/payload';
-import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, RunningPod, requirePrerequisites, sweepStaleRuns } from '../test/e2e/harness';
-import { PodSpecLite, injectedPod } from '../test/e2e/pods';
+import { PACKAGE_ROOT, PAYLOAD_DIR } from './support/paths';
+import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, PodSpecLite, RunningPod, freePort, httpGet, injectedPod, onLines, requirePrerequisites, sweepStaleRuns } from './support/testbed';
 
 const execFileP = promisify(execFile);
 
@@ -246,7 +242,8 @@ async function main(): Promise<number> {
   world.cleanUpOnExit();
   log(`options ${JSON.stringify(opts)}; state dir ${world.dir}`);
 
-  const payloadSrc = ensurePayload();
+  const payloadSrc = PAYLOAD_DIR;
+  if (!fs.existsSync(path.join(payloadSrc, 'istio-cni'))) throw new Error(`${payloadSrc} holds no payload: run \`npm run package\` (npm run bench:soak does)`);
   await world.setup({ installPlugin: false });
   // Private copies: the payload and the package may be rebuilt by others while this runs.
   const payload = path.join(world.dir, 'payload');

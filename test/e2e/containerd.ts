@@ -26,6 +26,11 @@ export interface ContainerdOptions {
   pathEnv: string;
   /** A path every process of this run names on its command line (the run's state dir). */
   marker: string;
+  /**
+   * More runc runtimes, each with a CNI config dir of its own (containerd's per-runtime
+   * `cni_conf_dir`): a pod started with that runtime handler gets that dir's network.
+   */
+  runtimes?: { name: string; cniConfDir: string }[];
 }
 
 /** Lowering oom_score_adj needs CAP_SYS_RESOURCE; some VMs' root lacks it, and runc then fails. */
@@ -128,7 +133,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
         Root = ${q(this.runcRoot)}
-  [plugins."io.containerd.grpc.v1.cri".cni]
+${(this.opts.runtimes ?? []).map((r) => `    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.${r.name}]
+      runtime_type = "io.containerd.runc.v2"
+      cni_conf_dir = ${q(r.cniConfDir)}
+      cni_max_conf_num = 1
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.${r.name}.options]
+        SystemdCgroup = false
+        Root = ${q(this.runcRoot)}
+`).join('')}  [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = ${q(this.opts.cniBinDir)}
     conf_dir = ${q(this.opts.cniConfDir)}
     max_conf_num = 1

@@ -64,7 +64,8 @@ export interface CriClient {
   conditions(): Promise<Condition[]>;
   /** Status(verbose): containerd's info map (its config, the CNI config it has loaded, the last load status). */
   statusInfo(): Promise<Record<string, string>>;
-  runPodSandbox(config: PodSandboxConfig): Promise<string>;
+  /** `runtimeHandler`: a runtime named in containerd's config (default: its default runtime). */
+  runPodSandbox(config: PodSandboxConfig, runtimeHandler?: string): Promise<string>;
   stopPodSandbox(id: string): Promise<void>;
   removePodSandbox(id: string): Promise<void>;
   podSandboxStatus(id: string): Promise<{ status: SandboxStatus; info: SandboxInfo }>;
@@ -102,7 +103,7 @@ export function criClient(endpoint: string, deadlineMs = 60_000): CriClient {
     version: () => call(runtime, 'Version', { version: 'v1' }),
     conditions: async () => (await call<{ status: { conditions: Condition[] } | null }>(runtime, 'Status', {})).status?.conditions ?? [],
     statusInfo: async () => (await call<{ info: Record<string, string> }>(runtime, 'Status', { verbose: true })).info ?? {},
-    runPodSandbox: async (config) => (await call<{ pod_sandbox_id: string }>(runtime, 'RunPodSandbox', { config, runtime_handler: '' })).pod_sandbox_id,
+    runPodSandbox: async (config, runtimeHandler = '') => (await call<{ pod_sandbox_id: string }>(runtime, 'RunPodSandbox', { config, runtime_handler: runtimeHandler })).pod_sandbox_id,
     stopPodSandbox: async (id) => {
       await call(runtime, 'StopPodSandbox', { pod_sandbox_id: id });
     },

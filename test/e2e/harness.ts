@@ -104,8 +104,10 @@ export class E2eWorld {
   readonly pods: RunningPod[] = [];
   private tornDown = false;
 
-  constructor(private readonly refPluginDir: string) {
+  /** `runtimes`: extra runtime handlers with CNI config dirs of their own (PrivateContainerd). */
+  constructor(private readonly refPluginDir: string, runtimes: { name: string; cniConfDir: string }[] = []) {
     this.ctrd = new PrivateContainerd({
+      runtimes,
       dir: path.join(this.dir, 'containerd'),
       cniBinDir: this.cniBinDir,
       cniConfDir: this.cniConfDir,
@@ -198,9 +200,9 @@ export class E2eWorld {
   }
 
   /** RunPodSandbox as kubelet calls it, then what the test needs to look inside the pod. */
-  async runPod(spec: PodSpecLite): Promise<RunningPod> {
+  async runPod(spec: PodSpecLite, runtimeHandler?: string): Promise<RunningPod> {
     const t0 = performance.now();
-    const id = await this.cri.runPodSandbox(kubeletSandboxConfig(spec, path.join(this.dir, 'pod-logs'), `/icts-e2e-${process.pid}`));
+    const id = await this.cri.runPodSandbox(kubeletSandboxConfig(spec, path.join(this.dir, 'pod-logs'), `/icts-e2e-${process.pid}`), runtimeHandler);
     const runMs = performance.now() - t0;
     const { status, info } = await this.cri.podSandboxStatus(id);
     const netns = sandboxNetnsPath(info);

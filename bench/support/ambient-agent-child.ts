@@ -2,10 +2,10 @@
 // alone. Configured by a JSON file (argv[2]); talks to the parent over the IPC channel:
 //   -> {type:'ready'} once started; 'stats' -> {type:'stats', rss, heapUsed, ...}; 'stop' -> exits.
 import * as fs from 'node:fs';
-import { createAmbientAgent } from '../src/agent/ambient';
-import { parseAgentConfig } from '../src/agent/config';
-import { Logger } from '../src/installer/log';
-import { RestClient } from '../src/kube/rest';
+import { createAmbientAgent } from '../../src/agent/ambient';
+import { parseAgentConfig } from '../../src/agent/config';
+import { Logger } from '../../src/installer/log';
+import { RestClient } from '../../src/kube/rest';
 
 interface ChildConfig {
   apiUrl: string;

@@ -1,0 +1,144 @@
+// The node agent as the DaemonSet runs it: `istio-cni-ts agent` with no flags, its environment
+// built from install/kubernetes/configmap.yaml (envFrom) and daemonset.yaml (the fieldRef
+// variables: pod name and namespace, the node name three times), and what kubelet adds
+// (KUBERNETES_SERVICE_HOST/PORT). The host paths the DaemonSet mounts become directories given
+// by the caller, and it installs the payload (dist/payload, the image's /opt/cni/bin) into the
+// bin dir itself and chains its entry into the primary conflist. Deviations, because the machine
+// is shared: HEALTH_PORT=0, a free MONITORING_PORT, LISTEN_ADDRESS=127.0.0.1, and the node's
+// /proc as REPAIR_HOST_PROC_DIR (the DaemonSet mounts it at /host/proc).
+import { ChildProcess, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parse } from 'yaml';
+import { BIN, PACKAGE_ROOT, PAYLOAD_DIR } from './paths';
+import { freePort, onLines } from './testbed';
+
+export interface NodeDirs {
+  /** The host's /etc/cni/net.d (MOUNTED_CNI_NET_DIR); must hold the primary conflist. */
+  net: string;
+  /** The host's /opt/cni/bin (CNI_BIN_DIR). */
+  bin: string;
+  /** The host's /var/run/istio-cni (CNI_AGENT_RUN_DIR). */
+  run: string;
+  /** The service-account mount (token, ca.crt). */
+  sa: string;
+}
+
+export interface DeployedAgent {
+  readonly proc: ChildProcess;
+  readonly pid: number;
+  readonly out: string[];
+  /** The installed CNI binary (the shim), as a runtime finds it. */
+  readonly shim: string;
+  readonly env: Record<string, string>;
+  /** The network config a runtime passes our plugin: its conflist entry + cniVersion, name, prevResult. */
+  pluginConf(prevResult: object): Record<string, unknown>;
+  stop(): Promise<void>;
+}
+
+const MANIFESTS = path.join(PACKAGE_ROOT, 'install', 'kubernetes');
+export const AGENT_POD = { name: 'istio-cni-node-bench', namespace: 'istio-system' };
+
+/** The container environment the manifests give the agent on node `node`. */
+export function daemonSetEnv(node: string): Record<string, string> {
+  const cm = parse(fs.readFileSync(path.join(MANIFESTS, 'configmap.yaml'), 'utf8')) as { data: Record<string, string> };
+  const ds = parse(fs.readFileSync(path.join(MANIFESTS, 'daemonset.yaml'), 'utf8')) as {
+    spec: { template: { spec: { containers: { name: string; env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[] }[] } } };
+  };
+  const fields: Record<string, string> = { 'metadata.name': AGENT_POD.name, 'metadata.namespace': AGENT_POD.namespace, 'spec.nodeName': node };
+  const env: Record<string, string> = { ...cm.data };
+  for (const e of ds.spec.template.spec.containers[0].env ?? []) {
+    const v = e.value ?? fields[e.valueFrom?.fieldRef?.fieldPath ?? ''];
+    if (v === undefined) throw new Error(`daemonset.yaml: env ${e.name} has a source the bench does not know`);
+    env[e.name] = v;
+  }
+  return env;
+}
+
+async function until<T>(what: string, f: () => T | undefined | false, ms: number, proc: ChildProcess, out: string[]): Promise<T> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = f();
+    if (v) return v;
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`the agent exited (${proc.exitCode ?? proc.signalCode}) while the bench waited for ${what}:\n${out.slice(-30).join('\n')}`);
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}:\n${out.slice(-30).join('\n')}`);
+    await sleep(50);
+  }
+}
+
+/**
+ * Starts the agent and waits until it serves the fast path with its pod cache synced, the shim is
+ * installed and our entry is chained into the primary conflist. `wrap` prefixes the command (e.g.
+ * nsenter into the runtime's mount namespace).
+ */
+export async function startDeployedAgent(o: { node: string; apiPort: number; dirs: NodeDirs; payload?: string; wrap?: string[]; pluginType?: string }): Promise<DeployedAgent> {
+  const payload = o.payload ?? PAYLOAD_DIR;
+  if (!fs.existsSync(path.join(payload, 'istio-cni'))) throw new Error(`${payload} holds no payload: run \`npm run package\` first`);
+  const env: Record<string, string> = {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    KUBERNETES_SERVICE_HOST: '127.0.0.1',
+    KUBERNETES_SERVICE_PORT: String(o.apiPort),
+    ...daemonSetEnv(o.node),
+    MOUNTED_CNI_NET_DIR: o.dirs.net,
+    CNI_BIN_DIR: o.dirs.bin,
+    CNI_BIN_SOURCE_DIR: payload,
+    CNI_AGENT_RUN_DIR: o.dirs.run,
+    SERVICE_ACCOUNT_DIR: o.dirs.sa,
+    REPAIR_HOST_PROC_DIR: '/proc',
+    HEALTH_PORT: '0',
+    MONITORING_PORT: String(await freePort()),
+    LISTEN_ADDRESS: '127.0.0.1',
+  };
+  const cmd = [...(o.wrap ?? []), process.execPath, BIN, 'agent'];
+  const proc = spawn(cmd[0], cmd.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const out: string[] = [];
+  for (const s of [proc.stdout!, proc.stderr!]) {
+    onLines(s, (l) => {
+      out.push(l);
+      if (out.length > 5000) out.splice(0, out.length - 2000);
+    });
+  }
+  const type = o.pluginType ?? env.CNI_PLUGIN_TYPE ?? 'istio-cni';
+  const shim = path.join(o.dirs.bin, type);
+  const conflist = () => {
+    for (const f of fs.readdirSync(o.dirs.net).filter((x) => x.endsWith('.conflist')).sort()) {
+      try {
+        const c = JSON.parse(fs.readFileSync(path.join(o.dirs.net, f), 'utf8')) as { cniVersion: string; name: string; plugins: { type: string }[] };
+        if (c.plugins.some((p) => p.type === type)) return c;
+      } catch {
+        // being rewritten
+      }
+    }
+    return undefined;
+  };
+  const stop = async () => {
+    if (proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    await Promise.race([exited, sleep(10_000)]);
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  };
+  try {
+    await until('the CNI fast-path server', () => out.some((l) => l.includes('CNI fast-path server listening')), 30_000, proc, out);
+    await until('the fast path pod cache to sync', () => out.some((l) => l.includes('fast path pod cache synced')), 30_000, proc, out);
+    await until(`the shim installed as ${shim}`, () => fs.existsSync(shim) && fs.existsSync(path.join(o.dirs.bin, 'istio-cni-ts', 'istio-cni-plugin')), 60_000, proc, out);
+    await until('our entry chained into the primary conflist', conflist, 30_000, proc, out);
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw e;
+  }
+  return {
+    proc,
+    pid: proc.pid!,
+    out,
+    shim,
+    env,
+    pluginConf: (prevResult) => {
+      const c = conflist();
+      if (!c) throw new Error('our entry is no longer in the conflist');
+      return { ...c.plugins.find((p) => p.type === type), cniVersion: c.cniVersion, name: c.name, prevResult };
+    },
+    stop,
+  };
+}
