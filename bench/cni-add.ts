@@ -253,12 +253,13 @@ async function main(): Promise<void> {
         `(median ${median(R.burstShim).toFixed(0)} = ${ratio(median(R.burstShim) / shimAdd)} one shim ADD, ${ratio(median(R.burstShim) / standalone)} one standalone ADD; ` +
         `target < 2x one ADD: ${median(R.burstShim) < 2 * shimAdd ? 'met' : 'NOT met'}); go loopback ${list(R.burstLoop)} (median ${ratio(median(R.burstLoop) / lo)} one loopback ADD)`,
       '',
-      `Re-apply onto pods whose rules are in, ${CONC} at once vs one (${ROUNDS} rounds, wall ms): ` +
-        `through the agent (re-ADD) one ${list(R.reAddOne)}, ${CONC} ${list(R.reAddShim)} (median ${ratio(median(R.reAddShim) / median(R.reAddOne))} one); ` +
-        `${CONC} DELs ${list(R.delShim)}; nsenter nft -f of the golden text one ${list(R.reNftOne)}, ${CONC} ${list(R.reNft)} (median ${ratio(median(R.reNft) / median(R.reNftOne))} one); ` +
-        `${CONC} re-ADDs through the agent / ${CONC} nft -f: ${ratio(median(R.reAddShim) / median(R.reNft))}`,
+      `Re-apply onto pods whose rules are in (${ROUNDS} rounds, wall ms), one alone and ${CONC} at once:`,
+      `  re-ADD through the agent: one [${list(R.reAddOne)}]; ${CONC} at once [${list(R.reAddShim)}] (median ${ratio(median(R.reAddShim) / median(R.reAddOne))} one)`,
+      `  DEL through the agent, ${CONC} at once: [${list(R.delShim)}]`,
+      `  nsenter nft -f of Istio's text: one [${list(R.reNftOne)}]; ${CONC} at once [${list(R.reNft)}] (median ${ratio(median(R.reNft) / median(R.reNftOne))} one)`,
+      `  ${CONC} re-ADDs through the agent / ${CONC} nft -f: ${ratio(median(R.reAddShim) / median(R.reNft))}`,
       '',
-      `Pod GETs the API stand-in served (the standalone runs; the agent answers from its watch): ${lookups}`,
+      `Pod GETs the API stand-in served: ${lookups}, for ${N + WARMUP} standalone ADDs (each GETs its pod; the agent answers from its watch)`,
     ];
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {
