@@ -4,9 +4,11 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <linux/nsfs.h>
+#include <sys/types.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -26,17 +28,38 @@ Napi::Error ErrnoError(Napi::Env env, const std::string& what, int err) {
   return e;
 }
 
+// "a FIFO", "a directory", ... for the file types a namespace file can never be.
+static const char* KindOf(mode_t mode) {
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
 int OpenNetns(const std::string& path, std::string* message, int* err) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    *err = errno;
-    if (*err == ENOENT) {
+  auto cannot_open = [&](int e) {
+    *err = e;
+    if (e == ENOENT) {
       *message = "network namespace " + path + " does not exist (no such file: was the netns deleted?)";
     } else {
-      *message = "cannot open network namespace " + path + ": " + strerror(*err);
+      *message = "cannot open network namespace " + path + ": " + strerror(e);
     }
     return -1;
+  };
+  // A namespace file is a regular file on nsfs. Anything else is refused before it is opened:
+  // opening a device can have side effects, and opening a FIFO without O_NONBLOCK waits for a
+  // writer, on the JS thread. O_NONBLOCK below still covers a FIFO swapped in after the stat.
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return cannot_open(errno);
+  if (!S_ISREG(st.st_mode)) {
+    *err = EINVAL;
+    *message = path + " is not a network namespace (it is " + KindOf(st.st_mode) + ")";
+    return -1;
   }
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) return cannot_open(errno);
   // A netns bind mount that was unmounted leaves an ordinary empty file behind: opening it
   // succeeds, so check the file system type before anyone tries to setns into it.
   struct statfs fs;

@@ -14,8 +14,10 @@ Napi::Error ErrnoError(Napi::Env env, const std::string& what, int err);
 // The errno name ("ENOENT") or "E<number>" when glibc does not know it.
 std::string ErrnoName(int err);
 
-// Opens a network namespace file (e.g. /run/netns/NAME or /proc/PID/ns/net) read-only and
-// close-on-exec, and checks that it is an nsfs file of type CLONE_NEWNET. On failure returns -1
+// Opens a network namespace file (e.g. /run/netns/NAME or /proc/PID/ns/net) read-only,
+// close-on-exec and non-blocking (a FIFO at the path never blocks the caller; anything but a
+// regular file is refused before it is opened), and checks that it is an nsfs file of type
+// CLONE_NEWNET. On failure returns -1
 // and fills *message with a sentence that names the path, and *err with the errno.
 int OpenNetns(const std::string& path, std::string* message, int* err);
 

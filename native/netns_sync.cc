@@ -46,7 +46,7 @@ Napi::Value WithNetnsSync(const Napi::CallbackInfo& info) {
   int target = OpenNetns(path, &message, &err);
   if (target < 0) throw ErrnoError(env, message, err);
 
-  int saved = open(kSelfNetns, O_RDONLY | O_CLOEXEC);
+  int saved = open(kSelfNetns, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (saved < 0) {
     err = errno;
     close(target);

@@ -1,23 +1,32 @@
 // nftRun(netnsPath, script, dryRun, json) -> Promise<{output, error}>
 //
 // The netns file is opened on the JS thread, so a missing or wrong path is reported at once.
-// The job then joins a queue served by one worker pthread of the addon's own (started when the
-// queue is empty and a job arrives, ended when it has drained the queue; never a libuv pool
-// thread, never the JS thread). For each job the worker enters the job's netns, creates a
-// libnftables context there (the context opens its netlink socket when created, so it must be
-// created after setns), runs the script as one transaction, copies the output and error buffers
-// and frees everything. The worker only ever runs nft jobs and enters each job's netns first, so
-// the namespace the previous job left it in never matters; it ends when the queue is empty, and
-// is joined before its last job settles, so once every call has settled no worker is left (in
-// whatever netns). A thread-safe function per job, released by the worker as its last touch of
-// that job, brings us back to the JS thread, where the Promise is settled.
+// The job then joins a queue served by one dispatcher pthread of the addon's own (started when
+// the queue is empty and a job arrives, ended when it has drained the queue; never a libuv pool
+// thread, never the JS thread). The dispatcher never changes namespace and never calls
+// libnftables: for each job it starts a job thread and waits for that job's result, then
+// releases the job's thread-safe function, which brings us back to the JS thread where the
+// Promise is settled. The dispatcher's last job joins it before settling, so once every call has
+// settled no dispatcher is left.
 //
-// Why one worker and not a thread per call: libnftables 1.0.6 keeps process-global state that
-// every run touches (below), so runs must not overlap anyway; and 50 threads that all enter
-// their namespaces and wait on one mutex made 50 applies slower (wall) than running them one
-// after the other, while taking no less CPU (docs/payload.md, "Burst").
+// A job thread enters the job's netns, then leaves the process' shared fd table for a private
+// one holding only fds 0-2 (close_range with CLOSE_RANGE_UNSHARE), and only then creates the
+// script's memfd and the libnftables context (whose netlink socket is opened at creation, so
+// after setns). libnftables 1.0.6 waits on that socket with select(), and glibc aborts the
+// whole process for an fd of FD_SETSIZE (1024) or more; in a private table the socket is fd 4
+// whatever the agent has open. It returns to the dispatcher's netns before it posts its result,
+// so once a call has settled no thread is in that call's netns. It may not signal the event loop
+// itself: that is a write to libuv's eventfd, an fd of the shared table it no longer has (its
+// number may even be reused in the private table). So it hands its result to the dispatcher,
+// which still shares the table, through a mutex and condition variable (no fd), and ends.
+//
+// Why one job at a time and not a thread per call racing for the lock: libnftables 1.0.6 keeps
+// process-global state that every run touches (below), so runs must not overlap anyway; and 50
+// threads that all enter their namespaces and wait on one mutex made 50 applies slower (wall)
+// than running them one after the other, while taking no less CPU (docs/payload.md, "Burst").
 
 #include <errno.h>
+#include <fcntl.h>
 #include <nftables/libnftables.h>
 #include <pthread.h>
 #include <sched.h>
@@ -26,6 +35,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <string>
@@ -38,7 +48,7 @@ namespace {
 // libnftables 1.0.6's process-wide mutable state (read from the nftables sources and checked
 // against the stores into .bss/.data in Debian's libnftables.so.1.1.0), and who touches it:
 //   - init_once in nft_ctx_new (then gmp_init, xt_init): written by the first nft_ctx_new only.
-//     LibraryInit below makes that first call once, before any worker runs; after it,
+//     LibraryInit below makes that first call once, before any job runs; after it,
 //     nft_ctx_new only reads the flag and allocates per-context state (its own socket, its own
 //     copies of the mark/realm/devgroup/ct label tables), so it runs outside the lock.
 //   - the set, chain and flowtable id counters (set_alloc, chain_alloc, ...: plain ++ on a
@@ -51,9 +61,8 @@ namespace {
 //     (meta iif/oif and their printing), released at the end of every run and by nft_ctx_free.
 //   - the JSON parser's statics (json input, tried first when JSON output is on), a cached
 //     receive buffer size, and libxtables' globals when xt expressions are printed.
-// The queue below already serialises every run (one worker at a time does libnftables work; a
-// worker that found the queue empty touches the library no more), so nft_lock is never
-// contended today. It stays around the run and nft_ctx_free, and around LibraryInit on the JS
+// The queue below already serialises every run (the dispatcher starts a job thread only once the
+// previous one has posted its result), so nft_lock is never contended today. It stays around the run and nft_ctx_free, and around LibraryInit on the JS
 // thread, so that any other caller of libnftables added later cannot race these globals.
 std::mutex nft_lock;
 std::once_flag library_init;
@@ -73,20 +82,27 @@ struct NftJob {
 
   // Inputs.
   std::string path;
-  int nsfd = -1;
+  int nsfd = -1;  // in the shared fd table; closed by the dispatcher once the job thread is done with it
   std::string script;
   bool dry_run = false;
   bool json = false;
 
-  // Set on the last job a worker served before it ended: Finish joins that worker, so no worker
-  // thread outlives the settling of its last job.
+  // Set on the last job a dispatcher served before it ended: Finish joins that dispatcher, so
+  // no dispatcher outlives the settling of its last job.
   bool joins_worker = false;
   pthread_t worker{};
 
-  // Results, written by the worker before it releases the thread-safe function.
-  int sys_errno = 0;       // non-zero: the worker could not get to run nft at all
+  // The dispatcher serving the job: the job thread returns to its netns.
+  pid_t dispatcher_tid = 0;
+
+  // Set by the job thread, under result_lock, when the results below are final; after that the
+  // job thread never touches the job again.
+  bool done = false;
+
+  // Results, written by the job thread before it sets done.
+  int sys_errno = 0;       // non-zero: the job thread could not get to run nft at all
   std::string sys_error;   // what failed, when sys_errno is set
-  int rc = 0;              // nft_run_cmd_from_buffer's return value
+  int rc = 0;              // nft_run_cmd_from_filename's return value
   std::string output;
   std::string error;
 };
@@ -122,49 +138,44 @@ int WriteMemfd(const std::string& text, int* err) {
   return fd;
 }
 
-void RunInNetns(NftJob* job) {
-  if (setns(job->nsfd, CLONE_NEWNET) != 0) {
-    job->sys_errno = errno;
-    job->sys_error = "cannot enter network namespace " + job->path + ": setns: " + strerror(job->sys_errno);
+// Runs the job's script with libnftables. Called on the job thread, already inside the job's
+// netns and in its private fd table, so every fd made here is a low one.
+void RunNft(NftJob* job) {
+  // The script goes in as a file, not a buffer: for buffer input libnftables 1.0.6 prints the
+  // first line of the script under every error and no line number, while for a file it prints
+  // "file:line:col" and the offending line. A memfd is that file, named through
+  // /proc/thread-self (/proc/self/fd would be the main thread's table, not this one); that name
+  // is replaced by kScriptName in the messages.
+  int script_fd = WriteMemfd(job->script, &job->sys_errno);
+  if (script_fd < 0) {
+    job->sys_error = std::string("cannot hold the nft script in a memfd: ") + strerror(job->sys_errno);
     return;
   }
   struct nft_ctx* ctx = nft_ctx_new(NFT_CTX_DEFAULT);
   if (ctx == nullptr) {
     job->sys_errno = errno != 0 ? errno : ENOMEM;
     job->sys_error = "nft_ctx_new failed in " + job->path;
+    close(script_fd);
     return;
   }
-  if (nft_ctx_buffer_output(ctx) != 0 || nft_ctx_buffer_error(ctx) != 0) {
-    job->sys_errno = errno != 0 ? errno : ENOMEM;
-    job->sys_error = "cannot buffer libnftables output";
-    std::lock_guard<std::mutex> guard(nft_lock);
-    nft_ctx_free(ctx);
-    return;
-  }
-  nft_ctx_set_dry_run(ctx, job->dry_run);
-  if (job->json) {
-    nft_ctx_output_set_flags(ctx, nft_ctx_output_get_flags(ctx) | NFT_CTX_OUTPUT_JSON);
-  }
-  // The script goes in as a file, not a buffer: for buffer input libnftables 1.0.6 prints the
-  // first line of the script under every error and no line number, while for a file it prints
-  // "file:line:col" and the offending line. A memfd is that file; its /proc name is replaced by
-  // kScriptName in the messages.
-  int script_fd = WriteMemfd(job->script, &job->sys_errno);
-  if (script_fd < 0) {
-    job->sys_error = std::string("cannot hold the nft script in a memfd: ") + strerror(job->sys_errno);
-    std::lock_guard<std::mutex> guard(nft_lock);
-    nft_ctx_free(ctx);
-    return;
-  }
-  std::string file = "/proc/self/fd/" + std::to_string(script_fd);
+  std::string file = "/proc/thread-self/fd/" + std::to_string(script_fd);
   std::string out, err;
   {
     std::lock_guard<std::mutex> guard(nft_lock);
-    job->rc = nft_run_cmd_from_filename(ctx, file.c_str());
-    const char* o = nft_ctx_get_output_buffer(ctx);
-    const char* e = nft_ctx_get_error_buffer(ctx);
-    out = o != nullptr ? o : "";
-    err = e != nullptr ? e : "";
+    if (nft_ctx_buffer_output(ctx) != 0 || nft_ctx_buffer_error(ctx) != 0) {
+      job->sys_errno = errno != 0 ? errno : ENOMEM;
+      job->sys_error = "cannot buffer libnftables output";
+    } else {
+      nft_ctx_set_dry_run(ctx, job->dry_run);
+      if (job->json) {
+        nft_ctx_output_set_flags(ctx, nft_ctx_output_get_flags(ctx) | NFT_CTX_OUTPUT_JSON);
+      }
+      job->rc = nft_run_cmd_from_filename(ctx, file.c_str());
+      const char* o = nft_ctx_get_output_buffer(ctx);
+      const char* e = nft_ctx_get_error_buffer(ctx);
+      out = o != nullptr ? o : "";
+      err = e != nullptr ? e : "";
+    }
     nft_ctx_free(ctx);
   }
   close(script_fd);
@@ -172,14 +183,78 @@ void RunInNetns(NftJob* job) {
   job->error = ReplaceAll(err, file + ":", std::string(kScriptName) + ":");
 }
 
-// The queue of jobs and whether a worker is serving it; both under queue_lock (held only to push
-// or pop, never while a job runs).
+// Guards every job's `done`; done_cv wakes the dispatcher. Static and never destroyed, so the
+// job thread may still be unlocking it after the dispatcher has moved on and the job is freed.
+std::mutex result_lock;
+std::condition_variable result_cv;
+
+void PostResult(NftJob* job) {
+  std::lock_guard<std::mutex> guard(result_lock);
+  job->done = true;
+  result_cv.notify_all();
+}
+
+// Puts the job thread back in the dispatcher's netns (the process' own: the dispatcher never
+// changes namespace), so no thread is left in a pod's netns once the job has settled. This
+// cannot reasonably fail; if it did, the job's result would still be true, and the thread, which
+// runs nothing else, would only end in the pod's netns instead.
+void ReturnHome(pid_t dispatcher_tid) {
+  std::string home = "/proc/self/task/" + std::to_string(dispatcher_tid) + "/ns/net";
+  int fd = open(home.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  setns(fd, CLONE_NEWNET);
+  close(fd);
+}
+
+// The job thread: setns with the job's fd (a shared-table number), then a private fd table
+// with only 0-2 in it, then libnftables, then back to the dispatcher's netns.
+void* JobMain(void* arg) {
+  auto* job = static_cast<NftJob*>(arg);
+  pid_t dispatcher_tid = job->dispatcher_tid;
+  if (setns(job->nsfd, CLONE_NEWNET) != 0) {
+    job->sys_errno = errno;
+    job->sys_error = "cannot enter network namespace " + job->path + ": setns: " + strerror(job->sys_errno);
+  } else {
+    // The kernel copies only fds 0-2 into the new table (the rest are in the closed range).
+    if (close_range(3, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
+      job->sys_errno = errno;
+      job->sys_error = std::string("cannot give the nft thread its own fd table: close_range: ") + strerror(job->sys_errno);
+    } else {
+      RunNft(job);
+    }
+    ReturnHome(dispatcher_tid);
+  }
+  PostResult(job);
+  return nullptr;
+}
+
+// Runs one job on a new, detached job thread and waits until its result is posted. The job
+// thread inherits the dispatcher's mask: every signal blocked.
+void RunJob(NftJob* job) {
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t thread;
+  job->dispatcher_tid = gettid();
+  int rc = pthread_create(&thread, &attr, JobMain, job);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    job->sys_errno = rc;
+    job->sys_error = std::string("cannot start an nft job thread: ") + strerror(rc);
+    return;
+  }
+  std::unique_lock<std::mutex> guard(result_lock);
+  result_cv.wait(guard, [job] { return job->done; });
+}
+
+// The queue of jobs and whether a dispatcher is serving it; both under queue_lock (held only to
+// push or pop, never while a job runs).
 std::mutex queue_lock;
 std::deque<NftJob*> queue;
 bool worker_running = false;
 
 // Serves the queue until it is empty. Started by Enqueue with the first job already queued.
-void* WorkerMain(void*) {
+void* DispatcherMain(void*) {
   NftJob* job;
   {
     std::lock_guard<std::mutex> guard(queue_lock);
@@ -187,15 +262,15 @@ void* WorkerMain(void*) {
     queue.pop_front();
   }
   for (;;) {
-    RunInNetns(job);
+    RunJob(job);
     close(job->nsfd);
     job->nsfd = -1;
     NftJob* next = nullptr;
     {
       std::lock_guard<std::mutex> guard(queue_lock);
       if (queue.empty()) {
-        // This worker ends: a job queued from now on starts a new one. The JS thread joins this
-        // one when it settles this job.
+        // This dispatcher ends: a job queued from now on starts a new one. The JS thread joins
+        // this one when it settles this job.
         worker_running = false;
         job->joins_worker = true;
         job->worker = pthread_self();
@@ -211,19 +286,19 @@ void* WorkerMain(void*) {
   }
 }
 
-// Starts a worker with every signal blocked (signals stay with Node's own threads).
+// Starts a dispatcher with every signal blocked (signals stay with Node's own threads).
 int StartWorker() {
   sigset_t all, saved;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &saved);
   pthread_t thread;
-  int rc = pthread_create(&thread, nullptr, WorkerMain, nullptr);
+  int rc = pthread_create(&thread, nullptr, DispatcherMain, nullptr);
   pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   return rc;
 }
 
-// Queues the job and makes sure a worker serves the queue. 0, or pthread_create's error (then
-// the job is not queued).
+// Queues the job and makes sure a dispatcher serves the queue. 0, or pthread_create's error
+// (then the job is not queued).
 int Enqueue(NftJob* job) {
   std::lock_guard<std::mutex> guard(queue_lock);
   queue.push_back(job);
@@ -237,7 +312,7 @@ int Enqueue(NftJob* job) {
   return 0;
 }
 
-// Never called: the worker only releases the function. N-API wants one of a JS function or a
+// Never called: the dispatcher only releases the function. N-API wants one of a JS function or a
 // call_js callback.
 void NoCall(napi_env, napi_value, void*, void*) {}
 
@@ -248,8 +323,8 @@ Napi::Value ResultObject(Napi::Env env, const NftJob& job) {
   return o;
 }
 
-// Runs on the JS thread once the worker has released the job's thread-safe function (or when it
-// could not be queued). Joins the worker if this was its last job, then settles the Promise.
+// Runs on the JS thread once the dispatcher has released the job's thread-safe function (or when it
+// could not be queued). Joins the dispatcher if this was its last job, then settles the Promise.
 void Finish(napi_env raw_env, void* data, void*) {
   auto* job = static_cast<NftJob*>(data);
   // Its last act after the release is to return: a short wait at most.
@@ -315,7 +390,7 @@ Napi::Value NftRun(const Napi::CallbackInfo& info) {
                                                    &job->tsfn);
   if (st != napi_ok) {
     job->sys_errno = EAGAIN;
-    job->sys_error = "cannot create a thread-safe function for the nft worker";
+    job->sys_error = "cannot create a thread-safe function for the nft dispatcher";
     Finish(env, job, nullptr);
     return Napi::Value(env, promise);
   }
@@ -324,7 +399,7 @@ Napi::Value NftRun(const Napi::CallbackInfo& info) {
   int rc = Enqueue(job);
   if (rc != 0) {
     job->sys_errno = rc;
-    job->sys_error = std::string("cannot start the nft worker thread: ") + strerror(rc);
+    job->sys_error = std::string("cannot start the nft dispatcher thread: ") + strerror(rc);
     // Releasing the last reference runs Finish on the JS thread, which rejects.
     napi_release_threadsafe_function(job->tsfn, napi_tsfn_release);
   }

@@ -3,9 +3,11 @@
 // and no descriptor or thread left behind.
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import {
   NetnsError,
   NftError,
@@ -26,6 +28,7 @@ import {
   removeAllNetns,
   requireRootAndTools,
   shapeOfJson,
+  taskCountSettled,
   threadNetns,
   vanishNetns,
 } from './addon-support';
@@ -37,7 +40,7 @@ const SIDECAR = [
   { family: 'inet', table: 'istio-proxy-raw' },
 ] as const;
 
-before(() => requireRootAndTools('ss', 'umount'));
+before(() => requireRootAndTools('ss', 'umount', 'mkfifo'));
 after(() => removeAllNetns());
 
 /** "net:[4026532176]" for a netns file: its inode is the namespace's id. */
@@ -91,6 +94,42 @@ describe('a missing or wrong netns path', () => {
     );
     assert.throws(() => withNetnsSync('/etc/hostname', () => 1), NetnsError);
     assertAllThreadsHome();
+  });
+});
+
+describe('a FIFO at the netns path', () => {
+  // In a child with a deadline: if an open blocked the JS thread, this test would otherwise hang
+  // instead of failing.
+  test('every opener refuses it at once with a clear error; the JS thread is never blocked', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-fifo-'));
+    const fifo = path.join(dir, 'netns');
+    try {
+      execFileSync('mkfifo', [fifo]);
+      const dist = path.resolve(__dirname, '..', '..');
+      const child = `
+        const { applyNft, withNetnsSync } = require(${JSON.stringify(path.join(dist, 'src/netns/nft.js'))});
+        const { NetnsHandle } = require(${JSON.stringify(path.join(dist, 'src/agent/ambient/netns-handle.js'))});
+        const seen = {};
+        const note = (k, e) => (seen[k] = { code: e.code, message: e.message });
+        try { withNetnsSync(process.argv[1], () => 0); seen.sync = 'entered'; } catch (e) { note('sync', e); }
+        try { NetnsHandle.open(process.argv[1]); seen.handle = 'opened'; } catch (e) { note('handle', e); }
+        applyNft(process.argv[1], 'list ruleset').then(
+          () => (seen.nft = 'ran'),
+          (e) => note('nft', e),
+        ).then(() => process.stdout.write(JSON.stringify(seen)));
+      `;
+      const r = spawnSync(process.execPath, ['-e', child, fifo], { encoding: 'utf8', timeout: 20_000 });
+      assert.equal(r.signal, null, `the child was blocked and killed (${r.signal}): ${r.stderr}`);
+      assert.equal(r.status, 0, r.stderr);
+      const seen = JSON.parse(r.stdout);
+      const fifoError = { code: 'EINVAL', message: `${fifo} is not a network namespace (it is a FIFO)` };
+      assert.deepEqual(seen.sync, fifoError);
+      assert.deepEqual(seen.nft, fifoError);
+      assert.equal(seen.handle.code, 'EINVAL');
+      assert.match(seen.handle.message, /is not a network namespace/);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -239,11 +278,11 @@ describe('many calls, concurrency, no leaks', () => {
     };
     await round(); // warm up: the addon, Node's own lazily made threads and descriptors
     const fds = openFdCount();
-    const tasks = fs.readdirSync('/proc/self/task').length;
+    const tasks = await taskCountSettled(0, 200);
     for (let i = 0; i < 10; i++) await round();
     await deleteTables(pool[0].path, [...SIDECAR]);
     assertAllThreadsHome();
     assert.equal(openFdCount(), fds, 'open descriptors before and after');
-    assert.equal(fs.readdirSync('/proc/self/task').length, tasks, 'threads before and after');
+    assert.equal(await taskCountSettled(tasks), tasks, 'threads before and after');
   });
 });

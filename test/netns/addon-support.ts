@@ -165,3 +165,16 @@ export function threadNetns(): { process: string; threads: Map<string, string> }
 export function openFdCount(): number {
   return fs.readdirSync('/proc/self/fd').length;
 }
+
+/**
+ * The process' thread count once at most `expected` remain, or after `ms`: an nft job thread
+ * ends a moment after its call settles (it posts its result first).
+ */
+export async function taskCountSettled(expected: number, ms = 2000): Promise<number> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const n = fs.readdirSync('/proc/self/task').length;
+    if (n <= expected || Date.now() > deadline) return n;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

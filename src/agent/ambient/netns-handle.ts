@@ -63,7 +63,8 @@ export class NetnsHandle {
   static open(netnsPath: string, ownerStarttime = 0n): NetnsHandle {
     let fd: number;
     try {
-      fd = fs.openSync(netnsPath, fs.constants.O_RDONLY) // libuv opens close-on-exec;
+      // Non-blocking: a FIFO at the path must not block the JS thread (the nsfs check below refuses it).
+      fd = fs.openSync(netnsPath, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK); // libuv opens close-on-exec
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       const why = err.code === 'ENOENT' ? 'it does not exist (was the pod deleted?)' : err.message;
