@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import { createAmbientAgent } from '../../src/agent/ambient';
 import { parseAgentConfig } from '../../src/agent/config';
-import { Logger } from '../../src/installer/log';
+import { Logger } from '../../src/log/logger';
 import { RestClient } from '../../src/kube/rest';
 
 interface ChildConfig {

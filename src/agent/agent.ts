@@ -5,7 +5,7 @@ import { Installer } from '../installer/installer';
 import { InputError } from '../values/errors';
 import { CniServer, SHIM_SOCKET_NAME, startCniServer } from './cni-server';
 import { AgentConfig, describeConfig } from './config';
-import { ScopedLogger } from './log';
+import { ScopedLogger } from '../log/scoped';
 import { LOG_SOCKET_NAME, LogServer, startLogServer } from './logserver';
 import { AgentMetrics, Listening, startHealthServer } from './servers';
 import { checkHostPaths } from './host-side';

@@ -26,10 +26,10 @@ import { Env } from '../cni/env';
 import { HttpsKubeClient, KubeClient } from '../kube/client';
 import { KUBECONFIG_NAME, parseKubeconfig } from '../kube/kubeconfig';
 import { handleCni } from '../plugin/istio';
-import { Fields, Logger, NetnsState, PluginDeps, realDeps } from '../plugin/deps';
-import { LogFields, LogLevel } from '../installer/log';
+import { NetnsState, PluginDeps, realDeps } from '../plugin/deps';
+import { PluginRunLogger } from '../log/logger';
 import { SeqpacketListener, SeqpacketSocket, closeFd } from '../netns/seqpacket';
-import { ScopedLogger } from './log';
+import { ScopedLogger } from '../log/scoped';
 import { NodePodCache, withPodCache } from './pod-cache';
 
 export const SHIM_SOCKET_NAME = 'cni-shim.sock';
@@ -103,40 +103,6 @@ export function encodeReply(out: CniOutput): Buffer[] {
   return recs;
 }
 
-/** The plugin's log entries in the agent's output, on the cni-plugin scope, as log.sock relays them. */
-function agentPluginLogger(pluginLog: ScopedLogger): Logger {
-  const rank: Record<string, number> = { debug: 0, info: 1, warn: 2, error: 3, fatal: 4, none: 5 };
-  let threshold = rank.info;
-  const secrets: string[] = [];
-  const scrub = (v: unknown): unknown => {
-    if (typeof v !== 'string') return v;
-    let s = v;
-    for (const t of secrets) if (s.includes(t)) s = s.split(t).join('[redacted]');
-    return s;
-  };
-  const emit = (level: LogLevel) => (msg: string, fields?: Fields) => {
-    if (rank[level] < threshold) return;
-    const f: LogFields = {};
-    for (const [k, v] of Object.entries(fields ?? {})) if (v !== undefined) f[k] = scrub(v instanceof Error ? v.message : v);
-    pluginLog.log(level, scrub(msg) as string, f);
-  };
-  const setLevel = (level: string) => {
-    threshold = rank[level] ?? rank.info;
-  };
-  // Both the older (setLevel) and the newer (configure/redact) Logger shapes are served.
-  return Object.assign(
-    { debug: emit('debug'), info: emit('info'), warn: emit('warn'), error: emit('error') },
-    {
-      setLevel,
-      configure: (c: { level: string }) => setLevel(c.level),
-      redact: (secret: string | undefined) => {
-        if (secret && secret.length >= 6 && !secrets.includes(secret)) secrets.push(secret);
-      },
-      flush: async () => undefined,
-    },
-  );
-}
-
 /**
  * handleCni as the agent runs it: production deps for the request's own environment, logs into
  * the agent's output, and one API client per kubeconfig content, kept alive across requests.
@@ -144,7 +110,7 @@ function agentPluginLogger(pluginLog: ScopedLogger): Logger {
  */
 export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCache, 'lookup'>): CniHandler & { close(): void } {
   const clients = new Map<string, { text: string; token?: string; client: HttpsKubeClient }>();
-  const kube = async (agentRunDir: string, log: Logger): Promise<KubeClient> => {
+  const kube = async (agentRunDir: string, log: PluginRunLogger): Promise<KubeClient> => {
     const file = path.join(agentRunDir, KUBECONFIG_NAME);
     let text: string;
     try {
@@ -155,7 +121,7 @@ export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCach
       throw new Error(`kubeconfig ${file}: ${err.code === 'ENOENT' ? 'does not exist (is the istio-cni node agent running?)' : err.message}`);
     }
     // Every request has a logger of its own: each must learn the token, cached client or not.
-    const redact = (token: string | undefined) => (log as { redact?: (s: string | undefined) => void }).redact?.(token);
+    const redact = (token: string | undefined) => log.redact?.(token);
     const cached = clients.get(file);
     if (cached && cached.text === text) {
       redact(cached.token);
@@ -169,7 +135,7 @@ export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCach
     return client;
   };
   const handler = (env: Env, stdin: string, view: NetnsView = {}): Promise<CniOutput> => {
-    const log = agentPluginLogger(pluginLog);
+    const log = pluginLog.pluginRun();
     const base = realDeps(env);
     // CNI_NETNS as the shim saw it: its descriptor's /proc path, or missing.
     const requested = env.CNI_NETNS ?? '';

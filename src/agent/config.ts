@@ -12,12 +12,11 @@ import {
   DEFAULT_PLUGIN_TYPE,
   EnablementSelector,
   InstallConfig,
-  PLUGIN_LOG_LEVELS,
   PluginLogLevel,
   parseEnablementSelectors,
   splitExcludeNamespaces,
 } from '../installer/config';
-import { LogLevel } from '../installer/log';
+import { THRESHOLDS, Threshold, isThreshold } from '../log/levels';
 
 type Kind =
   | 'string' // any text
@@ -28,8 +27,7 @@ type Kind =
   | 'port' // 0-65535
   | 'monitoring-port' // <= 0 disables
   | 'mode' // file mode, Go base-0 integer (0600, 0o600, 384)
-  | 'plugin-level' // debug|info|warn|error|none
-  | 'log-level' // debug|info|warn|error
+  | 'log-level' // debug|info|warn|error|fatal|none
   | 'selector' // YAML list of enablement selectors
   | 'exit-code'; // 0-255
 
@@ -71,7 +69,7 @@ export const PARAMS: readonly Param[] = [
   P('kube-ca-file', 'string', '', 'CA file for the plugin kubeconfig (empty = <SERVICE_ACCOUNT_DIR>/ca.crt)'),
   P('skip-tls-verify', 'bool', 'false', 'Write insecure-skip-tls-verify into the plugin kubeconfig'),
   P('service-account-dir', 'dir', '/var/run/secrets/kubernetes.io/serviceaccount', 'Where the service account token and CA are mounted'),
-  P('plugin-log-level', 'plugin-level', 'info', 'Log level written into the plugin config (plugin_log_level)'),
+  P('plugin-log-level', 'log-level', 'info', 'Log level written into the plugin config (plugin_log_level)'),
   P('exclude-namespaces', 'string', '', 'Comma-separated namespaces the plugin ignores'),
   P('pod-namespace', 'string', '', 'Namespace of this agent (written into the plugin config; used for the upgrade check)'),
   P('native-nftables', 'bool', 'false', 'Tell the plugin to program nftables (written into the plugin config)'),
@@ -162,7 +160,7 @@ export interface AgentConfig {
   monitoringPort: number;
   healthPort: number;
   listenAddress: string;
-  logLevel: LogLevel;
+  logLevel: Threshold;
   /** FAST_PATH_POD_CACHE: the fast path's pod lookups from a watch of this node's pods. */
   podCache: boolean;
   /** KUBERNETES_NODE_NAME, else the host name (as upstream). */
@@ -243,13 +241,8 @@ function parseValue(p: Param, source: string, raw: string): Value {
     }
     case 'mode':
       return parseMode(source, raw);
-    case 'plugin-level':
-      if (!(PLUGIN_LOG_LEVELS as readonly string[]).includes(raw)) {
-        throw new InputError(source, raw, `expected one of ${PLUGIN_LOG_LEVELS.join(', ')}`);
-      }
-      return raw;
     case 'log-level':
-      if (!['debug', 'info', 'warn', 'error'].includes(raw)) throw new InputError(source, raw, 'expected debug, info, warn or error');
+      if (!isThreshold(raw)) throw new InputError(source, raw, `expected one of ${THRESHOLDS.join(', ')}`);
       return raw;
     case 'selector':
       return parseEnablementSelectors(source, raw);
@@ -367,7 +360,7 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
     monitoringPort: n('monitoring-port'),
     healthPort: n('health-port'),
     listenAddress: s('listen-address'),
-    logLevel: s('agent-log-level') as LogLevel,
+    logLevel: s('agent-log-level') as Threshold,
     podCache: b('fast-path-pod-cache'),
     k8sNodeName: env.KUBERNETES_NODE_NAME || os.hostname(),
     nodeName: env.NODE_NAME ?? '',

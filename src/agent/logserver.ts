@@ -10,8 +10,9 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { LogFields, LogLevel } from '../installer/log';
-import { ScopedLogger, istioTime } from './log';
+import { LogFields, LogLevel } from '../log/logger';
+import { istioTimestamp } from '../log/format';
+import { ScopedLogger } from '../log/scoped';
 
 export const LOG_SOCKET_NAME = 'log.sock';
 export const LOG_PATH = '/log';
@@ -45,7 +46,7 @@ export function parsePluginLogLine(line: string): PluginLogEntry | undefined {
   for (const k of Object.keys(r).sort()) {
     if (k !== 'msg' && k !== 'level' && k !== 'time') Object.defineProperty(fields, k, { value: r[k], enumerable: true });
   }
-  return { level: r.level as LogLevel, time: istioTime(t), msg: r.msg.trim(), fields };
+  return { level: r.level as LogLevel, time: istioTimestamp(t), msg: r.msg.trim(), fields };
 }
 
 /** The body of POST /log: a JSON array of log lines (strings). */

@@ -4,7 +4,7 @@
 // pod has the UID the runtime gave in CNI_ARGS (K8S_POD_UID), so a pod deleted and created again
 // under the same name is never mistaken for the old one. Anything else falls through to the GET,
 // with its retries, exactly as before.
-import { Logger } from '../installer/log';
+import { Logger } from '../log/logger';
 import { KubeClient } from '../kube/client';
 import { Informer, InformerOptions } from '../kube/informer';
 import { Pod } from '../kube/pod';

@@ -3,7 +3,7 @@
 // is not being deleted and still schedules onto this node, the plugin and its config stay in
 // place so that new ambient pods wait for the next agent instead of starting un-captured.
 import { InstallConfig } from '../installer/config';
-import { Logger } from '../installer/log';
+import { Logger } from '../log/logger';
 import { sleep } from '../installer/watcher';
 import { inClusterRest } from '../kube/rest';
 

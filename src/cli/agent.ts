@@ -3,7 +3,8 @@
 import type { Argv } from 'yargs';
 import { startAgent } from '../agent/agent';
 import { parseAgentConfig, withAgentOptions } from '../agent/config';
-import { LogSink, ScopedLogger } from '../agent/log';
+import { ScopeLevels } from '../log/levels';
+import { agentLogger } from '../log/winston-backend';
 
 export const agentCommand = {
   command: 'agent',
@@ -11,7 +12,7 @@ export const agentCommand = {
   builder: (y: Argv) => withAgentOptions(y),
   handler: async (argv: Record<string, unknown>) => {
     const cfg = parseAgentConfig(argv, process.env);
-    const log = new ScopedLogger(new LogSink(cfg.logLevel, process.stdout), 'cni-agent');
+    const log = agentLogger({ levels: new ScopeLevels(cfg.logLevel) }).withScope('cni-agent');
     const agent = await startAgent(cfg, {
       log,
       // Loaded only with AMBIENT_ENABLED: informers, ZDS and the netns code.

@@ -1,7 +1,8 @@
 // `istio-cni-ts install --once`: one install pass with the agent's configuration, then exit.
 import type { Argv } from 'yargs';
 import { parseAgentConfig, withAgentOptions } from '../agent/config';
-import { LogSink, ScopedLogger } from '../agent/log';
+import { ScopeLevels } from '../log/levels';
+import { agentLogger } from '../log/winston-backend';
 import { InstallError, installOnce } from '../installer/installer';
 import { AbortedError } from '../installer/watcher';
 
@@ -24,7 +25,7 @@ export const installCommand = {
     const cfg = parseAgentConfig(argv, process.env);
     const timeout = Number(argv.timeout ?? 0);
     if (!Number.isFinite(timeout) || timeout < 0) throw new Error(`invalid --timeout ${JSON.stringify(argv.timeout)}`);
-    const log = new ScopedLogger(new LogSink(cfg.logLevel, process.stderr), 'install-cni');
+    const log = agentLogger({ levels: new ScopeLevels(cfg.logLevel), targets: ['stderr'] }).withScope('install-cni');
     const ac = new AbortController();
     const stop = () => ac.abort(new Error('terminated by signal'));
     process.once('SIGTERM', stop);

@@ -10,7 +10,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { DEFAULT_PLUGIN_TYPE } from './config';
 import { atomicCopy, sameFile } from './fsutil';
-import { Logger, nullLogger } from './log';
+import { Logger, nullLogger } from '../log/logger';
 
 /** The payload's sub-directory holding the self-contained plugin (install/package.js). */
 export const PLUGIN_PAYLOAD_DIR = 'istio-cni-ts';

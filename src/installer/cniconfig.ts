@@ -13,7 +13,7 @@ import {
 import { StaleSourceError, atomicWrite, exists, fileVersion } from './fsutil';
 import { JsonObject, JsonValue, isJsonObject, marshalIndent, objectFrom, parseGoJson, without, hasOwn } from './gojson';
 import { confFiles, confListFromConfFile, confListFromFile, sortGo } from './libcni';
-import { Logger, nullLogger } from './log';
+import { Logger, nullLogger } from '../log/logger';
 import { createFileWatcher } from './watcher';
 
 export class CniConfigError extends Error {

@@ -1,6 +1,7 @@
 // The installer's typed configuration (the fields of Istio's config.InstallConfig that the
 // install path reads), and the istio-cni plugin entry it writes into the node's CNI config.
 import * as YAML from 'yaml';
+import { Threshold } from '../log/levels';
 import { InputError } from '../values/errors';
 import { GoStruct, JsonValue, isJsonObject, marshalIndent } from './gojson';
 
@@ -10,8 +11,8 @@ export const STANDALONE_CONF_NAME = 'YYY-istio-cni.conf';
 export const CNI_CONF_MODE_DEFAULT = 0o600;
 export const CNI_CONF_MODE_GROUP_READ = 0o640;
 
-export type PluginLogLevel = 'debug' | 'info' | 'warn' | 'error' | 'none';
-export const PLUGIN_LOG_LEVELS: readonly PluginLogLevel[] = ['debug', 'info', 'warn', 'error', 'none'];
+/** plugin_log_level: the one level table's thresholds. */
+export type PluginLogLevel = Threshold;
 
 export interface LabelSelectorRequirement {
   key: string;

@@ -9,7 +9,7 @@ import { checkValidCNIConfig, createCNIConfigFile, removeFromConfig } from './cn
 import { InstallConfig, cniConfFileMode } from './config';
 import { atomicWrite, exists } from './fsutil';
 import { kubeconfigPath, writeKubeConfigFile } from './kubeconfig';
-import { Logger, nullLogger } from './log';
+import { Logger, nullLogger } from '../log/logger';
 import { AbortedError, createFileWatcher, sleep } from './watcher';
 
 export type InstallResult = 'SUCCESS' | 'COPY_BINARIES_FAILURE' | 'CREATE_KUBECONFIG_FAILURE' | 'CREATE_CNI_CONFIG_FAILURE';

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { KUBECONFIG_NAME, KubeconfigError, inClusterFiles, inClusterServer } from '../kube/kubeconfig';
 import { InstallConfig } from './config';
 import { atomicWrite } from './fsutil';
-import { Logger, nullLogger } from './log';
+import { Logger, nullLogger } from '../log/logger';
 
 export interface Kubeconfig {
   full: string;

@@ -5,7 +5,7 @@
 // the watcher was made (a net dir created later, a bin dir mounted late) are then still noticed,
 // and a lost inotify event can delay a re-check by at most one poll period instead of forever.
 import * as fs from 'node:fs';
-import { Logger, nullLogger } from './log';
+import { Logger, nullLogger } from '../log/logger';
 
 export class AbortedError extends Error {
   override name = 'AbortedError';

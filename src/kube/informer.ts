@@ -8,19 +8,12 @@
 //   the cache is replaced, emitting deletes for objects that disappeared meanwhile;
 // - any other failure is retried with an exponential back-off (800 ms doubling to 30 s, as
 //   client-go's), reset once a list succeeds.
+import type { Logger } from '../log/logger';
 import { KubeError, statusError, statusMessage } from './errors';
 import { RestClient } from './rest';
 
-/**
- * What the informer logs through: the methods of the project's Logger it uses, written out here
- * because kube/ imports nothing from the layers above it.
- */
-export interface InformerLog {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
+/** What the informer logs through: the project's Logger (src/log sits below kube/, it imports nothing above). */
+export type InformerLog = Logger;
 
 /** Resolves after `ms`, or at once (false) when the signal aborts. */
 function pause(ms: number, signal: AbortSignal): Promise<boolean> {

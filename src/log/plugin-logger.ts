@@ -8,20 +8,19 @@
 // Until the network config is read (configure()), entries go to stderr at info and are kept;
 // configure() then hands the kept ones to the file and the agent as well.
 //
-// Not winston: requiring winston 3 costs ~50-60 ms on this machine, a third of the plugin's whole
-// run (docs/cni-plugin.md, "Logging"), and the plugin runs once per pod start. These three
-// sinks are a few dozen lines.
+// Not winston (the agent's backend): requiring winston 3 costs ~60 ms on this machine, a third
+// of the plugin's whole run (README, "Logging"), and the plugin runs once per pod start. These
+// three sinks are a few dozen lines, and the lines are format.ts's, as the agent's are.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { EntryLevel, Redactor, encodeEntry } from './format';
+import { LogFields, encodeEntry } from './format';
+import { LogLevel, Threshold, passes } from './levels';
+import { PluginRunLogger } from './logger';
+import { Redactor } from './redact';
 import { ISTIO_ROLLING, RollingFile, RollingOptions } from './rolling-file';
 import { LOG_SOCKET, postLogLines } from './uds';
 
 export const LOCAL_LOG_NAME = 'istio-cni.log';
-
-/** plugin_log_level's values, lowest first. */
-export const LEVEL_RANK = { debug: 0, info: 1, warn: 2, error: 3, fatal: 4, none: 5 } as const;
-export type ConfigLevel = keyof typeof LEVEL_RANK;
 
 export interface PluginLoggerOptions {
   readonly stderr?: (line: string) => void;
@@ -31,12 +30,12 @@ export interface PluginLoggerOptions {
 }
 
 interface Kept {
-  readonly level: EntryLevel;
+  readonly level: LogLevel;
   readonly line: string;
 }
 
-export class PluginLogger {
-  private level: ConfigLevel = 'info';
+export class PluginLogger implements PluginRunLogger {
+  private level: Threshold = 'info';
   private configuredDir: string | undefined;
   private kept: Kept[] | undefined = [];
   private file: RollingFile | undefined;
@@ -49,10 +48,10 @@ export class PluginLogger {
     this.writeStderr = opts.stderr ?? ((l) => process.stderr.write(l));
   }
 
-  readonly debug = (msg: string, fields?: Record<string, unknown>) => this.log('debug', msg, fields);
-  readonly info = (msg: string, fields?: Record<string, unknown>) => this.log('info', msg, fields);
-  readonly warn = (msg: string, fields?: Record<string, unknown>) => this.log('warn', msg, fields);
-  readonly error = (msg: string, fields?: Record<string, unknown>) => this.log('error', msg, fields);
+  readonly debug = (msg: string, fields?: LogFields) => this.log('debug', msg, fields);
+  readonly info = (msg: string, fields?: LogFields) => this.log('info', msg, fields);
+  readonly warn = (msg: string, fields?: LogFields) => this.log('warn', msg, fields);
+  readonly error = (msg: string, fields?: LogFields) => this.log('error', msg, fields);
 
   /** Never log this text (a bearer token): it is replaced by "[redacted]" wherever it appears. */
   redact(secret: string | undefined): void {
@@ -60,7 +59,7 @@ export class PluginLogger {
   }
 
   /** plugin_log_level and cni_agent_run_dir, once the network config is read. */
-  configure(c: { level: ConfigLevel; agentRunDir: string }): void {
+  configure(c: { level: Threshold; agentRunDir: string }): void {
     this.level = c.level;
     if (this.configuredDir === c.agentRunDir) return;
     this.configuredDir = c.agentRunDir;
@@ -83,18 +82,18 @@ export class PluginLogger {
     for (const k of kept) this.toFileAndAgent(k.level, k.line);
   }
 
-  private enabled(level: EntryLevel, floor: ConfigLevel = 'debug'): boolean {
-    return LEVEL_RANK[level] >= Math.max(LEVEL_RANK[this.level], LEVEL_RANK[floor]);
+  private enabled(level: LogLevel, floor: Threshold = 'debug'): boolean {
+    return passes(level, this.level) && passes(level, floor);
   }
 
-  private log(level: EntryLevel, msg: string, fields?: Record<string, unknown>): void {
+  private log(level: LogLevel, msg: string, fields?: LogFields): void {
     const line = this.redactor.scrub(encodeEntry(level, this.opts.now?.() ?? new Date(), msg, fields));
     if (this.enabled(level)) this.writeStderr(`${line}\n`);
     if (this.kept) this.kept.push({ level, line });
     else this.toFileAndAgent(level, line);
   }
 
-  private toFileAndAgent(level: EntryLevel, line: string): void {
+  private toFileAndAgent(level: LogLevel, line: string): void {
     if (this.file && this.enabled(level, 'info')) {
       try {
         this.file.write(`${line}\n`);

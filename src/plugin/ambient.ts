@@ -14,7 +14,8 @@ import { podMatchesEnablement } from '../ambient/enablement';
 import { CniError, ErrorCode } from '../cni/errors';
 import { KubeClient, KubeError, Namespace } from '../kube/client';
 import { Pod } from '../kube/pod';
-import { AmbientBranch, Fields, Logger } from './deps';
+import { LogFields, Logger } from '../log/logger';
+import { AmbientBranch } from './deps';
 import { PluginConfig } from './config';
 
 /** Upstream's podRetrievalInterval and its retry counts for ambient detection. */
@@ -134,7 +135,7 @@ export function ambientBranch(opts: AmbientBranchOptions = {}): AmbientBranch {
       } catch (e) {
         throw new CniError(ErrorCode.AmbientAgentUnreachable, 'istio-cni cmdAdd failed to contact node Istio CNI agent', (e as Error).message);
       }
-      log.info('ADD: ambient pod handed to the node agent', { ...fields, ips: event.ips.length } as Fields);
+      log.info('ADD: ambient pod handed to the node agent', { ...fields, ips: event.ips.length } as LogFields);
       return 'handled';
     },
   };

@@ -6,10 +6,9 @@ import * as path from 'node:path';
 import { CniError, ErrorCode } from '../cni/errors';
 import { JsonObject, field, isObject, jsonType } from '../cni/json';
 import { DEFAULT_POD_LOOKUP } from '../kube/client';
+import { THRESHOLDS, Threshold, isThreshold } from '../log/levels';
 
 export const DEFAULT_AGENT_RUN_DIR = '/var/run/istio-cni';
-export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'fatal', 'none'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
 
 export interface LabelSelectorRequirement {
   readonly key: string;
@@ -30,7 +29,7 @@ export interface EnablementSelector {
 
 export interface PluginConfig {
   /** plugin_log_level; "" or absent = info. */
-  readonly logLevel: LogLevel;
+  readonly logLevel: Threshold;
   /** cni_agent_run_dir: kubeconfig, log.sock, pluginevent.sock, istio-cni.log live here. */
   readonly agentRunDir: string;
   readonly ambientEnabled: boolean;
@@ -119,8 +118,8 @@ function labelSelector(key: string, v: unknown): LabelSelector {
 
 export function parsePluginConfig(obj: JsonObject): PluginConfig {
   const level = optString(obj, 'plugin_log_level').toLowerCase();
-  if (level !== '' && !(LOG_LEVELS as readonly string[]).includes(level)) {
-    throw bad('plugin_log_level', level, `expected one of ${LOG_LEVELS.join(', ')}`);
+  if (level !== '' && !isThreshold(level)) {
+    throw bad('plugin_log_level', level, `expected one of ${THRESHOLDS.join(', ')}`);
   }
   const runDir = optString(obj, 'cni_agent_run_dir') || DEFAULT_AGENT_RUN_DIR;
   if (!path.isAbsolute(runDir) || runDir.includes('\0')) throw bad('cni_agent_run_dir', runDir, 'expected an absolute path');
@@ -146,7 +145,7 @@ export function parsePluginConfig(obj: JsonObject): PluginConfig {
   }
 
   return {
-    logLevel: (level || 'info') as LogLevel,
+    logLevel: isThreshold(level) ? level : 'info',
     agentRunDir: runDir,
     ambientEnabled: optBool(obj, 'ambient_enabled'),
     enablementSelectors,

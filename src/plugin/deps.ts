@@ -11,24 +11,10 @@ import { KUBECONFIG_NAME, parseKubeconfig } from '../kube/kubeconfig';
 import { SIDECAR_TABLES } from '../capture/tables';
 import { TableRef, Transaction } from '../nft/transaction';
 import { RoutePlan } from '../redirect';
+import { LogFields, PluginRunLogger } from '../log/logger';
 import { PluginLogger } from '../log/plugin-logger';
-import { LogLevel, PluginConfig } from './config';
+import { PluginConfig } from './config';
 import { ambientBranch } from './ambient';
-
-export type Fields = Record<string, unknown>;
-
-export interface Logger {
-  debug(msg: string, fields?: Fields): void;
-  info(msg: string, fields?: Fields): void;
-  warn(msg: string, fields?: Fields): void;
-  error(msg: string, fields?: Fields): void;
-  /** plugin_log_level and cni_agent_run_dir, once the config is read (file and agent sinks live there). */
-  configure?(c: { level: LogLevel; agentRunDir: string }): void;
-  /** Text that must never appear in a log line (the kubeconfig token). */
-  redact?(secret: string | undefined): void;
-  /** Delivers what is pending (the agent's log.sock) at the end of a run; never rejects. */
-  flush?(): Promise<unknown>;
-}
 
 export type NetnsState = 'ok' | 'missing' | 'not-netns' | 'own';
 
@@ -62,9 +48,9 @@ export interface AmbientBranch {
     prevResult?: PrevResult;
     client: KubeClient;
     /** The run's logger and sleep (PluginDeps'), with the pod's log fields. */
-    log?: Logger;
+    log?: PluginRunLogger;
     sleep?: (ms: number) => Promise<void>;
-    fields?: Fields;
+    fields?: LogFields;
   }): Promise<'handled' | 'not-ambient'>;
 }
 
@@ -73,7 +59,7 @@ export interface PluginDeps {
   kube(agentRunDir: string): Promise<KubeClient>;
   netns: PodNetns;
   rules: RuleApplier;
-  log: Logger;
+  log: PluginRunLogger;
   sleep(ms: number): Promise<void>;
   now(): number;
   /** The plugin process environment (owner groups, loopback CIDR). */

@@ -16,7 +16,8 @@ import { captureConfigFor, extractPodInfo, parseRedirect, routePlanFor, PodInfo,
 import { InputError } from '../values/errors';
 import { PluginConfig, parsePluginConfig } from './config';
 import { SKIP_EXPLANATION, earlyDecision, sidecarSkipReason } from './decide';
-import { Fields, NetnsState, PluginDeps } from './deps';
+import { LogFields } from '../log/logger';
+import { NetnsState, PluginDeps } from './deps';
 
 /** The mark and table the CNI path always uses for TPROXY (config.DefaultConfig). */
 const DEFAULT_TPROXY = { mark: 1337, table: 133 } as const;
@@ -72,7 +73,7 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
     const pc = parsePluginConfig(conf.raw);
     log.configure?.({ level: pc.logLevel, agentRunDir: pc.agentRunDir });
     const args = parseCniArgs(req.args);
-    const fields: Fields = {
+    const fields: LogFields = {
       pod: args.podNamespace || args.podName ? `${args.podNamespace}/${args.podName}` : undefined,
       containerId: req.containerId || undefined,
       netns: req.netns || undefined,
@@ -104,7 +105,7 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
     }
   };
 
-  const lookupPod = async (client: KubeClient, pc: PluginConfig, args: K8sArgs, fields: Fields): Promise<PodInfo> => {
+  const lookupPod = async (client: KubeClient, pc: PluginConfig, args: K8sArgs, fields: LogFields): Promise<PodInfo> => {
     const started = deps.now();
     try {
       const pod = await getPodWithRetries(client, args.podNamespace, args.podName, {
@@ -128,7 +129,7 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
   };
 
   /** The ambient seam: true when the ambient branch took the pod. */
-  const ambient = async (pc: PluginConfig, args: K8sArgs, req: CniRequest, conf: NetConf, client: KubeClient, fields: Fields) => {
+  const ambient = async (pc: PluginConfig, args: K8sArgs, req: CniRequest, conf: NetConf, client: KubeClient, fields: LogFields) => {
     if (!pc.ambientEnabled) return false;
     if (deps.ambient) {
       const r = await deps.ambient.add({ conf: pc, args, netns: req.netns, prevResult: conf.prevResult, client, log, sleep: deps.sleep, fields });
@@ -142,7 +143,7 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
     return false;
   };
 
-  const plan = async (req: CniRequest, pi: PodInfo, fields: Fields, state: NetnsState): Promise<SidecarPlan> => {
+  const plan = async (req: CniRequest, pi: PodInfo, fields: LogFields, state: NetnsState): Promise<SidecarPlan> => {
     const skip = sidecarSkipReason(pi);
     if (skip) return { capture: false, reason: SKIP_EXPLANATION[skip] };
     // Validate the pod's settings before looking at the netns: a bad annotation is the user's
@@ -206,7 +207,7 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
         log.debug('DEL: no CNI_NETNS, nothing to remove');
         return;
       }
-      let fields: Fields = { containerId: req.containerId, netns: req.netns };
+      let fields: LogFields = { containerId: req.containerId, netns: req.netns };
       try {
         const s = setup(req, conf);
         fields = s.fields;

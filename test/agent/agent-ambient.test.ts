@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { AmbientAgent, startAgent } from '../../src/agent/agent';
 import { parseAgentConfig } from '../../src/agent/config';
-import { LogSink, ScopedLogger } from '../../src/agent/log';
+import { ScopeLevels } from '../../src/log/levels';
+import { agentLogger } from '../../src/log/winston-backend';
 import { tempDir } from '../support/tmp';
 
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'ptp' }] });
@@ -45,7 +46,7 @@ function setup(apiPort: number, extraEnv: Record<string, string> = {}) {
       ...extraEnv,
     },
   );
-  const log = new ScopedLogger(new LogSink('error', new Writable({ write: (_c, _e, cb) => cb() })), 'test');
+  const log = agentLogger({ levels: new ScopeLevels('error'), targets: [new Writable({ write: (_c, _e, cb) => cb() })] }).withScope('test');
   return { d, cfg, log };
 }
 

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, afterEach, test } from 'node:test';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { NetnsHandle } from '../../src/agent/ambient/netns-handle';
 import { PodNetnsCache } from '../../src/agent/ambient/pod-cache';
 import { ZdsError, ZtunnelServer } from '../../src/agent/ambient/ztunnel-server';

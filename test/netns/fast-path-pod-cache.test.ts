@@ -11,9 +11,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { agentCniHandler } from '../../src/agent/cni-server';
-import { LogSink, ScopedLogger } from '../../src/agent/log';
+import { ScopeLevels } from '../../src/log/levels';
+import { agentLogger } from '../../src/log/winston-backend';
 import { NodePodCache } from '../../src/agent/pod-cache';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { KUBECONFIG_NAME } from '../../src/kube/kubeconfig';
 import { RestClient } from '../../src/kube/rest';
 import { cniEnv, sidecarPod } from '../support/cni-fakes';
@@ -26,7 +27,7 @@ const TOKEN = 'pod-cache-test-token';
 let api: KubeApiStandIn;
 let runDir: string;
 let cache: NodePodCache;
-const pluginLog = new ScopedLogger(new LogSink('info', new PassThrough().resume()), 'cni-plugin');
+const pluginLog = agentLogger({ levels: new ScopeLevels('info'), targets: [new PassThrough().resume()] }).withScope('cni-plugin');
 const netnses: { remove(): void }[] = [];
 
 function podObj(name: string, uid: string, node = NODE): Obj {

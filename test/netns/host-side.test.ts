@@ -14,8 +14,9 @@ import { startAgent } from '../../src/agent/agent';
 import { createAmbientAgent } from '../../src/agent/ambient';
 import { parseAgentConfig } from '../../src/agent/config';
 import { HostPathError, OWN_NETNS, planHostSide } from '../../src/agent/host-side';
-import { LogSink, ScopedLogger } from '../../src/agent/log';
-import { MemoryLogger } from '../../src/installer/log';
+import { ScopeLevels } from '../../src/log/levels';
+import { MemoryLogger } from '../../src/log/logger';
+import { agentLogger } from '../../src/log/winston-backend';
 import { AmbientEnv, KUBELET_UID, rulesetText } from '../support/ambient-env';
 import { makeNetns, requireRootAndTools } from '../support/root';
 import { tempDir } from '../support/tmp';
@@ -79,7 +80,7 @@ test('a missing CNI dir stops start-up before anything listens or is written', a
     'mounted-cni-net-dir': d.net, 'cni-bin-dir': d.bin, 'cni-bin-source-dir': d.src, 'service-account-dir': d.sa,
     'cni-agent-run-dir': d.run, 'listen-address': '127.0.0.1', 'health-port': String(port), 'monitoring-port': '0',
   };
-  const log = new ScopedLogger(new LogSink('error', new Writable({ write: (_c, _e, cb) => cb() })), 'cni-agent');
+  const log = agentLogger({ levels: new ScopeLevels('error'), targets: [new Writable({ write: (_c, _e, cb) => cb() })] }).withScope('cni-agent');
   await assert.rejects(startAgent(parseAgentConfig(flags, { REPAIR_ENABLED: 'false' }), { log }), /CNI_BIN_DIR .*\/bin is missing in this container \(ENOENT\): mount the node's directory there \(the chart's cni-bin-dir volume\)/);
   fs.mkdirSync(d.bin);
   await assert.rejects(

@@ -11,9 +11,11 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Writable } from 'node:stream';
 import { CHUNK, CniServer, SHIM_SOCKET_NAME, encodeReply, startCniServer } from '../../src/agent/cni-server';
 import { SeqpacketListener, SeqpacketSocket, closeFd } from '../../src/netns/seqpacket';
-import { LogSink, ScopedLogger } from '../../src/agent/log';
+import { ScopeLevels } from '../../src/log/levels';
+import { agentLogger } from '../../src/log/winston-backend';
 import { sidecarPod } from '../support/cni-fakes';
 import { PLUGIN_REL, PodApi, SHIM_NAME, ensurePayload, runAsync, startPodApi } from '../support/payload';
 import { inNetns, makeNetns, requireRootAndTools } from '../support/root';
@@ -26,7 +28,7 @@ let api: PodApi;
 let sock: string;
 const namespaces: ReturnType<typeof makeNetns>[] = [];
 const agentLines: string[] = [];
-const log = new ScopedLogger(new LogSink('debug', { write: (l: string) => agentLines.push(l) } as unknown as NodeJS.WritableStream), 'test');
+const log = agentLogger({ levels: new ScopeLevels('debug'), targets: [new Writable({ write: (c, _e, cb) => (agentLines.push(String(c)), cb()) })] }).withScope('test');
 
 before(async () => {
   requireRootAndTools('ip', 'nft', 'openssl', 'flock', 'python3', 'setpriv');

@@ -10,7 +10,7 @@
 import * as fs from 'node:fs';
 import { createAmbientAgent } from '../../src/agent/ambient';
 import { parseAgentConfig } from '../../src/agent/config';
-import { Logger, LogFields } from '../../src/installer/log';
+import { Logger, LogFields } from '../../src/log/logger';
 import { RestClient } from '../../src/kube/rest';
 
 export interface AmbientChildConfig {

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseAgentConfig } from '../../src/agent/config';
 import { RunningAmbient, createAmbientAgent } from '../../src/agent/ambient';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { RestClient } from '../../src/kube/rest';
 import { KubeApiStandIn, Obj } from './kube-api';
 import { makeNetns, requireRootAndTools } from './root';

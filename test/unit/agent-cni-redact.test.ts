@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { agentCniHandler } from '../../src/agent/cni-server';
-import { LogSink, ScopedLogger } from '../../src/agent/log';
+import { ScopeLevels } from '../../src/log/levels';
+import { agentLogger } from '../../src/log/winston-backend';
 import { startApiStandIn } from '../support/api-standin';
 
 test('every request through the agent redacts the token, the first one and those on the cached client', async () => {
@@ -17,7 +18,7 @@ test('every request through the agent redacts the token, the first one and those
   const out = new PassThrough();
   const lines: string[] = [];
   out.on('data', (c) => lines.push(...String(c).split('\n').filter(Boolean)));
-  const handler = agentCniHandler(new ScopedLogger(new LogSink('debug', out), 'cni-plugin'));
+  const handler = agentCniHandler(agentLogger({ levels: new ScopeLevels('debug'), targets: [out] }).withScope('cni-plugin'));
   try {
     const stdin = JSON.stringify({
       cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni',

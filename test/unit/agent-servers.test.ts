@@ -8,12 +8,13 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
-import { LogSink, ScopedLogger } from '../../src/agent/log';
+import { ScopeLevels } from '../../src/log/levels';
+import { agentLogger } from '../../src/log/winston-backend';
 import { parsePluginLogLine, startLogServer } from '../../src/agent/logserver';
 import { AgentMetrics, startHealthServer } from '../../src/agent/servers';
 import { ApiResponse, KubeGet, inClusterApi, nodeSelectorMatches, shouldStopCleanup } from '../../src/agent/upgrade';
 import { installConfig } from '../../src/installer/config';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { tempDir } from '../support/tmp';
 
 function capture(): { lines: string[]; stream: Writable } {
@@ -62,7 +63,7 @@ test('plugin log lines: level, time and msg required; other keys kept as fields'
 test('log.sock: root-only socket, entries relayed on the cni-plugin scope with the plugin time and pod fields', async () => {
   const dir = path.join(tempDir(path.join(os.tmpdir(), 'icts-logsock-')), 'run');
   const out = capture();
-  const root = new ScopedLogger(new LogSink('info', out.stream), 'cni-agent');
+  const root = agentLogger({ levels: new ScopeLevels('info'), targets: [out.stream] }).withScope('cni-agent');
   const sock = path.join(dir, 'log.sock');
   const server = await startLogServer(sock, root.withScope('cni-plugin'), root);
   try {
@@ -91,7 +92,7 @@ test('log.sock: a stale socket is replaced; a regular file in its place is refus
   const r = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`]);
   assert.equal(r.signal, 'SIGKILL');
   assert.ok(fs.lstatSync(sock).isSocket(), 'stale socket present');
-  const log = new ScopedLogger(new LogSink('error', capture().stream), 'x');
+  const log = agentLogger({ levels: new ScopeLevels('error'), targets: [capture().stream] }).withScope('x');
   const server = await startLogServer(sock, log, log);
   await server.close();
   fs.writeFileSync(sock, 'precious');

@@ -8,7 +8,7 @@ import { afterEach, test } from 'node:test';
 import { AmbientController } from '../../src/agent/ambient/controller';
 import { MeshDataplane, NonRetryableAddError } from '../../src/agent/ambient/dataplane';
 import { AmbientPod, podRef, podUid } from '../../src/agent/ambient/pods';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { formatIp, IpAddr } from '../../src/net/ip';
 import { RestClient } from '../../src/kube/rest';
 import { KubeApiStandIn, Obj } from '../support/kube-api';

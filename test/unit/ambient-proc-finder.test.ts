@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { findPodNetns, parseCgroupPath, parseStarttime, podFromCgroups } from '../../src/agent/ambient/proc-finder';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { IpAddr, parseIp } from '../../src/net/ip';
 import { tempDir } from '../support/tmp';
 

@@ -8,7 +8,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { LogSink, ScopedLogger } from '../../src/agent/log';
+import { ScopeLevels } from '../../src/log/levels';
+import { agentLogger } from '../../src/log/winston-backend';
 import { startLogServer } from '../../src/agent/logserver';
 import { PluginLogger, RollingFile, backupStamp, encodeEntry, istioTimestamp, postLogLines } from '../../src/log';
 import { ApiStandIn, startApiStandIn } from '../support/api-standin';
@@ -26,7 +27,7 @@ function memoryLogger(level: 'debug' | 'info' | 'warn' | 'error' = 'debug') {
       cb();
     },
   }) as NodeJS.WritableStream;
-  return { lines, log: new ScopedLogger(new LogSink(level, stream), 'cni-agent') };
+  return { lines, log: agentLogger({ levels: new ScopeLevels(level), targets: [stream] }).withScope('cni-agent') };
 }
 
 async function until<T>(what: string, f: () => T | undefined | false, ms = 3000): Promise<T> {

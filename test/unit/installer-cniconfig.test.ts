@@ -12,7 +12,7 @@ import {
   insertCNIConfig,
 } from '../../src/installer/cniconfig';
 import { InstallConfig, installConfig, pluginConfigText } from '../../src/installer/config';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { tempDir } from '../support/tmp';
 
 const BRIDGE = JSON.stringify({ cniVersion: '0.4.0', name: 'dbnet', type: 'bridge', bridge: 'cni0' });

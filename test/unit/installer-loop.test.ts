@@ -10,7 +10,7 @@ import { InstallConfig, installConfig, pluginConfigText } from '../../src/instal
 import { atomicCopy, atomicWrite } from '../../src/installer/fsutil';
 import { InstallThrottle, Installer, installOnce } from '../../src/installer/installer';
 import { createKubeConfig, writeKubeConfigFile } from '../../src/installer/kubeconfig';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { tempDir } from '../support/tmp';
 
 function tmp(): string {

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Informer, KubeObject } from '../../src/kube/informer';
 import { RestClient, inClusterRest } from '../../src/kube/rest';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { parseAgentConfig } from '../../src/agent/config';
 import { KubeApiStandIn, NODE, Obj, repairPod } from '../support/kube-api';
 import { makePki } from '../support/tls';

@@ -9,7 +9,7 @@ import { RepairController, RepairControllerSettings, repairApiRules } from '../.
 import { RepairOutcome, PodRepairer } from '../../src/agent/repair/redirect';
 import { RepairPod } from '../../src/agent/repair/filter';
 import { RestClient } from '../../src/kube/rest';
-import { MemoryLogger } from '../../src/installer/log';
+import { MemoryLogger } from '../../src/log/logger';
 import { KubeApiStandIn, NODE, brokenTerminated, brokenWaiting, healthy, recovered, repairPod } from '../support/kube-api';
 import { makePki } from '../support/tls';
 

@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { CNI_ADD_EVENT_PATH, CniAddEvent, CniEventError, parseCniAddEvent } from '../../ambient/cni-event';
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 
 /** Largest body read (the plugin's events are a few hundred bytes). */
 const MAX_BODY = 1 << 20;

@@ -10,7 +10,7 @@
 //   `pending` pod is always retried).
 // - Pod deleted: taken out if it was or should have been enrolled.
 import { EnablementSelectorLike, namespaceMatchesEnablement, podMatchesEnablement } from '../../ambient/enablement';
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 import { Informer, InformerOptions } from '../../kube/informer';
 import { RestClient } from '../../kube/rest';
 import { MeshDataplane, NonRetryableAddError } from './dataplane';

@@ -15,7 +15,7 @@
 // Work on one pod is serialised (a CNI event and an informer event for the same pod never
 // interleave); different pods proceed at the same time.
 import { PodOverrides, podOverridesFromAnnotations } from '../../ambient/config';
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 import { IpAddr, parseIp } from '../../net/ip';
 import { NetnsHandle, NetnsOpenError } from './netns-handle';
 import { PodNetnsCache } from './pod-cache';

@@ -18,7 +18,7 @@ import { buildHostSetup, deleteHostRules } from '../../ambient/build';
 import { AmbientConfig, HostRuleParams } from '../../ambient/config';
 import { ProbeSets, addProbeAddress, deleteProbeAddress, destroyProbeSets, probeSetName } from '../../ambient/probe-sets';
 import { NAT } from '../../ambient/tables';
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 import { IpAddr, parseIp } from '../../net/ip';
 import { Op, render } from '../../nft/transaction';
 import { PodUid, parsePodUid } from '../../values/typed';

@@ -13,7 +13,7 @@ import { AmbientConfig, parseAmbientConfig, parseHostRuleParams } from '../../am
 import { PLUGIN_EVENT_SOCKET } from '../../ambient/cni-event';
 import { findKubeletUid } from '../../ambient/kubelet-uid';
 import { POD_TABLES } from '../../ambient/tables';
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 import { InformerOptions } from '../../kube/informer';
 import { RestClient, inClusterRest, statusError } from '../../kube/rest';
 import { render } from '../../nft/transaction';

@@ -7,7 +7,7 @@
 // claim it), and when several namespaces are found for one pod the oldest process's wins.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 import { IpAddr, formatIp } from '../../net/ip';
 import { NetnsHandle } from './netns-handle';
 import { ipKey } from './pods';

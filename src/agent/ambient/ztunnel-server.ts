@@ -17,7 +17,7 @@
 // - upstream checks liveness by a 10 ms read every 5 s of silence; here the socket is watched
 //   for readability whenever it is idle, so a ztunnel that goes away is noticed at once.
 import { randomUUID } from 'node:crypto';
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 import { SeqpacketListener, SeqpacketSocket, SocketError, closeFd } from '../../netns/seqpacket';
 import { WorkloadInfo, WorkloadRequest, ZdsDecodeError, decodeHello, decodeResponse, encodeRequest } from '../../zds/messages';
 import { NetnsHandle } from './netns-handle';

@@ -6,7 +6,7 @@
 // status subresource, the lower privilege). Metrics: istio_cni_repair_pods_repaired_total
 // {type=repair|delete|label, result=success|skip|fail}. Events: DeleteBrokenPod /
 // LabelBrokenPod, source cni-repair, best effort.
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 import { Informer, InformerOptions, objectKey } from '../../kube/informer';
 import { podPath } from '../../kube/client';
 import { RestClient, statusError } from '../../kube/rest';

@@ -1,6 +1,6 @@
 // Starting the repair controller from the agent's configuration (Istio: repair.StartRepair).
 // agent.ts loads this module only when REPAIR_ENABLED is true.
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 import { RestClient, inClusterRest } from '../../kube/rest';
 import { AgentConfig } from '../config';
 import { RepairController, RepairControllerDeps, RepairResult, RepairType, repairAction } from './controller';

@@ -2,7 +2,7 @@
 // a key added while it is being worked on runs again afterwards; a failing key is retried with
 // exponential back-off until it has failed `maxAttempts` times in a row (the repair controller
 // uses 5), then dropped until the next event for it.
-import { Logger } from '../../installer/log';
+import { Logger } from '../../log/logger';
 
 export interface QueueOptions {
   maxAttempts: number;

@@ -1,14 +1,28 @@
-// The logging surface the installer and agent use. Kept as a plain interface so library code
-// can be driven by tests with a recording logger and by the agent with its scoped console logger.
+// The one logging interface every module takes. Where lines go and how they look is the
+// backend's business (the agent: scoped.ts over winston; the short-lived CNI plugin:
+// plugin-logger.ts); library code only ever sees this.
+import type { LogFields } from './format';
+import type { LogLevel, Threshold } from './levels';
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-export type LogFields = Record<string, unknown>;
+export type { LogFields } from './format';
+export type { LogLevel, Threshold } from './levels';
 
 export interface Logger {
   debug(msg: string, fields?: LogFields): void;
   info(msg: string, fields?: LogFields): void;
   warn(msg: string, fields?: LogFields): void;
   error(msg: string, fields?: LogFields): void;
+}
+
+/**
+ * The logger of one CNI plugin run (handleCni): it learns plugin_log_level and the agent's run
+ * dir from the network config, the token it must hide once the kubeconfig is read, and delivers
+ * what is pending at the end of the run.
+ */
+export interface PluginRunLogger extends Logger {
+  configure?(c: { level: Threshold; agentRunDir: string }): void;
+  redact?(secret: string | undefined): void;
+  flush?(): Promise<unknown>;
 }
 
 export const nullLogger: Logger = {
