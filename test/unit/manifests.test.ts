@@ -1,5 +1,5 @@
-// Offline validation of install/kubernetes/*.yaml: a strict structural schema for the Kubernetes
-// API types these manifests use (field names, types, enums, name formats; an unknown field is an
+// Offline validation of install/kubernetes/{sidecar,ambient}/*.yaml: a strict structural schema for
+// the Kubernetes API types these manifests use (field names, types, enums, name formats; an unknown field is an
 // error, as `kubectl apply --validate=strict` would say), then cross-object checks, then the
 // agent's own parser over the ConfigMap and env so a deployed agent cannot fail its start-up.
 import { test } from 'node:test';
@@ -11,7 +11,9 @@ import { PARAMS, parseAgentConfig } from '../../src/agent/config';
 import { repairAction, repairApiRules } from '../../src/agent/repair/controller';
 import { PACKAGE_ROOT } from '../support/conformance';
 
-const DIR = path.join(PACKAGE_ROOT, 'install', 'kubernetes');
+const PROFILES = ['sidecar', 'ambient'] as const;
+type Profile = (typeof PROFILES)[number];
+const dirOf = (p: Profile) => path.join(PACKAGE_ROOT, 'install', 'kubernetes', p);
 
 type S =
   | 'string'
@@ -63,6 +65,7 @@ const envVar: S = {
       obj: {
         fieldRef: { obj: { fieldPath: 'string', apiVersion: 'string' }, required: ['fieldPath'] },
         configMapKeyRef: { obj: { name: dns1123, key: 'string', optional: 'bool' }, required: ['key'] },
+        resourceFieldRef: { obj: { resource: { enum: ['limits.cpu', 'limits.memory', 'requests.cpu', 'requests.memory'] }, divisor: 'quantity', containerName: 'string' }, required: ['resource'] },
       },
     },
   },
@@ -217,159 +220,24 @@ interface Doc {
   [k: string]: any;
 }
 
-function loadDocs(): Doc[] {
+function loadDocs(p: Profile): Doc[] {
+  const dir = dirOf(p);
   return fs
-    .readdirSync(DIR)
+    .readdirSync(dir)
     .filter((f) => f.endsWith('.yaml'))
     .sort()
     .flatMap((f) =>
-      YAML.parseAllDocuments(fs.readFileSync(path.join(DIR, f), 'utf8')).map((d) => {
-        assert.deepEqual(d.errors, [], `${f}: YAML errors`);
-        return { ...(d.toJS() as Doc), file: f };
+      YAML.parseAllDocuments(fs.readFileSync(path.join(dir, f), 'utf8')).map((d) => {
+        assert.deepEqual(d.errors, [], `${p}/${f}: YAML errors`);
+        return { ...(d.toJS() as Doc), file: `${p}/${f}` };
       }),
     );
 }
-
-const docs = loadDocs();
-const find = (kind: string, name: string) => docs.find((d) => d.kind === kind && d.metadata.name === name);
-
-test('every manifest object matches its Kubernetes API type (strict)', () => {
-  assert.ok(docs.length >= 7);
-  const errors: string[] = [];
-  for (const d of docs) {
-    const k = KINDS[d.kind];
-    if (!k) {
-      errors.push(`${d.file}: unsupported kind ${d.kind}`);
-      continue;
-    }
-    if (d.apiVersion !== k.apiVersion) errors.push(`${d.file}: ${d.kind} apiVersion ${d.apiVersion} != ${k.apiVersion}`);
-    const { file: _f, kind: _k, apiVersion: _a, ...rest } = d;
-    check(rest, { obj: k.schema, required: k.required }, `${d.file}:${d.kind}/${d.metadata?.name}`, errors);
-    if (['Role', 'RoleBinding', 'ConfigMap', 'ServiceAccount', 'DaemonSet'].includes(d.kind) && !d.metadata.namespace) {
-      errors.push(`${d.file}: namespaced ${d.kind} without a namespace`);
-    }
-  }
-  assert.deepEqual(errors, []);
-});
 
 test('the validator itself rejects unknown fields, wrong types and bad names', () => {
   const errors: string[] = [];
   check({ metadata: { name: 'Bad_Name' }, spec: { selector: {}, template: { spec: { containers: [{ name: 'c', image: 'i', imagePullPolicy: 'Sometimes', bogus: 1 }] } } } }, { obj: KINDS.DaemonSet.schema }, 'x', errors);
   assert.equal(errors.length, 3, errors.join('\n'));
-});
-
-test('cross-object references hold: selector, volumes, probes, service account, role bindings', () => {
-  const ds = find('DaemonSet', 'istio-cni-node')!;
-  assert.ok(ds, 'DaemonSet istio-cni-node (the name Istio uses, so upgrade detection and drop-in replacement work)');
-  const tpl = ds.spec.template;
-  for (const [k, v] of Object.entries(ds.spec.selector.matchLabels as Record<string, string>)) assert.equal(tpl.metadata.labels[k], v, `selector ${k}`);
-  const spec = tpl.spec;
-  assert.equal(spec.hostNetwork, true);
-  const volumes = new Set((spec.volumes as { name: string }[]).map((v) => v.name));
-  const c = spec.containers[0];
-  const mounts = c.volumeMounts as { name: string; mountPath: string }[];
-  for (const m of mounts) assert.ok(volumes.has(m.name), `volume ${m.name} defined`);
-  assert.equal(new Set(mounts.map((m) => m.mountPath)).size, mounts.length, 'distinct mount paths');
-  const ports = new Map((c.ports as { name: string; containerPort: number }[]).map((p) => [p.name, p.containerPort]));
-  for (const p of [c.readinessProbe, c.livenessProbe]) {
-    const port = p.httpGet.port;
-    assert.ok(typeof port === 'number' ? [...ports.values()].includes(port) : ports.has(port), `probe port ${port} is a container port`);
-  }
-  assert.equal(c.readinessProbe.httpGet.path, '/readyz');
-  assert.equal(c.livenessProbe.httpGet.path, '/healthz');
-  const sa = find('ServiceAccount', spec.serviceAccountName)!;
-  assert.ok(sa, 'service account exists');
-  assert.equal(sa.metadata.namespace, ds.metadata.namespace);
-  for (const b of docs.filter((d) => d.kind.endsWith('Binding'))) {
-    assert.ok(find(b.roleRef.kind, b.roleRef.name), `${b.kind} ${b.metadata.name} -> ${b.roleRef.kind} ${b.roleRef.name}`);
-    for (const s of b.subjects) assert.ok(find('ServiceAccount', s.name) && s.namespace === sa.metadata.namespace, `subject ${s.name}`);
-  }
-  // The DaemonSet mounts exactly where the agent's defaults look.
-  const defaults = parseAgentConfig({}, {}).install;
-  const paths = mounts.map((m) => m.mountPath);
-  for (const p of [defaults.mountedCNINetDir, defaults.cniBinTargetDirs[0], defaults.cniAgentRunDir]) assert.ok(paths.includes(p), `mount for ${p}`);
-});
-
-/** The agent's configuration as deployed: the ConfigMap, then the DaemonSet's own env. */
-function deployedEnv(): Record<string, string> {
-  const cm = find('ConfigMap', 'istio-cni-config')!;
-  const c = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.containers[0];
-  const env: Record<string, string> = { ...cm.data };
-  for (const e of c.env as { name: string; value?: string }[]) env[e.name] = e.value ?? 'from-downward-api';
-  return env;
-}
-
-/** "resource:verb" pairs a rule grants (core group only: all the repair controller uses). */
-const grantsOf = (rules: { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[]) =>
-  new Set(rules.filter((r) => r.apiGroups.includes('') && !r.resourceNames).flatMap((r) => r.resources.flatMap((res) => r.verbs.map((v) => `${res}:${v}`))));
-
-test('least privilege: read-only access except what the configured repair action writes; no secrets, no wildcard', () => {
-  const cfg = parseAgentConfig({}, deployedEnv());
-  const writes = grantsOf(cfg.repair.enabled ? repairApiRules(cfg.repair) : []);
-  for (const r of docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role')) {
-    for (const rule of r.rules) {
-      assert.ok(!rule.verbs.includes('*') && !rule.resources.includes('*') && !rule.apiGroups.includes('*'), `${r.kind} ${r.metadata.name}: no wildcard`);
-      for (const v of rule.verbs as string[]) {
-        if (['get', 'list', 'watch'].includes(v)) continue;
-        for (const res of rule.resources as string[]) {
-          assert.ok(rule.apiGroups.includes('') && writes.has(`${res}:${v}`), `${r.kind} ${r.metadata.name}: ${res}:${v} is not a call the configured repair action makes`);
-        }
-      }
-      assert.ok(!rule.resources.includes('secrets'), 'no secrets');
-    }
-  }
-});
-
-test('RBAC matches the repair controller: every call of the configured action is granted cluster-wide, no right of another action is', () => {
-  const cfg = parseAgentConfig({}, deployedEnv());
-  assert.equal(cfg.repair.enabled, true, 'the manifests deploy the repair controller');
-  const sa = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.serviceAccountName;
-  // Pods on this node are in every namespace: only ClusterRoles bound by ClusterRoleBindings count.
-  const bound = docs
-    .filter((d) => d.kind === 'ClusterRoleBinding' && d.subjects.some((s: { name: string }) => s.name === sa))
-    .map((b) => find('ClusterRole', b.roleRef.name)!);
-  const granted = grantsOf(bound.flatMap((r) => r.rules));
-  const need = grantsOf(repairApiRules(cfg.repair));
-  for (const n of need) assert.ok(granted.has(n), `the ${repairAction(cfg.repair)} action needs ${n}`);
-  // The rights any action could need, and which this action does not: none may be granted.
-  const every = new Set([true, false].flatMap((repairPods) => [true, false].flatMap((deletePods) => [true, false].flatMap((labelPods) =>
-    [...grantsOf(repairApiRules({ repairPods, deletePods, labelPods }))]))));
-  const all = grantsOf(docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role').flatMap((r) => r.rules));
-  for (const g of every) {
-    if (need.has(g)) continue;
-    assert.ok(!all.has(g), `${g} is granted but the ${repairAction(cfg.repair)} action does not use it`);
-  }
-});
-
-test('repair mode in the DaemonSet: the node procfs at REPAIR_HOST_PROC_DIR, read-only; the capabilities to enter netns; the node name', () => {
-  const cfg = parseAgentConfig({}, deployedEnv());
-  const spec = find('DaemonSet', 'istio-cni-node')!.spec.template.spec;
-  const c = spec.containers[0];
-  if (!cfg.repair.enabled || repairAction(cfg.repair) !== 'repair') return; // only repair mode needs these
-  const mount = (c.volumeMounts as { name: string; mountPath: string; readOnly?: boolean }[]).find((m) => m.mountPath === cfg.repair.hostProcDir);
-  assert.ok(mount, `a mount at ${cfg.repair.hostProcDir}`);
-  assert.equal(mount.readOnly, true);
-  const vol = (spec.volumes as { name: string; hostPath?: { path: string } }[]).find((v) => v.name === mount.name)!;
-  assert.equal(vol.hostPath?.path, '/proc');
-  for (const cap of ['SYS_ADMIN', 'NET_ADMIN', 'SYS_PTRACE']) assert.ok(c.securityContext.capabilities.add.includes(cap), cap);
-  assert.equal(c.securityContext.privileged, false);
-  const nodeVar = (c.env as { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[]).find((e) => e.name === 'REPAIR_NODE_NAME');
-  assert.equal(nodeVar?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName');
-});
-
-test('the agent starts with the ConfigMap and DaemonSet environment (every variable known and well-formed)', () => {
-  const cm = find('ConfigMap', 'istio-cni-config')!;
-  const ds = find('DaemonSet', 'istio-cni-node')!;
-  const c = ds.spec.template.spec.containers[0];
-  assert.equal(c.envFrom[0].configMapRef.name, cm.metadata.name);
-  const known = new Set([...PARAMS.map((p) => p.env), 'POD_NAME', 'NODE_NAME', 'KUBERNETES_NODE_NAME']);
-  const env: Record<string, string> = { ...cm.data };
-  for (const e of c.env as { name: string; value?: string }[]) env[e.name] = e.value ?? 'from-downward-api';
-  for (const k of Object.keys(env)) assert.ok(known.has(k), `${k} is a variable the agent reads`);
-  const cfg = parseAgentConfig({}, env);
-  assert.equal(cfg.monitoringPort, (c.ports as { name: string; containerPort: number }[]).find((p) => p.name === 'metrics')!.containerPort);
-  assert.equal(cfg.healthPort, (c.ports as { name: string; containerPort: number }[]).find((p) => p.name === 'health')!.containerPort);
-  assert.deepEqual(c.command, ['istio-cni-ts', 'agent']);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -428,50 +296,192 @@ function apiCallsInSource(): ApiCall[] {
   return calls;
 }
 
-/** "group/resource:verb" for every rule of the roles bound to the agent's service account. */
-function boundGrants(): Set<string> {
-  const sa = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.serviceAccountName;
-  const roles = docs
-    .filter((d) => (d.kind === 'ClusterRoleBinding' || d.kind === 'RoleBinding') && d.subjects.some((s: { name: string }) => s.name === sa))
-    .map((b) => find(b.roleRef.kind, b.roleRef.name)!);
-  return new Set(roles.flatMap((r) => r.rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[])
-    .flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`)))));
-}
-
 const asGrants = (rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[]) =>
   rules.flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`))));
 
-test('RBAC vs the API calls in the source: every call of the deployed configuration is granted, every grant has a caller', (t) => {
-  const calls = apiCallsInSource();
-  const cfg = parseAgentConfig({}, deployedEnv());
-  const granted = boundGrants();
-  // The repair controller's verb depends on its action: its own table says which (tested above);
-  // the literal calls found in its file must all be in some action's table.
-  const anyRepair = new Set([true, false].flatMap((repairPods) => [true, false].flatMap((deletePods) => [true, false].flatMap((labelPods) =>
-    asGrants(repairApiRules({ repairPods, deletePods, labelPods }))))));
-  for (const c of calls.filter((x) => x.feature === 'repair')) assert.ok(anyRepair.has(c.grant), `${c.file}: ${c.grant} is in repairApiRules`);
-  const needed = new Set<string>([
-    ...calls.filter((c) => c.feature === 'plugin' || c.feature === 'agent' || (c.feature === 'ambient' && cfg.ambient.enabled)).map((c) => c.grant),
-    ...(cfg.repair.enabled ? asGrants(repairApiRules(cfg.repair)) : []),
-  ]);
-  for (const n of needed) assert.ok(granted.has(n), `the deployed configuration calls ${n} (${calls.filter((c) => c.grant === n).map((c) => c.file).join(', ')}) but RBAC does not grant it`);
-  const called = new Set(calls.map((c) => c.grant));
-  for (const g of granted) assert.ok(called.has(g), `${g} is granted but no code calls it`);
-  const ambientOnly = [...granted].filter((g) => !needed.has(g));
-  const ambientMissing = [...new Set(calls.filter((c) => c.feature === 'ambient').map((c) => c.grant))].filter((g) => !granted.has(g));
-  t.diagnostic(`${calls.length} API call sites in src/ (${called.size} distinct grants); deployed configuration needs ${needed.size}: ${[...needed].sort().join(', ')}`);
-  t.diagnostic(`granted but only used with AMBIENT_ENABLED=true: ${ambientOnly.sort().join(', ') || 'none'}; ambient calls not granted: ${ambientMissing.join(', ') || 'none'}`);
-});
+for (const profile of PROFILES) {
+  const docs = loadDocs(profile);
+  const find = (kind: string, name: string) => docs.find((d) => d.kind === kind && d.metadata.name === name);
 
-test('RBAC with AMBIENT_ENABLED=true (base + install/kubernetes/ambient/): every ambient call is granted, and only those are added', () => {
-  const overlay = YAML.parseAllDocuments(fs.readFileSync(path.join(DIR, 'ambient', 'rbac.yaml'), 'utf8')).map((d) => d.toJS() as Doc);
-  const sa = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.serviceAccountName;
-  const bindings = overlay.filter((d) => d.kind === 'ClusterRoleBinding');
-  assert.ok(bindings.length > 0 && bindings.every((b) => b.subjects.some((x: { name: string }) => x.name === sa)), 'the overlay binds the agent');
-  const added = new Set(bindings.flatMap((b) => overlay.find((r) => r.kind === 'ClusterRole' && r.metadata.name === b.roleRef.name)!.rules as
-    { apiGroups: string[]; resources: string[]; verbs: string[] }[]).flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`)))));
-  const granted = new Set([...boundGrants(), ...added]);
+  test(`${profile}: every manifest object matches its Kubernetes API type (strict)`, () => {
+    assert.ok(docs.length >= 7);
+    const errors: string[] = [];
+    for (const d of docs) {
+      const k = KINDS[d.kind];
+      if (!k) {
+        errors.push(`${d.file}: unsupported kind ${d.kind}`);
+        continue;
+      }
+      if (d.apiVersion !== k.apiVersion) errors.push(`${d.file}: ${d.kind} apiVersion ${d.apiVersion} != ${k.apiVersion}`);
+      const { file: _f, kind: _k, apiVersion: _a, ...rest } = d;
+      check(rest, { obj: k.schema, required: k.required }, `${d.file}:${d.kind}/${d.metadata?.name}`, errors);
+      if (['Role', 'RoleBinding', 'ConfigMap', 'ServiceAccount', 'DaemonSet'].includes(d.kind) && !d.metadata.namespace) {
+        errors.push(`${d.file}: namespaced ${d.kind} without a namespace`);
+      }
+    }
+    assert.deepEqual(errors, []);
+  });
+
+
+  test(`${profile}: cross-object references hold: selector, volumes, probe, service account, role bindings`, () => {
+    const ds = find('DaemonSet', 'istio-cni-node')!;
+    assert.ok(ds, 'DaemonSet istio-cni-node (the name Istio uses, so upgrade detection and drop-in replacement work)');
+    const tpl = ds.spec.template;
+    for (const [k, v] of Object.entries(ds.spec.selector.matchLabels as Record<string, string>)) assert.equal(tpl.metadata.labels[k], v, `selector ${k}`);
+    const spec = tpl.spec;
+    assert.equal(spec.hostNetwork, undefined, "not on the host network (the chart's default)");
+    const volumes = new Set((spec.volumes as { name: string }[]).map((v) => v.name));
+    const c = spec.containers[0];
+    const mounts = c.volumeMounts as { name: string; mountPath: string }[];
+    for (const m of mounts) assert.ok(volumes.has(m.name), `volume ${m.name} defined`);
+    assert.equal(new Set(mounts.map((m) => m.mountPath)).size, mounts.length, 'distinct mount paths');
+    assert.equal(c.readinessProbe.httpGet.path, '/readyz');
+    assert.equal(c.readinessProbe.httpGet.port, parseAgentConfig({}, deployedEnv()).healthPort, 'the probe asks the agent\'s health port');
+    const sa = find('ServiceAccount', spec.serviceAccountName)!;
+    assert.ok(sa, 'service account exists');
+    assert.equal(sa.metadata.namespace, ds.metadata.namespace);
+    for (const b of docs.filter((d) => d.kind.endsWith('Binding'))) {
+      assert.ok(find(b.roleRef.kind, b.roleRef.name), `${b.kind} ${b.metadata.name} -> ${b.roleRef.kind} ${b.roleRef.name}`);
+      for (const s of b.subjects) assert.ok(find('ServiceAccount', s.name) && s.namespace === sa.metadata.namespace, `subject ${s.name}`);
+    }
+    // The DaemonSet mounts exactly where the agent's defaults look.
+    const defaults = parseAgentConfig({}, {}).install;
+    const paths = mounts.map((m) => m.mountPath);
+    for (const p of [defaults.mountedCNINetDir, defaults.cniBinTargetDirs[0], defaults.cniAgentRunDir]) assert.ok(paths.includes(p), `mount for ${p}`);
+  });
+
+  /** The agent's configuration as deployed: the ConfigMap, then the DaemonSet's own env. */
+  function deployedEnv(): Record<string, string> {
+    const cm = find('ConfigMap', 'istio-cni-config')!;
+    const c = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.containers[0];
+    const env: Record<string, string> = { ...cm.data };
+    for (const e of c.env as { name: string; value?: string }[]) env[e.name] = e.value ?? 'from-downward-api';
+    return env;
+  }
+
+  /** "resource:verb" pairs a rule grants (core group only: all the repair controller uses). */
+  const grantsOf = (rules: { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[]) =>
+    new Set(rules.filter((r) => r.apiGroups.includes('') && !r.resourceNames).flatMap((r) => r.resources.flatMap((res) => r.verbs.map((v) => `${res}:${v}`))));
+
+  test(`${profile}: least privilege: read-only access except what the configured repair action and ambient enrollment write; no secrets, no wildcard`, () => {
+    const cfg = parseAgentConfig({}, deployedEnv());
+    const writes = grantsOf([...(cfg.repair.enabled ? repairApiRules(cfg.repair) : []), ...(cfg.ambient.enabled ? [{ apiGroups: [''], resources: ['pods/status'], verbs: ['patch'] }] : [])]);
+    for (const r of docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role')) {
+      for (const rule of r.rules) {
+        assert.ok(!rule.verbs.includes('*') && !rule.resources.includes('*') && !rule.apiGroups.includes('*'), `${r.kind} ${r.metadata.name}: no wildcard`);
+        for (const v of rule.verbs as string[]) {
+          if (['get', 'list', 'watch'].includes(v)) continue;
+          for (const res of rule.resources as string[]) {
+            assert.ok(rule.apiGroups.includes('') && writes.has(`${res}:${v}`), `${r.kind} ${r.metadata.name}: ${res}:${v} is not a call the configured repair action makes`);
+          }
+        }
+        assert.ok(!rule.resources.includes('secrets'), 'no secrets');
+      }
+    }
+  });
+
+  test(`${profile}: RBAC matches the repair controller: every call of the configured action is granted cluster-wide, no right of another action is`, () => {
+    const cfg = parseAgentConfig({}, deployedEnv());
+    assert.equal(cfg.repair.enabled, true, 'the manifests deploy the repair controller');
+    const sa = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.serviceAccountName;
+    // Pods on this node are in every namespace: only ClusterRoles bound by ClusterRoleBindings count.
+    const bound = docs
+      .filter((d) => d.kind === 'ClusterRoleBinding' && d.subjects.some((s: { name: string }) => s.name === sa))
+      .map((b) => find('ClusterRole', b.roleRef.name)!);
+    const granted = grantsOf(bound.flatMap((r) => r.rules));
+    const need = grantsOf(repairApiRules(cfg.repair));
+    for (const n of need) assert.ok(granted.has(n), `the ${repairAction(cfg.repair)} action needs ${n}`);
+    // The rights any action could need, and which this action does not: none may be granted.
+    const every = new Set([true, false].flatMap((repairPods) => [true, false].flatMap((deletePods) => [true, false].flatMap((labelPods) =>
+      [...grantsOf(repairApiRules({ repairPods, deletePods, labelPods }))]))));
+    const all = grantsOf(docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role').flatMap((r) => r.rules));
+    for (const g of every) {
+      if (need.has(g)) continue;
+      // Ambient enrollment's own calls (the redirection annotation is a pods/status patch).
+      if (cfg.ambient.enabled && apiCallsInSource().some((c) => c.feature === 'ambient' && c.grant === `/${g}`)) continue;
+      assert.ok(!all.has(g), `${g} is granted but the ${repairAction(cfg.repair)} action does not use it`);
+    }
+  });
+
+  test(`${profile}: repair mode in the DaemonSet: the node procfs at REPAIR_HOST_PROC_DIR, read-only; the capabilities to enter netns; the node name`, () => {
+    const cfg = parseAgentConfig({}, deployedEnv());
+    const spec = find('DaemonSet', 'istio-cni-node')!.spec.template.spec;
+    const c = spec.containers[0];
+    if (!cfg.repair.enabled || repairAction(cfg.repair) !== 'repair') return; // only repair mode needs these
+    const mount = (c.volumeMounts as { name: string; mountPath: string; readOnly?: boolean }[]).find((m) => m.mountPath === cfg.repair.hostProcDir);
+    assert.ok(mount, `a mount at ${cfg.repair.hostProcDir}`);
+    assert.equal(mount.readOnly, true);
+    const vol = (spec.volumes as { name: string; hostPath?: { path: string } }[]).find((v) => v.name === mount.name)!;
+    assert.equal(vol.hostPath?.path, '/proc');
+    for (const cap of ['SYS_ADMIN', 'NET_ADMIN', 'SYS_PTRACE']) assert.ok(c.securityContext.capabilities.add.includes(cap), cap);
+    assert.equal(c.securityContext.privileged, false);
+    const nodeVar = (c.env as { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[]).find((e) => e.name === 'REPAIR_NODE_NAME');
+    assert.equal(nodeVar?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName');
+  });
+
+  test(`${profile}: the agent starts with the ConfigMap and DaemonSet environment (every variable known and well-formed)`, () => {
+    const cm = find('ConfigMap', 'istio-cni-config')!;
+    const ds = find('DaemonSet', 'istio-cni-node')!;
+    const c = ds.spec.template.spec.containers[0];
+    assert.equal(c.envFrom[0].configMapRef.name, cm.metadata.name);
+    const known = new Set([...PARAMS.map((p) => p.env), 'POD_NAME', 'NODE_NAME', 'KUBERNETES_NODE_NAME']);
+    const env: Record<string, string> = { ...cm.data };
+    for (const e of c.env as { name: string; value?: string }[]) env[e.name] = e.value ?? 'from-downward-api';
+    for (const k of Object.keys(env)) assert.ok(known.has(k), `${k} is a variable the agent reads`);
+    const cfg = parseAgentConfig({}, env);
+    assert.equal(cfg.monitoringPort, (c.ports as { name: string; containerPort: number }[]).find((p) => p.name === 'metrics')!.containerPort);
+    assert.equal(cfg.ambient.enabled, profile === 'ambient');
+    assert.equal(cfg.hostSide.allowSwitch, true, "host-side work through the node's netns");
+  });
+
+
+  /** "group/resource:verb" for every rule of the roles bound to the agent's service account. */
+  function boundGrants(): Set<string> {
+    const sa = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.serviceAccountName;
+    const roles = docs
+      .filter((d) => (d.kind === 'ClusterRoleBinding' || d.kind === 'RoleBinding') && d.subjects.some((s: { name: string }) => s.name === sa))
+      .map((b) => find(b.roleRef.kind, b.roleRef.name)!);
+    return new Set(roles.flatMap((r) => r.rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[])
+      .flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`)))));
+  }
+
+
+  test(`${profile}: RBAC vs the API calls in the source: every call of the deployed configuration is granted, every grant has a caller`, (t) => {
+    const calls = apiCallsInSource();
+    const cfg = parseAgentConfig({}, deployedEnv());
+    const granted = boundGrants();
+    // The repair controller's verb depends on its action: its own table says which (tested above);
+    // the literal calls found in its file must all be in some action's table.
+    const anyRepair = new Set([true, false].flatMap((repairPods) => [true, false].flatMap((deletePods) => [true, false].flatMap((labelPods) =>
+      asGrants(repairApiRules({ repairPods, deletePods, labelPods }))))));
+    for (const c of calls.filter((x) => x.feature === 'repair')) assert.ok(anyRepair.has(c.grant), `${c.file}: ${c.grant} is in repairApiRules`);
+    const needed = new Set<string>([
+      ...calls.filter((c) => c.feature === 'plugin' || c.feature === 'agent' || (c.feature === 'ambient' && cfg.ambient.enabled)).map((c) => c.grant),
+      ...(cfg.repair.enabled ? asGrants(repairApiRules(cfg.repair)) : []),
+    ]);
+    for (const n of needed) assert.ok(granted.has(n), `the deployed configuration calls ${n} (${calls.filter((c) => c.grant === n).map((c) => c.file).join(', ')}) but RBAC does not grant it`);
+    const called = new Set(calls.map((c) => c.grant));
+    for (const g of granted) assert.ok(called.has(g), `${g} is granted but no code calls it`);
+    const ambientOnly = [...granted].filter((g) => !needed.has(g));
+    const ambientMissing = [...new Set(calls.filter((c) => c.feature === 'ambient').map((c) => c.grant))].filter((g) => !granted.has(g));
+    t.diagnostic(`${calls.length} API call sites in src/ (${called.size} distinct grants); deployed configuration needs ${needed.size}: ${[...needed].sort().join(', ')}`);
+    t.diagnostic(`granted but only used with AMBIENT_ENABLED=true: ${ambientOnly.sort().join(', ') || 'none'}; ambient calls not granted: ${ambientMissing.join(', ') || 'none'}`);
+  });
+
+}
+
+test('ambient adds to the sidecar rendering only rights that ambient code uses, and every ambient call is granted', () => {
+  const bound = (p: Profile) => {
+    const docs = loadDocs(p);
+    const sa = docs.find((d) => d.kind === 'DaemonSet')!.spec.template.spec.serviceAccountName;
+    return new Set(docs.filter((d) => d.kind === 'ClusterRoleBinding' && d.subjects.some((x: { name: string }) => x.name === sa))
+      .flatMap((b) => asGrants(docs.find((r) => r.kind === 'ClusterRole' && r.metadata.name === b.roleRef.name)!.rules)));
+  };
+  const sidecar = bound('sidecar');
+  const ambient = bound('ambient');
+  const added = [...ambient].filter((g) => !sidecar.has(g));
+  assert.ok(added.length > 0);
   const ambientCalls = apiCallsInSource().filter((x) => x.feature === 'ambient');
-  for (const c of ambientCalls) assert.ok(granted.has(c.grant), `${c.file}: ${c.grant} is not granted`);
-  for (const g of added) assert.ok(ambientCalls.some((c) => c.grant === g), `the ambient overlay grants ${g}, which no ambient code calls`);
+  for (const c of ambientCalls) assert.ok(ambient.has(c.grant), `${c.file}: ${c.grant} is not granted`);
+  for (const g of added) assert.ok(ambientCalls.some((c) => c.grant === g), `the ambient rendering adds ${g}, which no ambient code calls`);
 });

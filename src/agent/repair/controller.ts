@@ -46,7 +46,7 @@ export interface PolicyRule {
 
 /**
  * Every API call the controller makes, as RBAC rules, for the configured action. The manifests
- * test holds install/kubernetes/rbac.yaml to exactly these.
+ * test holds the ClusterRoles of install/kubernetes/ to exactly these.
  */
 export function repairApiRules(s: Pick<RepairControllerSettings, 'repairPods' | 'deletePods' | 'labelPods'>): PolicyRule[] {
   const rules: PolicyRule[] = [{ apiGroups: [''], resources: ['pods'], verbs: ['list', 'watch'] }];
