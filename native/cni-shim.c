@@ -7,7 +7,9 @@
 // runtime's mount namespace, which the agent (in its own container) may not see.
 // Whenever the agent cannot be trusted or does not answer properly it executes the standalone
 // plugin (istio-cni-ts/istio-cni-plugin beside this file) with the same environment and stdin
-// instead, so a pod never waits on an absent, restarting or hung agent:
+// instead, through the payload's own dynamic loader and libraries (istio-cni-ts/lib/, glibc
+// included), so it runs whatever C library the host has, and a pod never waits on an absent,
+// restarting or hung agent:
 //
 //   - the socket (or its directory) is not root's, the socket is not mode 0600, the directory is
 //     writable by others, or the peer is not root (SO_PEERCRED): not trusted, fallback;
@@ -40,6 +42,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <elf.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,7 +50,16 @@ extern char **environ;
 
 #define DEFAULT_RUN_DIR "/var/run/istio-cni"
 #define SOCKET_NAME "cni-shim.sock"
-#define PLUGIN_REL "istio-cni-ts/istio-cni-plugin"
+#define PAYLOAD_REL "istio-cni-ts/"
+#define MANIFEST_NAME "MANIFEST"
+#define MAX_MANIFEST 65536
+#if defined(__x86_64__)
+#define PAYLOAD_MACHINE EM_X86_64
+#elif defined(__aarch64__)
+#define PAYLOAD_MACHINE EM_AARCH64
+#else
+#error "the payload's ELF machine is not known for this architecture"
+#endif
 #define MAX_STDIN (8u << 20)
 #define MAX_ENV (1u << 20)
 #define MAX_REPLY (8u << 20)
@@ -454,6 +466,101 @@ static const char *supported_version(const struct buf *in) {
   return r;
 }
 
+// The payload's files, as install/package.js listed them in istio-cni-ts/MANIFEST ("kind size
+// path" per line; kinds loader, plugin, native, lib). Before handing them to the loader each must
+// exist, be a regular file of the listed size and an ELF file of this machine: a missing library,
+// a truncated copy or a foreign file is our CNI error naming it, never a loader message on
+// stdout. Size and header, not a hash: a hash of the ~110 MB executable would cost more than the
+// plugin's start-up on every call; the installer replaces files atomically, so what differs from
+// the manifest is an interrupted copy, a partial upgrade or someone else's file, which size and
+// header catch.
+struct payload {
+  char loader[PATH_MAX];
+  char plugin[PATH_MAX];
+  char libdir[PATH_MAX];
+};
+
+static int check_elf(const char *file, char *why, size_t whylen) {
+  unsigned char h[EI_NIDENT + 4];
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(why, whylen, "%s: %s", file, strerror(errno));
+    return -1;
+  }
+  ssize_t n = read(fd, h, sizeof h);
+  close(fd);
+  if (n != (ssize_t)sizeof h || memcmp(h, ELFMAG, SELFMAG) != 0 || h[EI_CLASS] != ELFCLASS64 || h[EI_DATA] != ELFDATA2LSB ||
+      (h[18] | (h[19] << 8)) != PAYLOAD_MACHINE) {
+    snprintf(why, whylen, "%s is not an ELF file for this machine (truncated, or not from this payload)", file);
+    return -1;
+  }
+  return 0;
+}
+
+static int check_payload(const char *dir, struct payload *p, char *why, size_t whylen) {
+  char mpath[PATH_MAX];
+  if (snprintf(mpath, sizeof mpath, "%s" PAYLOAD_REL MANIFEST_NAME, dir) >= (int)sizeof mpath) {
+    snprintf(why, whylen, "%s: path too long", dir);
+    return -1;
+  }
+  int fd = open(mpath, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(why, whylen, "%s: %s", mpath, strerror(errno));
+    return -1;
+  }
+  static char text[MAX_MANIFEST + 1];
+  ssize_t len = read(fd, text, MAX_MANIFEST + 1);
+  close(fd);
+  if (len <= 0 || len > MAX_MANIFEST) {
+    snprintf(why, whylen, "%s: empty, unreadable or larger than %d bytes", mpath, MAX_MANIFEST);
+    return -1;
+  }
+  text[len] = '\0';
+  p->loader[0] = p->plugin[0] = '\0';
+  int line = 0;
+  for (char *save = NULL, *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+    line++;
+    // Parsed by hand: sscanf would add ~120 KB to this static binary.
+    char *kind = l, *sp = strchr(l, ' '), *rel = NULL, *end = NULL;
+    unsigned long long size = 0;
+    if (sp) {
+      *sp = '\0';
+      size = strtoull(sp + 1, &end, 10);
+      rel = end && *end == ' ' ? end + 1 : NULL;
+    }
+    char file[PATH_MAX];
+    if (!rel || end == sp + 1 || *rel == '\0' || rel[0] == '/' || strchr(rel, ' ') || strstr(rel, "..") != NULL) {
+      if (sp) *sp = ' ';
+      snprintf(why, whylen, "%s line %d is not \"kind size path\": %.80s", mpath, line, l);
+      return -1;
+    }
+    if (snprintf(file, sizeof file, "%s" PAYLOAD_REL "%s", dir, rel) >= (int)sizeof file) {
+      snprintf(why, whylen, "%s line %d: path too long", mpath, line);
+      return -1;
+    }
+    struct stat st;
+    if (stat(file, &st) != 0) {
+      snprintf(why, whylen, "%s (listed in %s): %s", file, mpath, strerror(errno));
+      return -1;
+    }
+    if (!S_ISREG(st.st_mode) || (unsigned long long)st.st_size != size) {
+      snprintf(why, whylen, "%s is %lld bytes, %s lists %llu (truncated or replaced)", file, (long long)st.st_size, mpath, size);
+      return -1;
+    }
+    if (check_elf(file, why, whylen) != 0) return -1;
+    if (strcmp(kind, "loader") == 0) snprintf(p->loader, sizeof p->loader, "%s", file);
+    if (strcmp(kind, "plugin") == 0) snprintf(p->plugin, sizeof p->plugin, "%s", file);
+  }
+  if (p->loader[0] == '\0' || p->plugin[0] == '\0') {
+    snprintf(why, whylen, "%s names no %s", mpath, p->loader[0] == '\0' ? "loader" : "plugin");
+    return -1;
+  }
+  snprintf(p->libdir, sizeof p->libdir, "%s", p->loader);
+  char *slash = strrchr(p->libdir, '/');
+  if (slash) *slash = '\0';
+  return 0;
+}
+
 static int exec_standalone(const struct buf *in, int stdin_consumed) {
   char self[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -464,10 +571,25 @@ static int exec_standalone(const struct buf *in, int stdin_consumed) {
   self[n] = '\0';
   char *slash = strrchr(self, '/');
   if (slash) slash[1] = '\0';
-  char plugin[PATH_MAX + 64];
+  // ISTIO_CNI_SHIM_PLUGIN (tests): an executable started as it is, without the payload's loader.
   const char *override = getenv("ISTIO_CNI_SHIM_PLUGIN");
-  snprintf(plugin, sizeof plugin, "%s", override && *override ? override : "");
-  if (plugin[0] == '\0') snprintf(plugin, sizeof plugin, "%s%s", self, PLUGIN_REL);
+  static struct payload p;
+  char *argv[8] = {0};
+  if (override && *override) {
+    snprintf(p.plugin, sizeof p.plugin, "%s", override);
+    snprintf(p.loader, sizeof p.loader, "%s", override);
+    argv[0] = p.plugin;
+  } else {
+    char why[2 * PATH_MAX + 160];
+    if (check_payload(self, &p, why, sizeof why) != 0) {
+      print_error(supported_version(in), "the istio-cni node agent is not answering and the standalone plugin's payload is broken", why);
+      return 1;
+    }
+    // The loader runs the plugin with the payload's libraries only; --argv0 keeps the name the
+    // plugin would have had if executed directly (process.argv0).
+    char *a[] = {p.loader, "--library-path", p.libdir, "--argv0", p.plugin, p.plugin, NULL};
+    memcpy(argv, a, sizeof a);
+  }
   if (stdin_consumed) {
     int mfd = memfd_create("cni-stdin", MFD_CLOEXEC);
     if (mfd < 0 || (in->len > 0 && write(mfd, in->p, in->len) != (ssize_t)in->len) || lseek(mfd, 0, SEEK_SET) != 0 ||
@@ -477,11 +599,10 @@ static int exec_standalone(const struct buf *in, int stdin_consumed) {
     }
     close(mfd);
   }
-  char *argv[] = {plugin, NULL};
   fflush(stderr);
-  execve(plugin, argv, environ);
+  execve(p.loader, argv, environ);
   char details[PATH_MAX + 128];
-  snprintf(details, sizeof details, "exec %s: %s", plugin, strerror(errno));
+  snprintf(details, sizeof details, "exec %s: %s", p.loader, strerror(errno));
   print_error(supported_version(in), "the istio-cni node agent is not answering and the standalone plugin cannot run", details);
   return 1;
 }

@@ -1,7 +1,7 @@
 // Copying the plugin payload into the host's CNI bin dir(s) (Istio's copyBinaries).
 //
-// Every regular file of the payload directory is copied atomically, and so are the files of its
-// sub-directory istio-cni-ts/ (the self-contained plugin behind the shim, docs/payload.md), into
+// Every regular file of the payload directory is copied atomically, and so is its sub-directory
+// istio-cni-ts/ (the self-contained plugin behind the shim, with its lib/, docs/payload.md), into
 // a sub-directory of the same name. Other directories are skipped, as upstream does. The plugin executable itself
 // (`istio-cni` in the payload) is installed under the name the conflist's `type` uses, so a
 // different type name keeps config and binary in step.
@@ -40,38 +40,52 @@ async function removeStaleTemps(dir: string, name: string, log: Logger): Promise
   }
 }
 
+/** The payload's list of its files (install/package.js), checked by the shim: copied last. */
+const PAYLOAD_MANIFEST = 'MANIFEST';
+
 /**
- * Copies the regular files of the payload's sub-directory `name` (the self-contained plugin's
- * executable, addon and libraries, docs/payload.md) into `<dir>/<name>/`, each atomically.
+ * Copies the payload's sub-directory `name` (the self-contained plugin's executable, addon,
+ * loader and libraries in lib/, docs/payload.md) into `<dir>/<name>/`, each file atomically,
+ * sub-directories first and the MANIFEST last: while a copy is under way the shim finds files
+ * that differ from the manifest it has and refuses them by name, rather than start a mix.
  */
 async function copyPayloadDir(srcDir: string, name: string, targetDirs: readonly string[], log: Logger): Promise<void> {
-  const src = path.join(srcDir, name);
-  const files = (await fsp.readdir(src, { withFileTypes: true })).map((e) => e.name).sort();
   for (const dir of targetDirs) {
-    const target = path.join(dir, name);
-    await fsp.mkdir(target, { recursive: true, mode: 0o755 });
-    let copied = 0;
-    for (const f of files) {
-      const from = path.join(src, f);
-      let st: fs.Stats;
-      try {
-        st = await fsp.stat(from);
-      } catch {
-        continue;
-      }
-      if (!st.isFile()) continue;
-      await removeStaleTemps(target, f, log);
-      if (await sameFile(from, path.join(target, f))) continue;
-      try {
-        await atomicCopy(from, target, f);
-      } catch (err) {
-        log.error('failed to copy binary', { from, to: path.join(target, f), error: String(err) });
-        throw err;
-      }
-      copied++;
-    }
-    if (copied > 0) log.info('copied plugin payload', { dir: target, files: copied });
+    const copied = await copyTree(path.join(srcDir, name), path.join(dir, name), log);
+    if (copied > 0) log.info('copied plugin payload', { dir: path.join(dir, name), files: copied });
   }
+}
+
+async function copyTree(src: string, target: string, log: Logger): Promise<number> {
+  const entries = await fsp.readdir(src, { withFileTypes: true });
+  const order = (e: fs.Dirent) => (e.isDirectory() ? 0 : e.name === PAYLOAD_MANIFEST ? 2 : 1);
+  entries.sort((x, y) => order(x) - order(y) || (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  await fsp.mkdir(target, { recursive: true, mode: 0o755 });
+  let copied = 0;
+  for (const e of entries) {
+    const from = path.join(src, e.name);
+    if (e.isDirectory()) {
+      copied += await copyTree(from, path.join(target, e.name), log);
+      continue;
+    }
+    let st: fs.Stats;
+    try {
+      st = await fsp.stat(from);
+    } catch {
+      continue;
+    }
+    if (!st.isFile()) continue;
+    await removeStaleTemps(target, e.name, log);
+    if (await sameFile(from, path.join(target, e.name))) continue;
+    try {
+      await atomicCopy(from, target, e.name);
+    } catch (err) {
+      log.error('failed to copy binary', { from, to: path.join(target, e.name), error: String(err) });
+      throw err;
+    }
+    copied++;
+  }
+  return copied;
 }
 
 /**

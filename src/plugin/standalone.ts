@@ -21,10 +21,16 @@ import { runCniProcess } from './process';
 export const PAYLOAD_ADDON = 'nftables_napi.node';
 export const PAYLOAD_NETLINK = 'netlink.node';
 
-/** Where the payload's native files are: beside the executable, or beside the bundle when node runs it. */
+/**
+ * Where the payload's native files are: beside the executable, or beside the bundle when node
+ * runs it. The shim starts the executable through the payload's own loader
+ * (`istio-cni-ts/lib/ld-linux-*`), which is then what `process.execPath` names: its parent is the
+ * payload directory.
+ */
 function nativeDir(): string {
-  const sea = isSea();
-  return sea ? path.dirname(process.execPath) : __dirname;
+  if (!isSea()) return __dirname;
+  const dir = path.dirname(process.execPath);
+  return path.basename(process.execPath).startsWith('ld-linux') && path.basename(dir) === 'lib' ? path.dirname(dir) : dir;
 }
 
 function isSea(): boolean {

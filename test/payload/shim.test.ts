@@ -17,13 +17,14 @@ import { SeqpacketListener, SeqpacketSocket, closeFd } from '../../src/netns/seq
 import { ScopeLevels } from '../../src/log/levels';
 import { agentLogger } from '../../src/log/winston-backend';
 import { sidecarPod } from '../support/cni-fakes';
-import { PLUGIN_REL, PodApi, SHIM_NAME, ensurePayload, runAsync, startPodApi } from '../support/payload';
+import { PodApi, SHIM_NAME, ensurePayload, runAsync, standaloneArgv, startPodApi } from '../support/payload';
 import { inNetns, makeNetns, requireRootAndTools } from '../support/root';
 import { tempDir } from '../support/tmp';
 
 let payload: string;
 let shim: string;
-let plugin: string;
+/** The standalone plugin, started as the shim starts it (its loader, its libraries). */
+let plugin: string[];
 let api: PodApi;
 let sock: string;
 const namespaces: ReturnType<typeof makeNetns>[] = [];
@@ -34,7 +35,7 @@ before(async () => {
   requireRootAndTools('ip', 'nft', 'openssl', 'flock', 'python3', 'setpriv');
   payload = ensurePayload();
   shim = path.join(payload, SHIM_NAME);
-  plugin = path.join(payload, PLUGIN_REL);
+  plugin = standaloneArgv(payload);
   api = await startPodApi();
   sock = path.join(api.runDir, SHIM_SOCKET_NAME);
   api.pods.set('shop/web-1', sidecarPod({ name: 'web-1', namespace: 'shop' }));
@@ -57,9 +58,10 @@ const env = (command: string, netns: string, pod = 'web-1', over: Record<string,
 
 interface Out { stdout: string; code: number | null; stderr: string; ms: number }
 
-async function exec(file: string, e: Record<string, string>, stdin: string, timeoutMs = 20_000): Promise<Out> {
+async function exec(file: string | string[], e: Record<string, string>, stdin: string, timeoutMs = 20_000): Promise<Out> {
   const t0 = process.hrtime.bigint();
-  const r = await runAsync(file, [], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...e }, stdin, timeoutMs });
+  const [cmd, ...args] = Array.isArray(file) ? file : [file];
+  const r = await runAsync(cmd, args, { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...e }, stdin, timeoutMs });
   return { stdout: r.stdout, code: r.code, stderr: r.stderr, ms: Number(process.hrtime.bigint() - t0) / 1e6 };
 }
 

@@ -11,6 +11,16 @@ import { tempDir } from './tmp';
 export const TEST_PAYLOAD = path.join(PACKAGE_ROOT, 'build', 'test-payload');
 export const SHIM_NAME = 'istio-cni';
 export const PLUGIN_REL = path.join('istio-cni-ts', 'istio-cni-plugin');
+const LOADER_REL = path.join('istio-cni-ts', 'lib', 'ld-linux-x86-64.so.2');
+
+/**
+ * The standalone plugin's command line, as the shim starts it: through the payload's own loader
+ * and libraries (docs/payload.md). `base` is where the payload is seen (a root's /opt/cni/bin).
+ */
+export function standaloneArgv(base: string): string[] {
+  const plugin = path.join(base, PLUGIN_REL);
+  return [path.join(base, LOADER_REL), '--library-path', path.join(base, 'istio-cni-ts', 'lib'), '--argv0', plugin, plugin];
+}
 
 /** Newest mtime of the files under `p` (files only; node_modules skipped). */
 function newest(p: string): number {
@@ -28,7 +38,7 @@ function newest(p: string): number {
 
 function inputsMtime(): number {
   return Math.max(
-    ...['src', 'install/package.js', 'build/Release/nftables_napi.node', 'build/Release/istio-cni-shim', 'package-lock.json'].map((p) =>
+    ...['src', 'install/package.js', 'install/node-dist.js', 'build/Release/nftables_napi.node', 'build/Release/istio-cni-shim', 'package-lock.json'].map((p) =>
       newest(path.join(PACKAGE_ROOT, p)),
     ),
   );
@@ -61,7 +71,6 @@ export function ensurePayload(): string {
 // A minimal Debian root.
 
 export const ROOTFS_CACHE = process.env.ICTS_ROOTFS_CACHE ?? '/var/tmp/icts-rootfs';
-const SUITE = 'bookworm';
 const MIRROR = process.env.ICTS_DEBIAN_MIRROR ?? 'http://deb.debian.org/debian';
 const ROOTFS_OK = '.icts-rootfs-ok';
 
@@ -70,8 +79,8 @@ const ROOTFS_OK = '.icts-rootfs-ok';
  * minute or two the first time). Created in a temporary folder and renamed into place when
  * complete, under flock, so a test never sees half a root.
  */
-export function ensureDebianRoot(): string {
-  const root = path.join(ROOTFS_CACHE, `${SUITE}-minbase`);
+export function ensureDebianRoot(suite = 'bookworm'): string {
+  const root = path.join(ROOTFS_CACHE, `${suite}-minbase`);
   if (fs.existsSync(path.join(root, ROOTFS_OK))) return root;
   if (spawnSync('sh', ['-c', 'command -v debootstrap'], { encoding: 'utf8' }).status !== 0) {
     throw new Error('this test needs debootstrap to build its minimal Debian root (apt-get install debootstrap; scripts/install-system-deps.sh)');
@@ -82,11 +91,11 @@ export function ensureDebianRoot(): string {
     'set -e',
     `test -f '${root}/${ROOTFS_OK}' && exit 0`,
     `rm -rf '${tmp}' '${root}'`,
-    `debootstrap --variant=minbase ${SUITE} '${tmp}' '${MIRROR}' >'${ROOTFS_CACHE}/debootstrap.log' 2>&1 || { tail -n 30 '${ROOTFS_CACHE}/debootstrap.log' >&2; exit 1; }`,
+    `debootstrap --variant=minbase ${suite} '${tmp}' '${MIRROR}' >'${ROOTFS_CACHE}/debootstrap-${suite}.log' 2>&1 || { tail -n 30 '${ROOTFS_CACHE}/debootstrap-${suite}.log' >&2; exit 1; }`,
     `date -u +%FT%TZ > '${tmp}/${ROOTFS_OK}'`,
     `mv '${tmp}' '${root}'`,
   ].join('\n');
-  const r = spawnSync('flock', [path.join(ROOTFS_CACHE, '.lock'), 'sh', '-c', script], { encoding: 'utf8', timeout: 15 * 60_000 });
+  const r = spawnSync('flock', [path.join(ROOTFS_CACHE, `.lock-${suite}`), 'sh', '-c', script], { encoding: 'utf8', timeout: 15 * 60_000 });
   if (r.status !== 0 || !fs.existsSync(path.join(root, ROOTFS_OK))) {
     throw new Error(`cannot create the minimal Debian root ${root} with debootstrap from ${MIRROR}: ${r.error?.message ?? ''}${r.stderr}`);
   }
@@ -107,17 +116,21 @@ export interface RootRun {
  */
 export function runInRoot(
   root: string,
-  opts: { payload: string; runDir: string; netns: string[]; cmd: string; env: Record<string, string>; stdin: string; timeoutMs?: number },
+  opts: { payload: string; runDir: string; netns: string[]; cmd: string | string[]; env: Record<string, string>; stdin: string; timeoutMs?: number },
 ): Promise<RootRun> {
-  for (const d of ['opt/cni/bin', 'run/istio-cni', 'run/netns', 'proc']) fs.mkdirSync(path.join(root, d), { recursive: true });
+  for (const d of ['opt/cni/bin', 'run/istio-cni', 'run/netns', 'proc', 'dev']) fs.mkdirSync(path.join(root, d), { recursive: true });
+  // An empty root gets /dev/null bound in (a Debian root has its own).
+  const devNull = !fs.existsSync(path.join(root, 'dev/null'));
+  if (devNull) fs.writeFileSync(path.join(root, 'dev/null'), '');
   const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
   const lines = [
     'set -e',
     `mount -t proc proc ${q(path.join(root, 'proc'))}`,
     `mount --bind ${q(opts.payload)} ${q(path.join(root, 'opt/cni/bin'))}`,
     `mount --bind ${q(opts.runDir)} ${q(path.join(root, 'run/istio-cni'))}`,
+    ...(devNull ? [`mount --bind /dev/null ${q(path.join(root, 'dev/null'))}`] : []),
     ...opts.netns.flatMap((ns) => [`touch ${q(path.join(root, ns))}`, `mount --bind ${q(ns)} ${q(path.join(root, ns))}`]),
-    `exec chroot ${q(root)} ${q(opts.cmd)}`,
+    `exec chroot ${q(root)} ${(Array.isArray(opts.cmd) ? opts.cmd : [opts.cmd]).map(q).join(' ')}`,
   ];
   return runAsync('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', lines.join('\n')], {
     env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...opts.env },

@@ -17,7 +17,9 @@ test('copyBinaries: the plugin payload directory is copied (first), other direct
   fs.writeFileSync(path.join(src, 'istio-cni'), 'shim', { mode: 0o755 });
   fs.mkdirSync(path.join(src, PLUGIN_PAYLOAD_DIR));
   fs.writeFileSync(path.join(src, PLUGIN_PAYLOAD_DIR, 'istio-cni-plugin'), 'sea', { mode: 0o755 });
-  fs.writeFileSync(path.join(src, PLUGIN_PAYLOAD_DIR, 'libnftables.so.1'), 'lib', { mode: 0o644 });
+  fs.mkdirSync(path.join(src, PLUGIN_PAYLOAD_DIR, 'lib'));
+  fs.writeFileSync(path.join(src, PLUGIN_PAYLOAD_DIR, 'lib', 'libnftables.so.1'), 'lib', { mode: 0o644 });
+  fs.writeFileSync(path.join(src, PLUGIN_PAYLOAD_DIR, 'MANIFEST'), 'plugin 3 istio-cni-plugin\n', { mode: 0o644 });
   fs.mkdirSync(path.join(src, 'other-dir'));
   fs.writeFileSync(path.join(src, 'other-dir', 'x'), 'x');
   fs.mkdirSync(path.join(dst, PLUGIN_PAYLOAD_DIR));
@@ -26,9 +28,13 @@ test('copyBinaries: the plugin payload directory is copied (first), other direct
   const names = await copyBinaries(src, [dst], 'my-cni');
   assert.deepEqual([...names].sort(), [PLUGIN_PAYLOAD_DIR, 'my-cni']);
   assert.deepEqual(fs.readdirSync(dst).sort(), [PLUGIN_PAYLOAD_DIR, 'my-cni']);
-  assert.deepEqual(fs.readdirSync(path.join(dst, PLUGIN_PAYLOAD_DIR)).sort(), ['istio-cni-plugin', 'libnftables.so.1']);
+  assert.deepEqual(fs.readdirSync(path.join(dst, PLUGIN_PAYLOAD_DIR)).sort(), ['MANIFEST', 'istio-cni-plugin', 'lib']);
+  assert.deepEqual(fs.readdirSync(path.join(dst, PLUGIN_PAYLOAD_DIR, 'lib')), ['libnftables.so.1']);
   assert.equal(fs.statSync(path.join(dst, PLUGIN_PAYLOAD_DIR, 'istio-cni-plugin')).mode & 0o777, 0o755);
-  assert.equal(fs.statSync(path.join(dst, PLUGIN_PAYLOAD_DIR, 'libnftables.so.1')).mode & 0o777, 0o644);
+  assert.equal(fs.statSync(path.join(dst, PLUGIN_PAYLOAD_DIR, 'lib', 'libnftables.so.1')).mode & 0o777, 0o644);
+  // The manifest the shim checks the others against lands after them (newest change time).
+  const ctime = (f: string) => fs.statSync(path.join(dst, PLUGIN_PAYLOAD_DIR, f)).ctimeMs;
+  assert.ok(ctime('MANIFEST') >= ctime('istio-cni-plugin') && ctime('MANIFEST') >= ctime('lib/libnftables.so.1'), 'MANIFEST copied last');
 
   const ino = fs.statSync(path.join(dst, PLUGIN_PAYLOAD_DIR, 'istio-cni-plugin')).ino;
   await copyBinaries(src, [dst], 'my-cni');
