@@ -282,6 +282,8 @@ function apiCallsInSource(): ApiCall[] {
     };
     for (const m of text.matchAll(/\.request\('(GET|POST|PATCH|PUT|DELETE)',\s*(`[^`]*`|'[^']*'|\w+)/g)) {
       if (m[2] === 'this' && rel === 'src/kube/informer.ts') continue; // generic: its paths are the resourcePath values below
+      if (m[2] === 'apiPath' && rel === 'src/agent/upgrade.ts') continue; // generic: its paths are the api.get literals below
+      if (m[2] === 'path' && rel === 'src/kube/client.ts') continue; // generic: its two calls are added by caller below
       const p = literal(m[2]);
       assert.ok(p, `${rel}: the path of ${m[0]} is not a literal this test can read`);
       add(p, VERB[m[1]]);
