@@ -185,6 +185,8 @@ async function main(): Promise<void> {
     const checkAll = (r: { runs: Exec[] }, nss: BenchNetns[], check: (r: Exec, ns: BenchNetns) => void) => r.runs.forEach((x, i) => check(x, nss[i]));
     const R: Record<string, number[]> = { burstShim: [], burstLoop: [], reAddShim: [], delShim: [], reNft: [], reAddOne: [], reNftOne: [] };
     const roundLoads: string[] = [];
+    const rssMb = () => Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${agent.pid}/status`, 'utf8'))?.[1]) / 1024;
+    const rssBefore = rssMb();
     for (let r = 0; r < ROUNDS; r++) {
       R.burstShim.push(await many(BURST, async (nss) => {
         const b = await launcher.run(L.add, nss.map((n) => n.path));
@@ -224,6 +226,7 @@ async function main(): Promise<void> {
       roundLoads.push(load());
     }
 
+    const rssAfter = rssMb();
     // The agent served every ADD itself (none fell back to the standalone plugin).
     const lookups = api.requestsFor(POD.namespace, POD.name).length;
 
@@ -259,8 +262,12 @@ async function main(): Promise<void> {
       `  nsenter nft -f of Istio's text: one [${list(R.reNftOne)}]; ${CONC} at once [${list(R.reNft)}] (median ${ratio(median(R.reNft) / median(R.reNftOne))} one)`,
       `  ${CONC} re-ADDs through the agent / ${CONC} nft -f: ${ratio(median(R.reAddShim) / median(R.reNft))}`,
       '',
+      `Agent RSS before the rounds ${rssBefore.toFixed(1)} MB, after ${rssAfter.toFixed(1)} MB`,
       `Pod GETs the API stand-in served: ${lookups}, for ${N + WARMUP} standalone ADDs (each GETs its pod; the agent answers from its watch)`,
     ];
+    const raw = `/tmp/icts-bench-cni-add-${process.pid}.json`;
+    fs.writeFileSync(raw, JSON.stringify({ singles: Object.fromEntries(times), rounds: R }));
+    out.push(`Every sample: ${raw}`);
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {
     await cleanup();
