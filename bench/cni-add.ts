@@ -244,6 +244,7 @@ async function main(): Promise<void> {
     const out = [
       `CNI ADD/DEL of a sidecar pod through the agent as deployed (${N} interleaved runs each, ${WARMUP} warm-up; every exec by posix_spawn)`,
       `machine: ${machine()}; load at start ${loadAtStart}, after the single runs ${loadAfterSingles}, after each round ${roundLoads.join(' | ')}`,
+      `agent: ${path.relative(process.cwd(), agent.argv[agent.argv.length - 2] ?? '')} ${agent.argv[agent.argv.length - 1]}${agent.note ? ` (${agent.note})` : ''}`,
       '',
       '| case | median | p90 | median / go loopback | p90 / go loopback p90 |',
       '|---|---|---|---|---|',

@@ -1,13 +1,15 @@
-// The node agent as the DaemonSet runs it: `istio-cni-ts agent` with no flags, its environment
-// built from install/kubernetes/configmap.yaml (envFrom) and daemonset.yaml (the fieldRef
-// variables: pod name and namespace, the node name three times), and what kubelet adds
-// (KUBERNETES_SERVICE_HOST/PORT). The host paths the DaemonSet mounts become directories given
-// by the caller, and it installs the payload (dist/payload, the image's /opt/cni/bin) into the
-// bin dir itself and chains its entry into the primary conflist. Deviations, because the machine
-// is shared: HEALTH_PORT=0, a free MONITORING_PORT, LISTEN_ADDRESS=127.0.0.1, and the node's
-// /proc as REPAIR_HOST_PROC_DIR (the DaemonSet mounts it at /host/proc).
+// The node agent as the DaemonSet runs it: the container's command and args and its environment
+// built from install/kubernetes/<mode>/configmap.yaml (envFrom) and daemonset.yaml (values, the
+// downward API: pod name and namespace, the node name; resource fields as a node without limits
+// gives them), plus what kubelet adds (KUBERNETES_SERVICE_HOST/PORT). The host paths the
+// DaemonSet mounts become directories given by the caller (HOST_NETNS: the node's netns through
+// /proc, which the DaemonSet mounts at /host/proc), and the agent installs the payload
+// (dist/payload, the image's /opt/cni/bin) into the bin dir itself and chains its entry into the
+// primary conflist. Deviations, because the machine is shared: HEALTH_PORT=0, a free
+// MONITORING_PORT, LISTEN_ADDRESS=127.0.0.1.
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parse } from 'yaml';
@@ -32,6 +34,9 @@ export interface DeployedAgent {
   /** The installed CNI binary (the shim), as a runtime finds it. */
   readonly shim: string;
   readonly env: Record<string, string>;
+  /** The command line it runs, and how it differs from the manifest's when it does. */
+  readonly argv: string[];
+  readonly note?: string;
   /** The network config a runtime passes our plugin: its conflist entry + cniVersion, name, prevResult. */
   pluginConf(prevResult: object): Record<string, unknown>;
   stop(): Promise<void>;
@@ -40,20 +45,38 @@ export interface DeployedAgent {
 const MANIFESTS = path.join(PACKAGE_ROOT, 'install', 'kubernetes');
 export const AGENT_POD = { name: 'istio-cni-node-bench', namespace: 'istio-system' };
 
-/** The container environment the manifests give the agent on node `node`. */
-export function daemonSetEnv(node: string): Record<string, string> {
-  const cm = parse(fs.readFileSync(path.join(MANIFESTS, 'configmap.yaml'), 'utf8')) as { data: Record<string, string> };
-  const ds = parse(fs.readFileSync(path.join(MANIFESTS, 'daemonset.yaml'), 'utf8')) as {
-    spec: { template: { spec: { containers: { name: string; env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[] }[] } } };
-  };
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { fieldRef?: { fieldPath: string }; resourceFieldRef?: { resource: string } };
+}
+
+/** The agent container of the manifests for `mode` ('sidecar' or 'ambient'): command, args, environment on node `node`. */
+export function daemonSetContainer(node: string, mode = 'sidecar'): { command: string[]; args: string[]; env: Record<string, string> } {
+  const read = (f: string) => parse(fs.readFileSync(path.join(MANIFESTS, mode, f), 'utf8')) as any;
+  const cm = read('configmap.yaml') as { data: Record<string, string> };
+  const c = (read('daemonset.yaml') as { spec: { template: { spec: { containers: { command?: string[]; args?: string[]; env?: EnvVar[] }[] } } } }).spec.template.spec.containers[0];
   const fields: Record<string, string> = { 'metadata.name': AGENT_POD.name, 'metadata.namespace': AGENT_POD.namespace, 'spec.nodeName': node };
+  // No limits in the manifest: the downward API gives the node's allocatable amounts.
+  const resources: Record<string, string> = { 'limits.memory': String(os.totalmem()), 'limits.cpu': String(os.cpus().length) };
   const env: Record<string, string> = { ...cm.data };
-  for (const e of ds.spec.template.spec.containers[0].env ?? []) {
-    const v = e.value ?? fields[e.valueFrom?.fieldRef?.fieldPath ?? ''];
-    if (v === undefined) throw new Error(`daemonset.yaml: env ${e.name} has a source the bench does not know`);
+  for (const e of c.env ?? []) {
+    const v = e.value ?? fields[e.valueFrom?.fieldRef?.fieldPath ?? ''] ?? resources[e.valueFrom?.resourceFieldRef?.resource ?? ''];
+    if (v === undefined) throw new Error(`daemonset.yaml: env ${e.name} has a source the bench does not know: ${JSON.stringify(e.valueFrom)}`);
     env[e.name] = v;
   }
-  return env;
+  return { command: c.command ?? [], args: c.args ?? [], env };
+}
+
+/**
+ * The package's executable for the container's command (package.json "bin"), run by this Node.
+ * When the package has no such entry, `istio-cni-ts agent` without the args (said in `note`).
+ */
+function agentCommand(command: string[], args: string[]): { argv: string[]; note?: string } {
+  const bins = (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
+  const entry = bins[command[0] ?? ''];
+  if (entry) return { argv: [path.join(PACKAGE_ROOT, entry), ...command.slice(1), ...args] };
+  return { argv: [BIN, 'agent'], note: `the manifest's command ${JSON.stringify([...command, ...args])} is not in package.json "bin": ran istio-cni-ts agent` };
 }
 
 async function until<T>(what: string, f: () => T | undefined | false, ms: number, proc: ChildProcess, out: string[]): Promise<T> {
@@ -72,25 +95,28 @@ async function until<T>(what: string, f: () => T | undefined | false, ms: number
  * installed and our entry is chained into the primary conflist. `wrap` prefixes the command (e.g.
  * nsenter into the runtime's mount namespace).
  */
-export async function startDeployedAgent(o: { node: string; apiPort: number; dirs: NodeDirs; payload?: string; wrap?: string[]; pluginType?: string }): Promise<DeployedAgent> {
+export async function startDeployedAgent(o: { node: string; apiPort: number; dirs: NodeDirs; payload?: string; wrap?: string[]; pluginType?: string; mode?: string }): Promise<DeployedAgent> {
   const payload = o.payload ?? PAYLOAD_DIR;
+  const container = daemonSetContainer(o.node, o.mode);
   if (!fs.existsSync(path.join(payload, 'istio-cni'))) throw new Error(`${payload} holds no payload: run \`npm run package\` first`);
   const env: Record<string, string> = {
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     KUBERNETES_SERVICE_HOST: '127.0.0.1',
     KUBERNETES_SERVICE_PORT: String(o.apiPort),
-    ...daemonSetEnv(o.node),
+    ...container.env,
     MOUNTED_CNI_NET_DIR: o.dirs.net,
     CNI_BIN_DIR: o.dirs.bin,
     CNI_BIN_SOURCE_DIR: payload,
     CNI_AGENT_RUN_DIR: o.dirs.run,
     SERVICE_ACCOUNT_DIR: o.dirs.sa,
     REPAIR_HOST_PROC_DIR: '/proc',
+    HOST_NETNS: '/proc/1/ns/net',
     HEALTH_PORT: '0',
     MONITORING_PORT: String(await freePort()),
     LISTEN_ADDRESS: '127.0.0.1',
   };
-  const cmd = [...(o.wrap ?? []), process.execPath, BIN, 'agent'];
+  const { argv, note } = agentCommand(container.command, container.args);
+  const cmd = [...(o.wrap ?? []), process.execPath, ...argv];
   const proc = spawn(cmd[0], cmd.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const out: string[] = [];
   for (const s of [proc.stdout!, proc.stderr!]) {
@@ -134,6 +160,8 @@ export async function startDeployedAgent(o: { node: string; apiPort: number; dir
     out,
     shim,
     env,
+    argv: cmd,
+    note,
     pluginConf: (prevResult) => {
       const c = conflist();
       if (!c) throw new Error('our entry is no longer in the conflist');
