@@ -8,8 +8,8 @@ import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { SIDECAR_TABLES } from '../../src/capture/tables';
-import { NftError, applyNft, applyTransaction, listRulesetJson, replaceScript } from '../../src/netns/nft';
-import { Netns, captureCaseNames, captureTx, makeNetns, nftCli, removeAllNetns, requireRootAndTools, taskCountSettled, threadNetns } from './addon-support';
+import { NftError, applyNft, applyTransaction, deleteTables, listRulesetJson, replaceScript } from '../../src/netns/nft';
+import { Netns, captureCaseNames, captureTx, makeNetns, nftCli, openFdCount, removeAllNetns, requireRootAndTools, taskCountSettled, threadNetns } from './addon-support';
 
 const NS = 40;
 const ROUNDS = 3;
@@ -103,6 +103,43 @@ describe('nftRun worker queue under load', () => {
         assert.ok(got.includes(`iif "d${i % 5}" udp dport ${30000 + i} accept`), `interface rule of netns ${i}`);
       }
     }
+  });
+
+  // A job answers once libnftables has the kernel's acknowledgement, and closes its netlink
+  // socket (the kernel's grace-period wait after a delete) only after that, while the next job
+  // already runs.
+  test('answered before the close: each answer sees its commit, queued re-applies land in order', async () => {
+    const marker = (i: number, k: number) => `add table inet icts-order\ndelete table inet icts-order\nadd table inet icts-order\nadd chain inet icts-order c\nadd rule inet icts-order c tcp dport ${40000 + k} counter comment "ns-${i}-k${k}"\n`;
+    // One netns, one after the other: the CLI, another process, sees each commit at once.
+    for (let k = 0; k < 20; k++) {
+      await applyNft(pool[0].path, marker(0, k));
+      const listed = nftCli(pool[0], ['list', 'table', 'inet', 'icts-order']);
+      assert.match(listed, new RegExp(`tcp dport ${40000 + k} counter .*comment "ns-0-k${k}"`), `re-apply ${k}`);
+      assert.equal((listed.match(/dport/g) ?? []).length, 1);
+    }
+    // Every netns, 8 re-applies each, all queued at once with listings between: each netns ends
+    // with its last one, and every listing sees one whole version.
+    const fds = openFdCount();
+    const ops: Promise<unknown>[] = [];
+    for (let k = 0; k < 8; k++) {
+      for (const [i, ns] of pool.entries()) {
+        ops.push(applyNft(ns.path, marker(i, k)));
+        ops.push(
+          listRulesetJson(ns.path).then((json) => {
+            const rules = json.nftables.filter((o: any) => o.rule?.table === 'icts-order');
+            assert.ok(rules.length <= 1, `netns ${i}: ${rules.length} rules in one version`);
+          }),
+        );
+      }
+    }
+    await Promise.all(ops);
+    for (const [i, ns] of pool.entries()) {
+      const listed = nftCli(ns, ['list', 'table', 'inet', 'icts-order']);
+      assert.match(listed, new RegExp(`comment "ns-${i}-k7"`), `netns ${i} ends with its last re-apply`);
+      assert.equal((listed.match(/dport/g) ?? []).length, 1);
+    }
+    assert.equal(openFdCount(), fds, 'open descriptors before and after');
+    await Promise.all(pool.map((ns) => deleteTables(ns.path, [{ family: 'inet', table: 'icts-order' }])));
   });
 
   test('once every call has settled, no worker thread is left and every thread is home', async () => {
