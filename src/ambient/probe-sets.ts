@@ -5,7 +5,9 @@
 // These transactions change the sets in place: apply them with applyNft(netns, render(tx)),
 // never with applyTransaction, which replaces every table a transaction touches (and so would
 // drop the sets' elements and the host rule).
-import { IpAddr, formatIp } from '../net/ip';
+import { IpAddr, formatIp, unmap } from '../net/ip';
+
+export { unmap } from '../net/ip';
 import { Op, Transaction } from '../nft/transaction';
 import { NftName, PodUid } from '../values/typed';
 import { NAT, PROBE_SET_COMMENT, PROBE_SET_PREFIX } from './tables';
@@ -31,14 +33,6 @@ export function createProbeSets(s: ProbeSets): Transaction {
   return ops;
 }
 
-/** An IPv4-mapped IPv6 address as the IPv4 address it maps (netip.Addr.Unmap). */
-export function unmap(a: IpAddr): IpAddr {
-  const b = a.bytes;
-  if (a.family === 6 && b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
-    return { family: 4, bytes: b.slice(12) };
-  }
-  return a;
-}
 
 /** The set an address belongs in, or undefined for IPv6 when IPv6 is off (Istio skips those). */
 function target(s: ProbeSets, ip: IpAddr): { set: string; key: string } | undefined {

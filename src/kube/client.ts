@@ -3,7 +3,9 @@
 // (30 attempts, 1 s apart by default).
 import { KubeError, statusError } from './errors';
 import { KubeEndpoint } from './kubeconfig';
-import { Pod } from './pod';
+import { Namespace, Pod } from './pod';
+
+export type { Namespace } from './pod';
 import { RestClient, restClientFor } from './rest';
 
 export { KubeError, retryAfterMs } from './errors';
@@ -16,11 +18,6 @@ export interface KubeClient {
   getPod(namespace: string, name: string, uid?: string): Promise<Pod>;
   /** Rejects with KubeError. Optional: only the ambient branch needs it. */
   getNamespace?(name: string): Promise<Namespace>;
-}
-
-/** The parts of a core/v1 Namespace the ambient branch reads. */
-export interface Namespace {
-  metadata?: { name?: string; labels?: Record<string, string> | null };
 }
 
 export interface HttpsKubeClientOptions {

@@ -129,3 +129,12 @@ export function isLoopback(a: IpAddr): boolean {
   if (a.family === 4) return a.bytes[0] === 127;
   return a.bytes.every((v, i) => (i === 15 ? v === 1 : v === 0));
 }
+
+/** An IPv4-mapped IPv6 address as the IPv4 address it maps (netip.Addr.Unmap). */
+export function unmap(a: IpAddr): IpAddr {
+  const b = a.bytes;
+  if (a.family === 6 && b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) {
+    return { family: 4, bytes: b.slice(12) };
+  }
+  return a;
+}

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { MemoryLogger } from '../../src/log/logger';
 import { NetnsHandle } from '../../src/agent/ambient/netns-handle';
-import { PodNetnsCache } from '../../src/agent/ambient/pod-cache';
+import { EnrolledPods } from '../../src/agent/ambient/enrolled-pods';
 import { ZdsError, ZtunnelServer } from '../../src/agent/ambient/ztunnel-server';
 import { SeqpacketSocket } from '../../src/netns/seqpacket';
 import { encodeAck, encodeHello, ZtunnelStandIn } from '../support/ztunnel-standin';
@@ -29,7 +29,7 @@ const wl = (name: string) => ({ name, namespace: 'shop', serviceAccount: 'defaul
 const FAST = { helloMs: 400, writeMs: 400, ackMs: 400, acceptIntervalMs: 0 };
 
 function setup(opts: { timeouts?: Partial<typeof FAST>; pods?: { uid: string; netns: boolean }[] } = {}) {
-  const cache = new PodNetnsCache();
+  const cache = new EnrolledPods();
   for (const p of opts.pods ?? []) {
     cache.ensure(p.uid);
     if (p.netns) cache.upsert(p.uid, wl(`pod-${p.uid}`), NetnsHandle.open('/proc/self/ns/net'));

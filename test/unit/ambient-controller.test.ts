@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
 import { AmbientController } from '../../src/agent/ambient/controller';
 import { MeshDataplane, NonRetryableAddError } from '../../src/agent/ambient/dataplane';
-import { AmbientPod, podRef, podUid } from '../../src/agent/ambient/pods';
+import { Pod, podRef, podUid } from '../../src/kube/pod';
 import { MemoryLogger } from '../../src/log/logger';
 import { formatIp, IpAddr } from '../../src/net/ip';
 import { RestClient } from '../../src/kube/rest';
@@ -31,7 +31,7 @@ class RecordingDataplane {
   isEnrolled(uid: string): boolean {
     return this.enrolled.has(uid);
   }
-  async addPodToMesh(pod: AmbientPod, ips: readonly IpAddr[], netns: string): Promise<void> {
+  async addPodToMesh(pod: Pod, ips: readonly IpAddr[], netns: string): Promise<void> {
     this.calls.push(`add ${podRef(pod)} ${ips.map(formatIp).join(',')} ${netns || '-'}`);
     if (this.nonRetryable.has(podRef(pod))) throw new NonRetryableAddError('no netns');
     const left = this.failAdds.get(podRef(pod)) ?? 0;
@@ -41,11 +41,11 @@ class RecordingDataplane {
     }
     this.enrolled.add(podUid(pod));
   }
-  async removePodFromMesh(pod: AmbientPod, isDelete: boolean): Promise<void> {
+  async removePodFromMesh(pod: Pod, isDelete: boolean): Promise<void> {
     this.calls.push(`remove ${podRef(pod)} ${isDelete ? 'delete' : 'unlabel'} ${(pod.status?.podIPs ?? []).map((x) => x.ip).join(',')}`);
     this.enrolled.delete(podUid(pod));
   }
-  async syncHostProbeIPSet(pod: AmbientPod, ips: readonly IpAddr[]): Promise<void> {
+  async syncHostProbeIPSet(pod: Pod, ips: readonly IpAddr[]): Promise<void> {
     this.calls.push(`sync ${podRef(pod)} ${ips.map(formatIp).join(',')}`);
   }
 }

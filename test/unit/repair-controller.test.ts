@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { RepairController, RepairControllerSettings, repairApiRules } from '../../src/agent/repair/controller';
 import { RepairOutcome, PodRepairer } from '../../src/agent/repair/redirect';
-import { RepairPod } from '../../src/agent/repair/filter';
+import { Pod } from '../../src/kube/pod';
 import { RestClient } from '../../src/kube/rest';
 import { MemoryLogger } from '../../src/log/logger';
 import { KubeApiStandIn, NODE, brokenTerminated, brokenWaiting, healthy, recovered, repairPod } from '../support/kube-api';
@@ -42,7 +42,7 @@ class FakeRepairer implements PodRepairer {
   readonly calls: string[] = [];
   failures = 0;
   skip?: string;
-  async repair(pod: RepairPod): Promise<RepairOutcome> {
+  async repair(pod: Pod): Promise<RepairOutcome> {
     this.calls.push(`${pod.metadata?.namespace}/${pod.metadata?.name}`);
     if (this.failures > 0) {
       this.failures--;

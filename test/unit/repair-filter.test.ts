@@ -2,7 +2,8 @@
 // our own pods), the field selector, the action precedence and the RBAC each action needs.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { FilterSettings, RepairPod, matchesFilter, repairFieldSelector } from '../../src/agent/repair/filter';
+import { FilterSettings, matchesFilter, repairFieldSelector } from '../../src/agent/repair/filter';
+import { Pod } from '../../src/kube/pod';
 import { repairAction, repairApiRules } from '../../src/agent/repair/controller';
 import { brokenTerminated, brokenWaiting, healthy, recovered, repairPod } from '../support/kube-api';
 
@@ -19,7 +20,7 @@ const withLast = (message: string, exitCode: number) => ({
   lastState: { terminated: { exitCode, message, reason: 'Error' } },
 });
 
-const cases: [string, Partial<FilterSettings>, RepairPod, boolean][] = [
+const cases: [string, Partial<FilterSettings>, Pod, boolean][] = [
   ['validation passed', {}, repairPod({ name: 'ok', initStatus: healthy }), false],
   ['failed before, passed now', {}, repairPod({ name: 'recovered', initStatus: recovered }), false],
   ['crash-looping (waiting), exit 126', {}, repairPod({ name: 'w', initStatus: brokenWaiting }), true],

@@ -7,7 +7,9 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { cgroupPodUIDs, findPodNetns, parseStartTime, podIPs } from '../../src/agent/repair/netns';
+import { cgroupPodUIDs, findPodNetns, parseStartTime } from '../../src/agent/repair/netns';
+import { podIPs } from '../../src/kube/pod';
+import { formatIp } from '../../src/net/ip';
 import { repairPod } from '../support/kube-api';
 import { tempDir } from '../support/tmp';
 
@@ -120,6 +122,8 @@ test('parsers: stat start time after the last ")", cgroup pod UIDs in cgroupfs a
   assert.deepEqual([...cgroupPodUIDs('0::/../crio-45490e76e0878aaa4d9808f7d2eefba37f093c3efbba9838b6d8ab804d9bd814.scope\n')], []);
   const p = repairPod({ name: 'x' });
   p.status!.podIPs = [{ ip: '10.0.0.1' }, { ip: 'FD00::0001' }, { ip: 'bogus' }];
-  assert.deepEqual(podIPs(p), ['10.0.0.1', 'fd00::1']);
-  assert.deepEqual(podIPs({ status: { podIP: '10.0.0.2' } }), ['10.0.0.2']);
+  assert.deepEqual(podIPs(p).map(formatIp), ['10.0.0.1', 'fd00::1']);
+  assert.deepEqual(podIPs({ status: { podIP: '10.0.0.2' } }).map(formatIp), ['10.0.0.2']);
+  // IPv4-mapped IPv6 is the IPv4 address (as netip.Addr.Unmap), once.
+  assert.deepEqual(podIPs({ status: { podIPs: [{ ip: '::ffff:10.0.0.3' }, { ip: '10.0.0.3' }] } }).map(formatIp), ['10.0.0.3']);
 });

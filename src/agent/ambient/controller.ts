@@ -14,20 +14,8 @@ import { Logger } from '../../log/logger';
 import { Informer, InformerOptions } from '../../kube/informer';
 import { RestClient } from '../../kube/rest';
 import { MeshDataplane, NonRetryableAddError } from './dataplane';
-import {
-  AmbientNamespace,
-  AmbientPod,
-  fullyEnrolled,
-  isTerminal,
-  isZtunnelPod,
-  partiallyEnrolled,
-  podIPs,
-  podName,
-  podNamespace,
-  podRef,
-  podUid,
-  sameIPs,
-} from './pods';
+import { fullyEnrolled, isTerminal, isZtunnelPod, partiallyEnrolled, sameIPs } from './pods';
+import { Namespace, Pod, podIPs, podName, podNamespace, podRef, podUid } from '../../kube/pod';
 
 type Kind = 'pod' | 'namespace';
 type EventType = 'add' | 'update' | 'delete';
@@ -35,8 +23,8 @@ type EventType = 'add' | 'update' | 'delete';
 interface QueuedEvent {
   readonly kind: Kind;
   readonly type: EventType;
-  readonly old?: AmbientPod | AmbientNamespace;
-  readonly obj: AmbientPod | AmbientNamespace;
+  readonly old?: Pod | Namespace;
+  readonly obj: Pod | Namespace;
   failures: number;
 }
 
@@ -138,20 +126,20 @@ class EventQueue {
 }
 
 export class AmbientController {
-  readonly pods: Informer<AmbientPod>;
-  readonly namespaces: Informer<AmbientNamespace>;
+  readonly pods: Informer<Pod>;
+  readonly namespaces: Informer<Namespace>;
   private readonly queue: EventQueue;
   private readonly excluded: Set<string>;
 
   constructor(private readonly o: ControllerOptions) {
     this.excluded = new Set(o.excludeNamespaces);
-    this.pods = new Informer<AmbientPod>(o.api, {
+    this.pods = new Informer<Pod>(o.api, {
       resourcePath: '/api/v1/pods',
       fieldSelector: `spec.nodeName=${o.nodeName}`,
       log: o.log,
       ...o.informer,
     });
-    this.namespaces = new Informer<AmbientNamespace>(o.api, { resourcePath: '/api/v1/namespaces', log: o.log, ...o.informer });
+    this.namespaces = new Informer<Namespace>(o.api, { resourcePath: '/api/v1/namespaces', log: o.log, ...o.informer });
     this.queue = new EventQueue((ev) => this.reconcile(ev), o.log, {
       baseMs: o.retry?.baseMs ?? 5,
       maxMs: o.retry?.maxMs ?? 5000,
@@ -159,9 +147,9 @@ export class AmbientController {
       burst: o.retry?.burst ?? 100,
     });
     const enqueue = (kind: Kind) => ({
-      add: (obj: AmbientPod | AmbientNamespace) => this.queue.add({ kind, type: 'add', obj, failures: 0 }),
-      update: (old: AmbientPod | AmbientNamespace, obj: AmbientPod | AmbientNamespace) => this.queue.add({ kind, type: 'update', old, obj, failures: 0 }),
-      delete: (obj: AmbientPod | AmbientNamespace) => this.queue.add({ kind, type: 'delete', obj, failures: 0 }),
+      add: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'add', obj, failures: 0 }),
+      update: (old: Pod | Namespace, obj: Pod | Namespace) => this.queue.add({ kind, type: 'update', old, obj, failures: 0 }),
+      delete: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'delete', obj, failures: 0 }),
     });
     this.pods.addHandler(enqueue('pod'));
     this.namespaces.addHandler(enqueue('namespace'));
@@ -185,7 +173,7 @@ export class AmbientController {
     return this.queue.idle();
   }
 
-  shouldBeEnabled(pod: AmbientPod, nsLabels: Record<string, string> | null | undefined): boolean {
+  shouldBeEnabled(pod: Pod, nsLabels: Record<string, string> | null | undefined): boolean {
     return podMatchesEnablement(this.o.selectors, pod, nsLabels) && !this.excluded.has(podNamespace(pod));
   }
 
@@ -193,7 +181,7 @@ export class AmbientController {
    * The pod, if it is in the caches and matches the selectors (Istio's GetPodIfAmbientEnabled).
    * Throws when pod or namespace is not cached; undefined when it is but does not match.
    */
-  getPodIfAmbientEnabled(name: string, namespace: string): AmbientPod | undefined {
+  getPodIfAmbientEnabled(name: string, namespace: string): Pod | undefined {
     const ns = this.namespaces.get(namespace);
     if (!ns) throw new Error(`namespace ${namespace} not found in the informer cache`);
     const pod = this.pods.get(`${namespace}/${name}`);
@@ -202,7 +190,7 @@ export class AmbientController {
   }
 
   /** Pods the agent enrolled before it (re)started: not ztunnel, not terminated, annotated `enabled`. */
-  activeAmbientPodSnapshot(): AmbientPod[] {
+  activeAmbientPodSnapshot(): Pod[] {
     return this.pods.list().filter((p) => !isZtunnelPod(this.o.systemNamespace, p) && !isTerminal(p) && fullyEnrolled(p));
   }
 
@@ -213,10 +201,10 @@ export class AmbientController {
   }
 
   private reconcileNamespace(ev: QueuedEvent): void {
-    const ns = ev.obj as AmbientNamespace;
+    const ns = ev.obj as Namespace;
     const name = ns.metadata?.name ?? '';
     if (ev.type === 'update') {
-      const before = namespaceMatchesEnablement(this.o.selectors, (ev.old as AmbientNamespace).metadata?.labels);
+      const before = namespaceMatchesEnablement(this.o.selectors, (ev.old as Namespace).metadata?.labels);
       const now = namespaceMatchesEnablement(this.o.selectors, ns.metadata?.labels);
       if (before === now) return;
     } else if (ev.type !== 'add') {
@@ -235,7 +223,7 @@ export class AmbientController {
   }
 
   private async reconcilePod(ev: QueuedEvent): Promise<void> {
-    const evPod = ev.obj as AmbientPod;
+    const evPod = ev.obj as Pod;
     const ref = podRef(evPod);
     const ns = this.namespaces.get(podNamespace(evPod));
     if (!ns) {
@@ -253,7 +241,7 @@ export class AmbientController {
           this.o.log.debug('update skipped: the pod no longer exists', { pod: ref });
           return;
         }
-        const old = ev.old as AmbientPod;
+        const old = ev.old as Pod;
         // What this agent did itself counts too: the cache may not show its own patch yet.
         const enrolled = fullyEnrolled(current) || dp.isEnrolled(podUid(current));
         const partial = partiallyEnrolled(current) && !dp.isEnrolled(podUid(current));

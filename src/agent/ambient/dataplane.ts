@@ -18,8 +18,9 @@ import { PodOverrides, podOverridesFromAnnotations } from '../../ambient/config'
 import { Logger } from '../../log/logger';
 import { IpAddr, parseIp } from '../../net/ip';
 import { NetnsHandle, NetnsOpenError } from './netns-handle';
-import { PodNetnsCache } from './pod-cache';
-import { AmbientPod, REDIRECTION_ENABLED, REDIRECTION_PENDING, ipKey, podIPs, podRef, podUid, workloadOf } from './pods';
+import { EnrolledPods } from './enrolled-pods';
+import { REDIRECTION_ENABLED, REDIRECTION_PENDING, ipKey, workloadOf } from './pods';
+import { Pod, podIPs, podRef, podUid } from '../../kube/pod';
 import { HostProbeSets } from './host-probes';
 import { ZtunnelServer } from './ztunnel-server';
 
@@ -41,13 +42,13 @@ export type AnnotationValue = typeof REDIRECTION_ENABLED | typeof REDIRECTION_PE
 
 export interface DataplaneDeps {
   readonly log: Logger;
-  readonly cache: PodNetnsCache;
+  readonly cache: EnrolledPods;
   readonly rules: PodRules;
   readonly hostSets: HostProbeSets;
   /** The ZDS server; set once it exists. */
   zds?: ZtunnelServer;
   /** Sets (or with null removes) the pod's redirection annotation; a missing pod is no error for null. */
-  readonly annotate: (pod: AmbientPod, value: AnnotationValue) => Promise<void>;
+  readonly annotate: (pod: Pod, value: AnnotationValue) => Promise<void>;
   /** Looks for running pods' netns in the host's /proc (UID -> IPs of each pod wanted). */
   readonly findNetns: (wanted: ReadonlyMap<string, readonly IpAddr[]>) => Promise<Map<string, NetnsHandle>>;
   /** Where the host's file system is mounted (CNI netns paths are host paths): "/host". */
@@ -104,7 +105,7 @@ export class MeshDataplane {
     return this.d.hostRoot && this.d.hostRoot !== '/' ? `${this.d.hostRoot.replace(/\/+$/, '')}${netnsPath}` : netnsPath;
   }
 
-  private async netnsFor(pod: AmbientPod, ips: readonly IpAddr[], netnsPath: string): Promise<NetnsHandle> {
+  private async netnsFor(pod: Pod, ips: readonly IpAddr[], netnsPath: string): Promise<NetnsHandle> {
     const uid = podUid(pod);
     if (netnsPath !== '') {
       return this.d.cache.upsert(uid, workloadOf(pod), NetnsHandle.open(this.hostPath(netnsPath)));
@@ -123,13 +124,13 @@ export class MeshDataplane {
    * Enrolls the pod. `netnsPath` is the CNI event's netns (a host path), or '' to use the cached
    * one or find it in /proc. Rejects with NonRetryableAddError, or another error to retry.
    */
-  addPodToMesh(pod: AmbientPod, ips: readonly IpAddr[], netnsPath: string): Promise<void> {
+  addPodToMesh(pod: Pod, ips: readonly IpAddr[], netnsPath: string): Promise<void> {
     const uid = podUid(pod);
     if (uid === '') return Promise.reject(new NonRetryableAddError(`pod ${podRef(pod)} has no UID`));
     return this.locked(uid, () => this.add(pod, uid, ips, netnsPath));
   }
 
-  private async add(pod: AmbientPod, uid: string, ips: readonly IpAddr[], netnsPath: string): Promise<void> {
+  private async add(pod: Pod, uid: string, ips: readonly IpAddr[], netnsPath: string): Promise<void> {
     const log = this.d.log;
     const ref = podRef(pod);
     log.info('adding pod to the mesh', { pod: ref, uid, netns: netnsPath || undefined });
@@ -170,12 +171,12 @@ export class MeshDataplane {
   }
 
   /** Takes the pod out of the mesh; `isDelete`: the pod is gone (its netns with it). */
-  removePodFromMesh(pod: AmbientPod, isDelete: boolean): Promise<void> {
+  removePodFromMesh(pod: Pod, isDelete: boolean): Promise<void> {
     const uid = podUid(pod);
     return this.locked(uid, () => this.remove(pod, uid, isDelete));
   }
 
-  private async remove(pod: AmbientPod, uid: string, isDelete: boolean): Promise<void> {
+  private async remove(pod: Pod, uid: string, isDelete: boolean): Promise<void> {
     const log = this.d.log;
     const ref = podRef(pod);
     log.info('removing pod from the mesh', { pod: ref, uid, deleted: isDelete });
@@ -215,7 +216,7 @@ export class MeshDataplane {
   }
 
   /** The pod got new IPs while enrolled: put them in the probe sets. */
-  syncHostProbeIPSet(pod: AmbientPod, ips: readonly IpAddr[]): Promise<void> {
+  syncHostProbeIPSet(pod: Pod, ips: readonly IpAddr[]): Promise<void> {
     const uid = podUid(pod);
     return this.locked(uid, async () => {
       const held = await this.d.hostSets.add(uid, ips);
@@ -228,7 +229,7 @@ export class MeshDataplane {
    * some pod has no IP yet), find each pod's netns in /proc for the ztunnel snapshot, and with
    * reconcile mode re-apply the in-pod rules. Nothing is re-applied otherwise.
    */
-  async constructInitialSnapshot(pods: readonly AmbientPod[]): Promise<void> {
+  async constructInitialSnapshot(pods: readonly Pod[]): Promise<void> {
     const log = this.d.log;
     const keep = new Set<string>();
     let incomplete = false;

@@ -25,8 +25,9 @@ import { HostProbeSets, HostSetupRetry } from './host-probes';
 import { HostSide, ambientHostSide } from '../host-side';
 import { NetnsHandle } from './netns-handle';
 import { findPodNetns, netnsHoldsAnyAddress } from './proc-finder';
-import { PodNetnsCache } from './pod-cache';
-import { AmbientPod, REDIRECTION_ANNOTATION, podName, podNamespace } from './pods';
+import { EnrolledPods } from './enrolled-pods';
+import { REDIRECTION_ANNOTATION } from './pods';
+import { Pod, podName, podNamespace } from '../../kube/pod';
 import { ZdsTimeouts, ZtunnelServer } from './ztunnel-server';
 
 export { AmbientController } from './controller';
@@ -69,7 +70,7 @@ export interface RunningAmbient {
   stop(skipCleanup: boolean): Promise<void>;
   readonly ready: () => boolean;
   /** Available once start() resolved. */
-  readonly parts: () => { dataplane: MeshDataplane; controller: AmbientController; zds: ZtunnelServer; hostSets: HostProbeSets; cache: PodNetnsCache };
+  readonly parts: () => { dataplane: MeshDataplane; controller: AmbientController; zds: ZtunnelServer; hostSets: HostProbeSets; cache: EnrolledPods };
 }
 
 /** The in-pod rules and mark routing, applied inside a pod netns through the addon and netlink. */
@@ -92,7 +93,7 @@ export function netnsPodRules(cfg: AmbientConfig, log: Logger): PodRules {
 }
 
 /** JSON merge patch of the redirection annotation through the pod's status subresource. */
-export function statusAnnotator(api: RestClient): (pod: AmbientPod, value: AnnotationValue) => Promise<void> {
+export function statusAnnotator(api: RestClient): (pod: Pod, value: AnnotationValue) => Promise<void> {
   return async (pod, value) => {
     const p = `/api/v1/namespaces/${encodeURIComponent(podNamespace(pod))}/pods/${encodeURIComponent(podName(pod))}/status`;
     const r = await api.request('PATCH', p, {
@@ -144,7 +145,7 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
     );
     await hostSets.setup(deps.hostSetupRetry);
 
-    const cache = new PodNetnsCache();
+    const cache = new EnrolledPods();
     const dataplane = new MeshDataplane({
       log,
       cache,
@@ -228,7 +229,7 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
 }
 
 /** The pod from the informer cache, waiting up to 10 x 10 ms for it to appear (as upstream). */
-async function podWithRetry(c: AmbientController, name: string, namespace: string, signal: AbortSignal): Promise<AmbientPod> {
+async function podWithRetry(c: AmbientController, name: string, namespace: string, signal: AbortSignal): Promise<Pod> {
   let last: Error | undefined;
   for (let attempt = 0; attempt <= 10; attempt++) {
     if (signal.aborted) throw new Error('the agent is stopping');

@@ -21,7 +21,7 @@ import { Logger } from '../../log/logger';
 import { SeqpacketListener, SeqpacketSocket, SocketError, closeFd } from '../../netns/seqpacket';
 import { WorkloadInfo, WorkloadRequest, ZdsDecodeError, decodeHello, decodeResponse, encodeRequest } from '../../zds/messages';
 import { NetnsHandle } from './netns-handle';
-import { SnapshotEntry } from './pod-cache';
+import { SnapshotEntry } from './enrolled-pods';
 
 /** Largest record read from ztunnel (upstream's buffer); a longer one is refused as truncated. */
 export const ZDS_READ_BUFFER = 1024;

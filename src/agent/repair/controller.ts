@@ -9,8 +9,9 @@
 import { Logger } from '../../log/logger';
 import { Informer, InformerOptions, objectKey } from '../../kube/informer';
 import { podPath } from '../../kube/client';
+import { Pod } from '../../kube/pod';
 import { RestClient, statusError } from '../../kube/rest';
-import { FilterSettings, RepairPod, matchesFilter, repairFieldSelector } from './filter';
+import { FilterSettings, matchesFilter, repairFieldSelector } from './filter';
 import { WorkQueue } from './queue';
 import { PodRepairer } from './redirect';
 
@@ -83,7 +84,7 @@ export const REPAIR_MAX_ATTEMPTS = 5;
 export const EVENT_SOURCE = 'cni-repair';
 
 export class RepairController {
-  readonly informer: Informer<RepairPod>;
+  readonly informer: Informer<Pod>;
   readonly queue: WorkQueue;
   readonly action: RepairAction;
   /** Pods already repaired, by namespace/name -> UID: rules go in once per pod instance. */
@@ -97,7 +98,7 @@ export class RepairController {
     this.log = deps.log;
     this.action = repairAction(s);
     if (this.action === 'repair' && !deps.repairer) throw new Error('repair controller: REPAIR_REPAIR_PODS needs a pod repairer');
-    this.informer = new Informer<RepairPod>(deps.api, {
+    this.informer = new Informer<Pod>(deps.api, {
       resourcePath: '/api/v1/pods',
       fieldSelector: repairFieldSelector(s.fieldSelectors, s.nodeName),
       labelSelector: s.labelSelectors || undefined,
@@ -110,7 +111,7 @@ export class RepairController {
       log: deps.log,
       name: 'repair pods',
     });
-    const enqueue = (p: RepairPod) => this.queue.add(objectKey(p));
+    const enqueue = (p: Pod) => this.queue.add(objectKey(p));
     this.informer.addHandler({ add: enqueue, update: (_o, n) => enqueue(n), delete: enqueue });
   }
 
@@ -136,7 +137,7 @@ export class RepairController {
     await this.reconcilePod(pod);
   }
 
-  async reconcilePod(pod: RepairPod): Promise<void> {
+  async reconcilePod(pod: Pod): Promise<void> {
     if (!matchesFilter(pod, this.s)) return;
     this.log.debug(`reconciling pod ${objectKey(pod)}`);
     switch (this.action) {
@@ -151,7 +152,7 @@ export class RepairController {
     }
   }
 
-  private async repairPod(pod: RepairPod): Promise<void> {
+  private async repairPod(pod: Pod): Promise<void> {
     const key = objectKey(pod);
     const uid = pod.metadata?.uid ?? '';
     // Every status change of the crash-looping pod brings an event; the rules only need to go
@@ -180,7 +181,7 @@ export class RepairController {
     }
   }
 
-  private async deletePod(pod: RepairPod): Promise<void> {
+  private async deletePod(pod: Pod): Promise<void> {
     const m = pod.metadata ?? {};
     const key = objectKey(pod);
     this.log.info(`pod ${key} detected as broken, deleting`);
@@ -202,7 +203,7 @@ export class RepairController {
     this.deps.count('delete', 'success');
   }
 
-  private async labelPod(pod: RepairPod): Promise<void> {
+  private async labelPod(pod: Pod): Promise<void> {
     const m = pod.metadata ?? {};
     const key = objectKey(pod);
     if (m.labels && Object.prototype.hasOwnProperty.call(m.labels, this.s.labelKey)) {
@@ -233,7 +234,7 @@ export class RepairController {
   }
 
   /** A Warning event on the pod; failures are logged, never fatal. */
-  private async event(pod: RepairPod, reason: string, message: string): Promise<void> {
+  private async event(pod: Pod, reason: string, message: string): Promise<void> {
     const m = pod.metadata ?? {};
     const now = (this.deps.now?.() ?? new Date()).toISOString().replace(/\.\d{3}Z$/, 'Z');
     const body = {

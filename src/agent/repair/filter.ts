@@ -1,31 +1,7 @@
 // Which pods the repair controller acts on (Istio's repair controller, matchesFilter): pods
 // whose CNI validation init container keeps failing because the node's CNI chain did not run
 // our plugin for them. Pure functions of the pod and the settings.
-import { PodObjectMeta } from '../../kube/object-meta';
-
-/** The parts of a core/v1 Pod the repair controller reads. */
-export interface ContainerStateTerminated {
-  exitCode?: number;
-  reason?: string;
-  message?: string;
-}
-
-export interface ContainerStatus {
-  name?: string;
-  state?: { terminated?: ContainerStateTerminated | null; waiting?: unknown; running?: unknown } | null;
-  /** Go's LastTerminationState. */
-  lastState?: { terminated?: ContainerStateTerminated | null } | null;
-}
-
-export interface RepairPod {
-  metadata?: PodObjectMeta | null;
-  spec?: { nodeName?: string; initContainers?: unknown[] | null; containers?: unknown[] | null } | null;
-  status?: {
-    podIP?: string;
-    podIPs?: { ip?: string }[] | null;
-    initContainerStatuses?: ContainerStatus[] | null;
-  } | null;
-}
+import { Pod } from '../../kube/pod';
 
 export interface FilterSettings {
   /** Only pods carrying this annotation (any value); "" = every pod. */
@@ -42,7 +18,7 @@ const has = (o: Record<string, string> | null | undefined, k: string): boolean =
   !!o && Object.prototype.hasOwnProperty.call(o, k);
 
 /** True when the pod looks broken by a CNI race and should be repaired, deleted or labelled. */
-export function matchesFilter(pod: RepairPod, s: FilterSettings): boolean {
+export function matchesFilter(pod: Pod, s: FilterSettings): boolean {
   if (s.sidecarAnnotation !== '' && !has(pod.metadata?.annotations, s.sidecarAnnotation)) return false;
   const wantMsg = s.initTerminationMsg.trim();
   for (const c of pod.status?.initContainerStatuses ?? []) {

@@ -13,8 +13,8 @@
 // checked by IP, which is what Istio's repair controller does.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { formatIp, parseIp } from '../../net/ip';
-import { RepairPod } from './filter';
+import { Pod, podIPs } from '../../kube/pod';
+import { formatIp } from '../../net/ip';
 
 export interface NetnsProbe {
   /** The IP addresses (canonical text) on the interfaces of the netns at `nsPath`. */
@@ -43,18 +43,6 @@ interface NetnsGroup {
   oldestPid: number;
   oldestStart: bigint;
   uids: Set<string>;
-}
-
-/** The pod's IPs in canonical form (podIPs, else podIP). */
-export function podIPs(pod: RepairPod): string[] {
-  const raw = (pod.status?.podIPs ?? []).map((p) => p?.ip ?? '').filter((s) => s !== '');
-  if (raw.length === 0 && pod.status?.podIP) raw.push(pod.status.podIP);
-  const out: string[] = [];
-  for (const s of raw) {
-    const a = parseIp(s);
-    if (a && !out.includes(formatIp(a))) out.push(formatIp(a));
-  }
-  return out;
 }
 
 /** Field 22 of /proc/<pid>/stat (start time in clock ticks), read after the last ')'. */
@@ -143,8 +131,8 @@ async function scanProcs(procRoot: string, debug?: (msg: string) => void): Promi
 }
 
 /** The pod's netns under procRoot; rejects when it has no IP or no netns holds one of its IPs. */
-export async function findPodNetns(pod: RepairPod, o: NetnsFinderOptions): Promise<FoundNetns> {
-  const ips = podIPs(pod);
+export async function findPodNetns(pod: Pod, o: NetnsFinderOptions): Promise<FoundNetns> {
+  const ips = podIPs(pod).map(formatIp);
   if (ips.length === 0) throw new Error('the pod has no IP in its status yet');
   const uid = (pod.metadata?.uid ?? '').toLowerCase();
   const groups = await scanProcs(o.procRoot, o.debug);

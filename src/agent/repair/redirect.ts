@@ -10,7 +10,6 @@ import { sidecarSkipReason, SKIP_EXPLANATION } from '../../plugin/decide';
 import { PodNetns, RuleApplier } from '../../plugin/deps';
 import { planSidecar } from '../../plugin/istio';
 import { extractPodInfo, routePlanFor } from '../../redirect';
-import { RepairPod } from './filter';
 import { FoundNetns, NetnsProbe, findPodNetns } from './netns';
 
 export type RepairOutcome =
@@ -19,7 +18,7 @@ export type RepairOutcome =
 
 export interface PodRepairer {
   /** Rejects when the pod's netns cannot be found or the rules cannot be applied. */
-  repair(pod: RepairPod): Promise<RepairOutcome>;
+  repair(pod: Pod): Promise<RepairOutcome>;
 }
 
 export interface NetnsRepairerDeps {
@@ -35,7 +34,7 @@ export interface NetnsRepairerDeps {
 export function netnsRepairer(d: NetnsRepairerDeps): PodRepairer {
   return {
     async repair(pod) {
-      const pi = extractPodInfo(pod as Pod);
+      const pi = extractPodInfo(pod);
       // The plugin would not have captured this pod: programming it now would go against the
       // decision ADD makes, so leave it (upstream does not check; see docs/installer.md).
       const skip = sidecarSkipReason(pi);

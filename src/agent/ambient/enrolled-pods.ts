@@ -1,5 +1,5 @@
-// The agent's record of enrolled pods, keyed by pod UID: who the pod is (for ztunnel) and its open
-// netns when known. It is what a ztunnel that connects is sent as its snapshot: an Add (with the
+// The ambient agent's record of the pods it enrolled, keyed by pod UID: who the pod is (for
+// ztunnel) and its open netns when known. It is what a ztunnel that connects is sent as its snapshot: an Add (with the
 // fd) for each pod whose netns is open, a Keep for each pod that is enrolled but whose netns the
 // agent could not find (so ztunnel keeps serving it rather than dropping it).
 import { WorkloadInfo } from '../../zds/messages';
@@ -17,7 +17,7 @@ interface Entry {
   netns?: NetnsHandle;
 }
 
-export class PodNetnsCache {
+export class EnrolledPods {
   private readonly pods = new Map<string, Entry>();
 
   /** Marks the UID as enrolled without a netns (yet). */
