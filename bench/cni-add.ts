@@ -12,7 +12,7 @@
 //   go loopback ADD          Debian's compiled Go `loopback` plugin (the floor of a plugin exec)
 //   nsenter --net nft -f     the rules Istio's plugin sends for this pod (the golden text,
 //                            `rules --dry-run --pod`), applied by the nft CLI in the netns
-//   node -e 0                Node's own start-up (for the standalone plugin's ratio)
+//   node -e 0                the start-up of the Node the standalone plugin is built from
 // Then, in rounds: a burst of BURST concurrent ADDs through the shim (and of Go loopback ADDs);
 // CONC concurrent re-ADDs through the shim onto pods that already have their rules, and CONC
 // concurrent DELs, against CONC concurrent `nft -f` re-applies of the golden text (the waits of
@@ -28,7 +28,7 @@ import * as path from 'node:path';
 import { Exec, Launcher, LaunchSpec } from './support/launch';
 import { BenchNetns, freshNetns, nftTables } from './support/netns';
 import { startDeployedAgent } from './support/node-agent';
-import { BIN, GO_LOOPBACK } from './support/paths';
+import { BIN, GO_LOOPBACK, payloadNode } from './support/paths';
 import { load, machine, median, ms, p90, ratio } from './support/stats';
 import { KubeApiStandIn, injectedPod } from './support/testbed';
 
@@ -113,13 +113,15 @@ async function main(): Promise<void> {
     const goldenFile = path.join(root, 'golden.nft');
     fs.writeFileSync(goldenFile, golden);
 
+    const node = payloadNode();
+    const NODE0 = `node -e 0 (${node.version}, the payload's Node)`;
     const L = {
       add: { program: agent.shim, env: cniEnv('ADD'), stdin: conf },
       del: { program: agent.shim, env: cniEnv('DEL'), stdin: conf },
       addDown: { program: agent.shim, env: cniEnv('ADD'), stdin: confDown },
       loopback: { program: GO_LOOPBACK, env: { ...cniEnv('ADD', 'lo'), CNI_PATH: path.dirname(GO_LOOPBACK) }, stdin: '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}' },
       nft: { program: 'nsenter', args: ['--net=@NETNS@', 'nft', '-f', goldenFile], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdin: '' },
-      node0: { program: process.execPath, args: ['-e', '0'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdin: '' },
+      node0: { program: node.bin, args: ['-e', '0'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdin: '' },
     } satisfies Record<string, LaunchSpec>;
 
     const hasRules = (ns: BenchNetns) => nftTables(ns).some((t) => t.includes('istio-proxy-nat'));
@@ -155,7 +157,7 @@ async function main(): Promise<void> {
       { name: 'standalone ADD (agent down)', run: async (ns) => { const [t, r] = await once(L.addDown, ns); checkAdd('standalone ADD')(r, ns); return t; } },
       { name: 'go loopback ADD', run: async (ns) => { const [t, r] = await once(L.loopback, ns); checkOk('loopback', '127.0.0.1/8')(r); return t; } },
       { name: 'nsenter --net nft -f (golden text)', run: async (ns) => { const [t, r] = await once(L.nft, ns); checkOk('nsenter nft')(r, ns); return t; } },
-      { name: 'node -e 0', run: async (ns) => { const [t, r] = await once(L.node0, ns); checkOk('node -e 0')(r); return t; } },
+      { name: NODE0, run: async (ns) => { const [t, r] = await once(L.node0, ns); checkOk('node -e 0')(r); return t; } },
     ];
     const times = new Map(cases.map((c) => [c.name, [] as number[]]));
     process.stderr.write(`bench/cni-add: agent ${agent.pid} up; ${N} interleaved runs of each (+${WARMUP} warm-up), load ${load()}\n`);
@@ -251,7 +253,7 @@ async function main(): Promise<void> {
       ...rows,
       '',
       `Targets: shim -> agent ADD median <= 1.0x go loopback: ${ratio(shimAdd / lo)} (${shimAdd <= lo ? 'met' : 'NOT met'}); ` +
-        `p90 <= 1.3x: ${ratio(shimP90 / loP90)} (${shimP90 <= 1.3 * loP90 ? 'met' : 'NOT met'}); standalone ADD / node -e 0: ${ratio(standalone / med('node -e 0'))}`,
+        `p90 <= 1.3x: ${ratio(shimP90 / loP90)} (${shimP90 <= 1.3 * loP90 ? 'met' : 'NOT met'}); standalone ADD / ${NODE0}: ${ratio(standalone / med(NODE0))}`,
       '',
       `Burst of ${BURST} concurrent ADDs (${ROUNDS} rounds, wall ms from the first spawn to the last exit): shim -> agent ${list(R.burstShim)} ` +
         `(median ${median(R.burstShim).toFixed(0)} = ${ratio(median(R.burstShim) / shimAdd)} one shim ADD, ${ratio(median(R.burstShim) / standalone)} one standalone ADD; ` +
