@@ -79,6 +79,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     path.join(cfg.install.cniAgentRunDir, LOG_SOCKET_NAME),
     deps.log.withScope('cni-plugin'),
     log,
+    (reason, lines) => metrics.logLinesDropped.inc({ reason }, lines),
   );
 
   const podCache = startPodCache(cfg, deps, log, metrics);

@@ -17,6 +17,7 @@ import {
   splitExcludeNamespaces,
 } from '../installer/config';
 import { THRESHOLDS, Threshold, isThreshold } from '../log/levels';
+import { LogOptions, parseLogOptions, withLogOptions } from './log-options';
 
 type Kind =
   | 'string' // any text
@@ -172,6 +173,8 @@ export interface AgentConfig {
   hostSide: { allowSwitch: boolean; nodeNetns: string };
   /** Unused parameters that were set (to warn about). */
   ignored: string[];
+  /** Istio's logging flags (--log_output_level, --log_as_json, ...) over AGENT_LOG_LEVEL. */
+  logging: LogOptions;
 }
 
 const TRUE = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
@@ -290,6 +293,11 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
   const b = (k: string) => v.get(k) as boolean;
   const n = (k: string) => v.get(k) as number;
 
+  // As Istio: the plugin logs at the cni-plugin scope's level, unless PLUGIN_LOG_LEVEL (ours) says otherwise.
+  const logging = parseLogOptions(argv, s('agent-log-level') as Threshold);
+  const pluginLevelSet = flagText(argv['plugin-log-level'], PARAMS.find((p) => p.flag === 'plugin-log-level')!) !== undefined || (env.PLUGIN_LOG_LEVEL ?? '') !== '';
+  const pluginLogLevel: PluginLogLevel = pluginLevelSet ? (s('plugin-log-level') as PluginLogLevel) : logging.levels.of('cni-plugin');
+
   const istioOwned = b('istio-owned-cni-config');
   let ownedName = s('istio-owned-cni-config-filename');
   if (istioOwned && ownedName === '') ownedName = DEFAULT_ISTIO_OWNED_CNI_CONFIG_FILENAME;
@@ -302,7 +310,7 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
     chainedCNIPlugin: b('chained-cni-plugin'),
     istioOwnedCNIConfig: istioOwned,
     istioOwnedCNIConfigFilename: ownedName,
-    pluginLogLevel: s('plugin-log-level') as PluginLogLevel,
+    pluginLogLevel,
     kubeconfigMode: n('kubeconfig-mode'),
     cniConfGroupRead: b('cni-conf-group-read'),
     kubeCAFile: s('kube-ca-file'),
@@ -367,6 +375,7 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
     podName: env.POD_NAME ?? '',
     hostSide: { allowSwitch: b('allow-switch-to-host-ns'), nodeNetns: s('host-netns') },
     ignored,
+    logging,
   };
 }
 
@@ -381,7 +390,7 @@ export function withAgentOptions<T>(y: Argv<T>): Argv<T> {
       ...(p.unused ? { group: 'Accepted for Istio chart compatibility, unused:' } : {}),
     }) as Argv<T>;
   }
-  return out;
+  return withLogOptions(out);
 }
 
 /** A one-line summary of the effective configuration for the start-up log. */

@@ -5,13 +5,16 @@
 //
 // Differences from upstream, on purpose: the socket is 0600 (only root, which kubelet runs the
 // plugin as, can write to it; upstream uses 0666), a request body is capped at 1 MiB, and a stale
-// path is only removed when it is a socket.
+// path is only removed when it is a socket. A relayed line cannot hurt the agent: a line longer
+// than LIMITS.lineBytes, or with a field nested deeper than LIMITS.depth or longer than
+// LIMITS.fieldBytes once encoded, is dropped whole and counted (istio_cni_ts_log_lines_dropped_total
+// {reason}), as is a line that is not a plugin log entry (upstream drops those silently).
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { LogFields, LogLevel } from '../log/logger';
-import { istioTimestamp } from '../log/format';
+import { LIMITS, plainValue, istioTimestamp } from '../log/format';
 import { ScopedLogger } from '../log/scoped';
 
 export const LOG_SOCKET_NAME = 'log.sock';
@@ -28,29 +31,39 @@ export interface PluginLogEntry {
   fields: LogFields;
 }
 
-/** One plugin log line; undefined when it lacks a usable level, time or message (upstream drops those too). */
-export function parsePluginLogLine(line: string): PluginLogEntry | undefined {
+/** Why a relayed line was dropped (the metric's `reason` label). */
+export type DropReason = 'unparsable' | 'too_large' | 'too_deep' | 'unreadable';
+
+/**
+ * One plugin log line, or why it is dropped: not a log entry (no usable level, time or message;
+ * upstream drops those too), longer than LIMITS.lineBytes, or a field over the depth or size bound.
+ */
+export function parsePluginLogLine(line: string): PluginLogEntry | { dropped: DropReason } {
+  if (line.length > LIMITS.lineBytes) return { dropped: 'too_large' };
   let raw: unknown;
   try {
     raw = JSON.parse(line);
   } catch {
-    return undefined;
+    return { dropped: 'unparsable' };
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { dropped: 'unparsable' };
   const r = raw as Record<string, unknown>;
-  if (typeof r.msg !== 'string' || typeof r.level !== 'string' || typeof r.time !== 'string') return undefined;
-  if (!LEVELS.has(r.level as LogLevel) || !RFC3339.test(r.time)) return undefined;
+  if (typeof r.msg !== 'string' || typeof r.level !== 'string' || typeof r.time !== 'string') return { dropped: 'unparsable' };
+  if (!LEVELS.has(r.level as LogLevel) || !RFC3339.test(r.time)) return { dropped: 'unparsable' };
   const t = new Date(r.time);
-  if (Number.isNaN(t.getTime())) return undefined;
+  if (Number.isNaN(t.getTime())) return { dropped: 'unparsable' };
   const fields: LogFields = {};
   for (const k of Object.keys(r).sort()) {
-    if (k !== 'msg' && k !== 'level' && k !== 'time') Object.defineProperty(fields, k, { value: r[k], enumerable: true });
+    if (k === 'msg' || k === 'level' || k === 'time') continue;
+    const { value, clip } = plainValue(r[k]);
+    if (clip) return { dropped: clip };
+    Object.defineProperty(fields, k, { value, enumerable: true });
   }
   return { level: r.level as LogLevel, time: istioTimestamp(t), msg: r.msg.trim(), fields };
 }
 
-/** The body of POST /log: a JSON array of log lines (strings). */
-export function parsePluginLogBody(body: string): PluginLogEntry[] | undefined {
+/** The body of POST /log (a JSON array of log lines, strings): the entries, and the drops by reason; undefined when it is not such an array. */
+export function parsePluginLogBody(body: string): { entries: PluginLogEntry[]; dropped: DropReason[] } | undefined {
   let lines: unknown;
   try {
     lines = JSON.parse(body);
@@ -58,7 +71,14 @@ export function parsePluginLogBody(body: string): PluginLogEntry[] | undefined {
     return undefined;
   }
   if (!Array.isArray(lines) || !lines.every((l) => typeof l === 'string')) return undefined;
-  return (lines as string[]).map(parsePluginLogLine).filter((e): e is PluginLogEntry => e !== undefined);
+  const entries: PluginLogEntry[] = [];
+  const dropped: DropReason[] = [];
+  for (const line of lines as string[]) {
+    const e = parsePluginLogLine(line);
+    if ('dropped' in e) dropped.push(e.dropped);
+    else entries.push(e);
+  }
+  return { entries, dropped };
 }
 
 export interface LogServer {
@@ -82,7 +102,12 @@ async function removeStaleSocket(p: string): Promise<void> {
  * the agent's logger (so relayed entries follow the agent's level). Always answers 200 once the
  * body is read, like upstream: the plugin must never wait on its logs.
  */
-export async function startLogServer(socketPath: string, pluginLog: ScopedLogger, agentLog: ScopedLogger): Promise<LogServer> {
+export async function startLogServer(
+  socketPath: string,
+  pluginLog: ScopedLogger,
+  agentLog: ScopedLogger,
+  onDrop: (reason: DropReason | 'report_too_large', lines: number) => void = () => undefined,
+): Promise<LogServer> {
   await fsp.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o750 });
   await removeStaleSocket(socketPath);
   const server = http.createServer((req, res) => {
@@ -104,16 +129,24 @@ export async function startLogServer(socketPath: string, pluginLog: ScopedLogger
     req.on('end', () => {
       res.writeHead(200).end();
       if (tooLarge) {
+        onDrop('report_too_large', 1);
         agentLog.warn('dropped a CNI plugin log report larger than 1 MiB', { bytes: size });
         return;
       }
-      const entries = parsePluginLogBody(Buffer.concat(chunks).toString('utf8'));
-      if (entries === undefined) {
+      const report = parsePluginLogBody(Buffer.concat(chunks).toString('utf8'));
+      if (report === undefined) {
+        onDrop('unparsable', 1);
         agentLog.error('failed to parse CNI plugin logs: expected a JSON array of strings');
         return;
       }
+      const byReason = new Map<DropReason, number>();
+      for (const r of report.dropped) byReason.set(r, (byReason.get(r) ?? 0) + 1);
+      for (const [reason, n] of byReason) {
+        onDrop(reason, n);
+        agentLog.warn('dropped CNI plugin log lines', { reason, lines: n });
+      }
       // Entries of one report are printed together (one synchronous loop), never interleaved.
-      for (const e of entries) pluginLog.log(e.level, e.msg, e.fields, e.time);
+      for (const e of report.entries) pluginLog.log(e.level, e.msg, e.fields, e.time);
     });
     req.on('error', (err) => agentLog.error('failed to read log report from cni plugin', { error: String(err) }));
   });

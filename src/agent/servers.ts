@@ -88,6 +88,12 @@ export class AgentMetrics {
     labelNames: ['result'],
     registers: [this.registry],
   });
+  readonly logLinesDropped = new Counter({
+    name: 'istio_cni_ts_log_lines_dropped_total',
+    help: 'CNI plugin log lines received on log.sock and dropped (unparsable, too_large, too_deep, unreadable, report_too_large)',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
   readonly ztunnelConnected = new Gauge({
     name: 'ztunnel_connected',
     help: 'number of connections to ztunnel',

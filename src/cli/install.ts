@@ -1,7 +1,6 @@
 // `istio-cni-ts install --once`: one install pass with the agent's configuration, then exit.
 import type { Argv } from 'yargs';
 import { parseAgentConfig, withAgentOptions } from '../agent/config';
-import { ScopeLevels } from '../log/levels';
 import { agentLogger } from '../log/winston-backend';
 import { InstallError, installOnce } from '../installer/installer';
 import { AbortedError } from '../installer/watcher';
@@ -25,7 +24,8 @@ export const installCommand = {
     const cfg = parseAgentConfig(argv, process.env);
     const timeout = Number(argv.timeout ?? 0);
     if (!Number.isFinite(timeout) || timeout < 0) throw new Error(`invalid --timeout ${JSON.stringify(argv.timeout)}`);
-    const log = agentLogger({ levels: new ScopeLevels(cfg.logLevel), targets: ['stderr'] }).withScope('install-cni');
+    // stdout carries the result: lines go to stderr unless --log_target says otherwise.
+    const log = agentLogger({ ...cfg.logging, targets: argv.log_target === undefined ? ['stderr'] : cfg.logging.targets }).withScope('install-cni');
     const ac = new AbortController();
     const stop = () => ac.abort(new Error('terminated by signal'));
     process.once('SIGTERM', stop);

@@ -11,6 +11,8 @@ import { PACKAGE_ROOT } from './conformance';
 import { tempDir } from './tmp';
 
 export const AGENT_BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
+/** The agent under the name Istio's chart runs it. */
+export const INSTALL_CNI_BIN = path.join(PACKAGE_ROOT, 'bin', 'install-cni.js');
 export const PRIMARY_LIST = JSON.stringify({
   cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp', mtu: 1460 }, { type: 'portmap', capabilities: { portMappings: true } }],
 });
@@ -71,9 +73,12 @@ export async function until<T>(what: string, f: () => T | undefined | false | Pr
  * Starts the agent and waits for its fast-path socket. `apiPort` sets KUBERNETES_SERVICE_HOST/PORT
  * to 127.0.0.1:<port> (the installer's kubeconfig then points at the stand-in).
  */
-export async function startAgentProcess(d: AgentDirs, opts: { apiPort?: number; env?: Record<string, string>; args?: string[] } = {}): Promise<AgentProc> {
+export async function startAgentProcess(
+  d: AgentDirs,
+  opts: { apiPort?: number; env?: Record<string, string>; args?: string[]; installCni?: boolean } = {},
+): Promise<AgentProc> {
   const args = [
-    AGENT_BIN, 'agent',
+    ...(opts.installCni ? [INSTALL_CNI_BIN] : [AGENT_BIN, 'agent']),
     '--mounted-cni-net-dir', d.net, '--cni-bin-dir', d.bin, '--cni-bin-source-dir', d.src,
     '--service-account-dir', d.sa, '--cni-agent-run-dir', d.run,
     '--listen-address', '127.0.0.1', '--health-port', '0', '--monitoring-port', '0',

@@ -54,10 +54,10 @@ function get(url: string): Promise<{ status: number; body: string }> {
 test('plugin log lines: level, time and msg required; other keys kept as fields', () => {
   const e = parsePluginLogLine(JSON.stringify({ level: 'info', time: '2024-05-01T10:00:00.123456Z', msg: ' hi ', pod: 'p', namespace: 'ns', scope: 'cni' }));
   assert.deepEqual(e, { level: 'info', time: '2024-05-01T10:00:00.123000Z', msg: 'hi', fields: { namespace: 'ns', pod: 'p', scope: 'cni' } });
-  assert.equal(parsePluginLogLine(JSON.stringify({ level: 'fatal', time: '2024-05-01T10:00:00Z', msg: 'x' })), undefined);
-  assert.equal(parsePluginLogLine(JSON.stringify({ level: 'info', time: 'yesterday', msg: 'x' })), undefined);
-  assert.equal(parsePluginLogLine(JSON.stringify({ level: 'info', time: '2024-05-01T10:00:00Z' })), undefined);
-  assert.equal(parsePluginLogLine('not json'), undefined);
+  assert.deepEqual(parsePluginLogLine(JSON.stringify({ level: 'fatal', time: '2024-05-01T10:00:00Z', msg: 'x' })), { dropped: 'unparsable' });
+  assert.deepEqual(parsePluginLogLine(JSON.stringify({ level: 'info', time: 'yesterday', msg: 'x' })), { dropped: 'unparsable' });
+  assert.deepEqual(parsePluginLogLine(JSON.stringify({ level: 'info', time: '2024-05-01T10:00:00Z' })), { dropped: 'unparsable' });
+  assert.deepEqual(parsePluginLogLine('not json'), { dropped: 'unparsable' });
 });
 
 test('log.sock: root-only socket, entries relayed on the cni-plugin scope with the plugin time and pod fields', async () => {
