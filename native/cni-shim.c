@@ -155,6 +155,12 @@ static int read_stdin(struct buf *in, int idle_ms) {
 // nested values and strings correctly; anything it does not understand gives NULL (the caller
 // then uses the default). Escapes other than \" \\ \/ give NULL too: the paths we look for have
 // none in practice, and a wrong guess would only cost the fast path.
+//
+// Keys match as the plugin matches them (src/cni/json.ts, Go's encoding/json): without regard to
+// ASCII case (the keys looked up here have no letter whose Unicode folding differs). A key given
+// twice (in any case) is ambiguous, and so is a key spelled with escapes: NULL, the default. The
+// agent answers with its own run dir and refuses a config that names another, so the shim and
+// the agent never act on two different directories.
 
 static const char *skip_ws(const char *s, const char *e) {
   while (s < e && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) s++;
@@ -196,54 +202,77 @@ static const char *skip_value(const char *s, const char *e) {
   return s;
 }
 
+static int ascii_lower(int c) { return c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c; }
+
+static int key_matches(const char *k, size_t n, const char *key, size_t klen) {
+  if (n != klen) return 0;
+  for (size_t i = 0; i < n; i++) {
+    if (ascii_lower((unsigned char)k[i]) != ascii_lower((unsigned char)key[i])) return 0;
+  }
+  return 1;
+}
+
+// The string at s (its opening quote) up to vend, unescaped; NULL for an escape we do not decode.
+static char *copy_string(const char *s, const char *vend) {
+  char *out = malloc((size_t)(vend - s));
+  if (out == NULL) return NULL;
+  size_t o = 0;
+  for (const char *p = s + 1; p < vend - 1; p++) {
+    if (*p == '\\') {
+      p++;
+      if (*p != '"' && *p != '\\' && *p != '/') {
+        free(out);
+        return NULL;
+      }
+    }
+    if (*p == '\0') {
+      free(out);
+      return NULL;
+    }
+    out[o++] = *p;
+  }
+  out[o] = '\0';
+  return out;
+}
+
 static char *json_top_string(const char *json, size_t len, const char *key) {
   const char *s = skip_ws(json, json + len), *e = json + len;
   if (s >= e || *s != '{') return NULL;
-  s++;
+  s = skip_ws(s + 1, e);
+  if (s < e && *s == '}') return NULL;
   size_t klen = strlen(key);
+  const char *val = NULL, *vend = NULL;  // the one matching member's value
+  int matches = 0, ambiguous = 0;
   for (;;) {
     s = skip_ws(s, e);
     if (s >= e || *s != '"') return NULL;
     const char *kstart = s + 1;
     const char *kend = skip_string(s, e);
     if (kend == NULL) return NULL;
-    int match = (size_t)(kend - 1 - kstart) == klen && memcmp(kstart, key, klen) == 0;
+    size_t kn = (size_t)(kend - 1 - kstart);
+    if (memchr(kstart, '\\', kn) != NULL) ambiguous = 1;  // could decode to the key: cannot tell
+    int match = key_matches(kstart, kn, key, klen);
     s = skip_ws(kend, e);
     if (s >= e || *s != ':') return NULL;
     s = skip_ws(s + 1, e);
-    if (match) {
-      if (s >= e || *s != '"') return NULL;
-      const char *vend = skip_string(s, e);
-      if (vend == NULL) return NULL;
-      char *out = malloc((size_t)(vend - s));
-      if (out == NULL) return NULL;
-      size_t o = 0;
-      for (const char *p = s + 1; p < vend - 1; p++) {
-        if (*p == '\\') {
-          p++;
-          if (*p != '"' && *p != '\\' && *p != '/') {
-            free(out);
-            return NULL;
-          }
-        }
-        if (*p == '\0') {
-          free(out);
-          return NULL;
-        }
-        out[o++] = *p;
-      }
-      out[o] = '\0';
-      return out;
-    }
+    const char *vstart = s;
     s = skip_value(s, e);
     if (s == NULL) return NULL;
+    if (match) {
+      matches++;
+      val = vstart;
+      vend = s;
+    }
     s = skip_ws(s, e);
     if (s < e && *s == ',') {
       s++;
       continue;
     }
+    if (s < e && *s == '}') break;
     return NULL;
   }
+  if (matches != 1 || ambiguous || *val != '"') return NULL;
+  return copy_string(val, vend);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,10 +303,14 @@ static int trusted_path(const char *dir, const char *sock) {
 static int wait_fd(int fd, short events, int64_t deadline) {
   for (;;) {
     int64_t left = deadline - now_ms();
-    if (left <= 0) return -1;
+    if (left <= 0) {
+      errno = ETIMEDOUT;
+      return -1;
+    }
     struct pollfd p = {.fd = fd, .events = events};
     int r = poll(&p, 1, (int)(left > INT_MAX ? INT_MAX : left));
     if (r < 0 && errno == EINTR) continue;
+    if (r == 0) errno = ETIMEDOUT;
     if (r <= 0) return -1;
     return 0;
   }
@@ -320,22 +353,48 @@ static int send_record(int fd, const void *data, size_t len, int pass_fd, int64_
       if (wait_fd(fd, POLLOUT, deadline) != 0) return -1;
       continue;
     }
+    if (w >= 0 && w != (ssize_t)len) errno = EMSGSIZE;
     return w == (ssize_t)len ? 0 : -1;
   }
 }
 
-// Receives one record into dst (at most cap bytes); its length, or -1 (error, timeout, end of
-// stream, a record larger than cap).
+// Receives one record into dst (at most cap bytes): its length, or one of these.
+#define RECV_TIMEOUT (-1)
+#define RECV_CLOSED (-2)
+#define RECV_ERROR (-3)
+#define RECV_OVERSIZED (-4)
 static ssize_t recv_record(int fd, void *dst, size_t cap, int64_t deadline) {
   for (;;) {
     ssize_t r = recv(fd, dst, cap, MSG_TRUNC);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (wait_fd(fd, POLLIN, deadline) != 0) return -1;
+      if (wait_fd(fd, POLLIN, deadline) != 0) return RECV_TIMEOUT;
       continue;
     }
-    if (r <= 0 || (size_t)r > cap) return -1;
+    if (r < 0) return RECV_ERROR;
+    if (r == 0) return RECV_CLOSED;
+    if ((size_t)r > cap) return RECV_OVERSIZED;
     return r;
+  }
+}
+
+// What went wrong with a record expected as `what`, in words (for ISTIO_CNI_SHIM_DEBUG).
+static void explain_recv(ssize_t r, const char *what, long ms) {
+  switch (r) {
+    case RECV_TIMEOUT:
+      debugf("no %s within %ld ms", what, ms);
+      break;
+    case RECV_CLOSED:
+      debugf("the agent closed the connection before its %s (it drops requests it cannot take: see its log)", what);
+      break;
+    case RECV_ERROR:
+      debugf("reading the agent's %s: %s", what, strerror(errno));
+      break;
+    case RECV_OVERSIZED:
+      debugf("the agent's %s is larger than %u bytes", what, CHUNK);
+      break;
+    default:
+      debugf("the agent's %s is malformed (%zd bytes)", what, r);
   }
 }
 
@@ -359,8 +418,12 @@ static int ask_agent(const char *sock, const struct buf *body, uint32_t env_len,
   }
   struct ucred cred;
   socklen_t cl = sizeof cred;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cred.uid != 0) {
-    debugf("%s: the listening process is not root", sock);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0) {
+    debugf("%s: SO_PEERCRED: %s", sock, strerror(errno));
+    goto done;
+  }
+  if (cred.uid != 0) {
+    debugf("%s: the listening process is not root (uid %u)", sock, (unsigned)cred.uid);
     goto done;
   }
   struct buf head = {0};
@@ -376,27 +439,40 @@ static int ask_agent(const char *sock, const struct buf *body, uint32_t env_len,
     sent = send_record(fd, body->p + off, n, -1, deadline);
   }
   if (sent != 0) {
-    debugf("sending the request failed or timed out");
+    if (errno == EPIPE || errno == ECONNRESET) {
+      debugf("the agent closed the connection while the request was being sent (it drops requests it cannot take: see its log)");
+    } else {
+      debugf("sending the request: %s", strerror(errno));
+    }
     goto done;
   }
   chunk = malloc(CHUNK);
   if (chunk == NULL) goto done;
-  if (recv_record(fd, chunk, CHUNK, deadline) != 8 || memcmp(chunk, "ICTSACK1", 8) != 0) {
-    debugf("no acknowledgement within %ld ms", ack_ms);
+  ssize_t r = recv_record(fd, chunk, CHUNK, deadline);
+  if (r != 8 || memcmp(chunk, "ICTSACK1", 8) != 0) {
+    explain_recv(r, "acknowledgement", ack_ms);
     goto done;
   }
   deadline = now_ms() + reply_ms;
-  if (recv_record(fd, chunk, CHUNK, deadline) != 16 || memcmp(chunk, "ICTSRES1", 8) != 0) {
-    debugf("no reply within %ld ms", reply_ms);
+  r = recv_record(fd, chunk, CHUNK, deadline);
+  if (r != 16 || memcmp(chunk, "ICTSRES1", 8) != 0) {
+    explain_recv(r, "reply", reply_ms);
     goto done;
   }
   *code = get_u32((unsigned char *)chunk + 8);
   uint32_t len = get_u32((unsigned char *)chunk + 12);
-  if (len > MAX_REPLY) goto done;
+  if (len > MAX_REPLY) {
+    debugf("the agent's reply announces %u bytes, over the %u limit", len, MAX_REPLY);
+    goto done;
+  }
   out->len = 0;
   while (out->len < len) {
     ssize_t n = recv_record(fd, chunk, CHUNK, deadline);
-    if (n <= 0 || out->len + (size_t)n > len || buf_add(out, chunk, (size_t)n) != 0) goto done;
+    if (n <= 0 || out->len + (size_t)n > len) {
+      explain_recv(n <= 0 ? n : RECV_OVERSIZED, "reply body", reply_ms);
+      goto done;
+    }
+    if (buf_add(out, chunk, (size_t)n) != 0) goto done;
   }
   if (!reply_is_cni(cmd, *code, out->p, out->len)) {
     debugf("the agent's reply is not a CNI result");

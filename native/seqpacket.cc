@@ -6,8 +6,11 @@
 // the caller waits for readiness with an FdWatcher, a libuv poll handle on the Node event loop.
 //
 //   seqpacketListen(path, backlog)          -> fd        socket + bind + listen
+//   unixStreamListen(path, backlog)         -> fd        the same with SOCK_STREAM (HTTP over a unix socket)
 //   seqpacketConnect(path)                  -> fd        socket + connect (for clients and tests)
-//   seqpacketAccept(fd)                     -> fd | -1   accept4; -1 when nobody is waiting
+//   seqpacketAccept(fd)                     -> fd | -1   accept4; -1 when nobody is waiting (any
+//                                                        listening socket: exported as acceptConnection too)
+//   peerCredentials(fd)                     -> {pid, uid, gid}  SO_PEERCRED of a connected unix socket
 //   seqpacketSend(fd, data, passFd)         -> n | -1    one record; passFd >= 0 goes as SCM_RIGHTS
 //   seqpacketRecv(fd, maxBytes, maxFds)     -> {data, fds, truncated, controlTruncated} | null
 //   closeFd(fd)
@@ -57,9 +60,11 @@ bool UnixAddress(const std::string& path, sockaddr_un* sun, socklen_t* len, std:
   return true;
 }
 
-int NewSocket(Napi::Env env, const char* what) {
-  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw SysError(env, std::string(what) + ": socket(AF_UNIX, SOCK_SEQPACKET)", errno);
+int NewSocket(Napi::Env env, const char* what, int type = SOCK_SEQPACKET) {
+  int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    throw SysError(env, std::string(what) + (type == SOCK_STREAM ? ": socket(AF_UNIX, SOCK_STREAM)" : ": socket(AF_UNIX, SOCK_SEQPACKET)"), errno);
+  }
   return fd;
 }
 
@@ -75,27 +80,50 @@ int FdArg(const Napi::CallbackInfo& info, size_t i, const char* usage) {
   return fd;
 }
 
-Napi::Value Listen(const Napi::CallbackInfo& info) {
+// The socket file gets the process umask's mode at bind: callers set the umask around the call
+// (src/netns/seqpacket.ts, src/agent/listener.ts) so it is 0600 from its creation.
+Napi::Value ListenUnix(const Napi::CallbackInfo& info, int type, const char* name) {
   Napi::Env env = info.Env();
-  const char* usage = "seqpacketListen(path: string, backlog: number)";
-  std::string path = PathArg(info, usage);
+  std::string usage = std::string(name) + "(path: string, backlog: number)";
+  std::string path = PathArg(info, usage.c_str());
   int backlog = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 16;
   sockaddr_un sun;
   socklen_t len;
   std::string why;
-  if (!UnixAddress(path, &sun, &len, &why)) throw Napi::RangeError::New(env, "seqpacketListen(" + path + "): " + why);
-  int fd = NewSocket(env, "seqpacketListen");
+  if (!UnixAddress(path, &sun, &len, &why)) throw Napi::RangeError::New(env, std::string(name) + "(" + path + "): " + why);
+  int fd = NewSocket(env, name, type);
   if (bind(fd, reinterpret_cast<sockaddr*>(&sun), len) != 0) {
     int err = errno;
     close(fd);
-    throw SysError(env, "seqpacketListen: bind " + path, err);
+    throw SysError(env, std::string(name) + ": bind " + path, err);
   }
   if (listen(fd, backlog) != 0) {
     int err = errno;
     close(fd);
-    throw SysError(env, "seqpacketListen: listen " + path, err);
+    throw SysError(env, std::string(name) + ": listen " + path, err);
   }
   return Napi::Number::New(env, fd);
+}
+
+Napi::Value Listen(const Napi::CallbackInfo& info) { return ListenUnix(info, SOCK_SEQPACKET, "seqpacketListen"); }
+
+Napi::Value StreamListen(const Napi::CallbackInfo& info) { return ListenUnix(info, SOCK_STREAM, "unixStreamListen"); }
+
+// Who is at the other end of a unix socket (as the kernel recorded it at connect): the servers
+// serve only root, whatever the socket file's mode says.
+Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0, "peerCredentials(fd: number)");
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    throw SysError(env, "peerCredentials: getsockopt(SO_PEERCRED) on fd " + std::to_string(fd), errno);
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("pid", Napi::Number::New(env, cred.pid));
+  o.Set("uid", Napi::Number::New(env, cred.uid));
+  o.Set("gid", Napi::Number::New(env, cred.gid));
+  return o;
 }
 
 Napi::Value Connect(const Napi::CallbackInfo& info) {
@@ -381,6 +409,9 @@ void InitSeqpacket(Napi::Env env, Napi::Object exports) {
   exports.Set("seqpacketListen", Napi::Function::New(env, Listen, "seqpacketListen"));
   exports.Set("seqpacketConnect", Napi::Function::New(env, Connect, "seqpacketConnect"));
   exports.Set("seqpacketAccept", Napi::Function::New(env, Accept, "seqpacketAccept"));
+  exports.Set("unixStreamListen", Napi::Function::New(env, StreamListen, "unixStreamListen"));
+  exports.Set("acceptConnection", Napi::Function::New(env, Accept, "acceptConnection"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   exports.Set("seqpacketSend", Napi::Function::New(env, Send, "seqpacketSend"));
   exports.Set("seqpacketRecv", Napi::Function::New(env, Recv, "seqpacketRecv"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));

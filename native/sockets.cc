@@ -1,5 +1,7 @@
 // Socket options Node does not expose: the original destination of a redirected connection,
-// and a transparent (IP_TRANSPARENT) listening socket for TPROXY.
+// a transparent (IP_TRANSPARENT) listening socket for TPROXY, and a plain TCP listening socket
+// whose accepts the caller drives (src/agent/listener.ts: Node's net.Server cannot stop
+// accepting at a connection cap, it can only accept and close).
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -142,12 +144,85 @@ Napi::Value CreateTransparentListenSocket(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
+// tcpListen(address, port, backlog) -> fd. Non-blocking, close-on-exec, SO_REUSEADDR, bound and
+// listening. An empty address means every interface, as Node's listen() does it: "::" accepting
+// IPv4 too, or 0.0.0.0 where the kernel has no IPv6.
+Napi::Value TcpListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsNumber()) {
+    throw Napi::TypeError::New(env, "tcpListen(address: string, port: number, backlog: number)");
+  }
+  std::string address = info[0].As<Napi::String>().Utf8Value();
+  int port = info[1].As<Napi::Number>().Int32Value();
+  int backlog = info[2].As<Napi::Number>().Int32Value();
+  if (port < 0 || port > 65535) throw Napi::RangeError::New(env, "port must be 0-65535");
+  bool any = address.empty();
+  for (int attempt = 0; attempt < 2; attempt++) {
+    sockaddr_storage ss{};
+    socklen_t sslen;
+    int family;
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    std::string text = any ? (attempt == 0 ? "::" : "0.0.0.0") : address;
+    if (inet_pton(AF_INET6, text.c_str(), &sin6->sin6_addr) == 1) {
+      family = AF_INET6;
+      sin6->sin6_family = AF_INET6;
+      sin6->sin6_port = htons(static_cast<uint16_t>(port));
+      sslen = sizeof(sockaddr_in6);
+    } else if (inet_pton(AF_INET, text.c_str(), &sin->sin_addr) == 1) {
+      family = AF_INET;
+      sin->sin_family = AF_INET;
+      sin->sin_port = htons(static_cast<uint16_t>(port));
+      sslen = sizeof(sockaddr_in);
+    } else {
+      throw Napi::TypeError::New(env, "tcpListen: not an IP address: \"" + address + "\"");
+    }
+    int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+      int err = errno;
+      if (any && attempt == 0 && err == EAFNOSUPPORT) continue;
+      throw ErrnoError(env, std::string("tcpListen: socket: ") + strerror(err), err);
+    }
+    auto fail = [&](const char* step) {
+      int err = errno;
+      close(fd);
+      return ErrnoError(env, "tcpListen(" + text + ", " + std::to_string(port) + "): " + step + ": " + strerror(err), err);
+    };
+    int one = 1, zero = 0;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) throw fail("SO_REUSEADDR");
+    if (family == AF_INET6 && setsockopt(fd, SOL_IPV6, IPV6_V6ONLY, any ? &zero : &one, sizeof one) != 0) throw fail("IPV6_V6ONLY");
+    if (bind(fd, reinterpret_cast<sockaddr*>(&ss), sslen) != 0) throw fail("bind");
+    if (listen(fd, backlog) != 0) throw fail("listen");
+    return Napi::Number::New(env, fd);
+  }
+  throw ErrnoError(env, "tcpListen: no address family to listen with", EAFNOSUPPORT);
+}
+
+// localAddress(fd) -> {address, port, family}: where a socket is bound (the port of port 0).
+Napi::Value LocalAddress(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "localAddress(fd: number)");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    int err = errno;
+    throw ErrnoError(env, "localAddress: getsockname(" + std::to_string(fd) + "): " + strerror(err), err);
+  }
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) {
+    throw ErrnoError(env, "localAddress: fd " + std::to_string(fd) + " is not an IPv4 or IPv6 socket", EAFNOSUPPORT);
+  }
+  return AddressObject(env, ss);
+}
+
 }  // namespace
 
 void InitSockets(Napi::Env env, Napi::Object exports) {
   exports.Set("getOriginalDst", Napi::Function::New(env, GetOriginalDst, "getOriginalDst"));
   exports.Set("createTransparentListenSocket",
               Napi::Function::New(env, CreateTransparentListenSocket, "createTransparentListenSocket"));
+  exports.Set("tcpListen", Napi::Function::New(env, TcpListen, "tcpListen"));
+  exports.Set("localAddress", Napi::Function::New(env, LocalAddress, "localAddress"));
 }
 
 }  // namespace icts

@@ -6,7 +6,9 @@
 //
 // The socket is created 0600 in a directory closed to others; the shim checks both, and that
 // the listening process is root, before it sends anything (it falls back to the standalone
-// plugin otherwise).
+// plugin otherwise). The agent serves only root peers, at most LIMITS.cniShim connections and
+// bytes at once, and each request must arrive whole within SHIM_REQUEST_DEADLINE_MS of accept.
+// Requests are served with the agent's own run dir: a config naming another is refused.
 //
 // Records on a SOCK_SEQPACKET socket (the addon's, src/netns/seqpacket.ts: Node's net cannot
 // receive descriptors); integers big-endian u32; bodies in records of at most CHUNK bytes:
@@ -21,15 +23,20 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { CniOutput } from '../cni/skel';
+import { CniOutput, versionResult } from '../cni/skel';
 import { Env } from '../cni/env';
 import { HttpsKubeClient, KubeClient } from '../kube/client';
 import { KUBECONFIG_NAME, parseKubeconfig } from '../kube/kubeconfig';
 import { handleCni } from '../plugin/istio';
+import { DEFAULT_AGENT_RUN_DIR } from '../plugin/config';
 import { NetnsState, PluginDeps, realDeps } from '../plugin/deps';
 import { PluginRunLogger } from '../log/logger';
-import { SeqpacketListener, SeqpacketSocket, closeFd } from '../netns/seqpacket';
+import { SeqpacketListener, SeqpacketSocket, closeFd, peerCredentials } from '../netns/seqpacket';
 import { ScopedLogger } from '../log/scoped';
+import { CniError, ErrorCode, errorResult } from '../cni/errors';
+import { field, isObject } from '../cni/json';
+import { ByteBudget, LIMITS, SHIM_REQUEST_DEADLINE_MS } from './limits';
+import { refusalLogger, servedUid } from './listener';
 import { NodePodCache, withPodCache } from './pod-cache';
 
 export const SHIM_SOCKET_NAME = 'cni-shim.sock';
@@ -41,8 +48,6 @@ export const CHUNK = 32768;
 /** Limits that match the shim's. */
 export const MAX_ENV_BYTES = 1 << 20;
 export const MAX_STDIN_BYTES = 8 << 20;
-/** A client that has not sent its whole request by then is dropped. */
-const REQUEST_TIMEOUT_MS = 10_000;
 /** A shim that does not take its reply by then is dropped. */
 const REPLY_SEND_TIMEOUT_MS = 10_000;
 
@@ -104,14 +109,41 @@ export function encodeReply(out: CniOutput): Buffer[] {
 }
 
 /**
+ * The request's cni_agent_run_dir (read as the plugin reads it: the last key that matches
+ * case-insensitively, null or "" = the default) when it is not the agent's own `runDir`;
+ * undefined when they agree or the config is unreadable (handleCni then reports that).
+ */
+export function foreignRunDir(stdin: string, runDir: string): string | undefined {
+  let obj: unknown;
+  try {
+    obj = JSON.parse(stdin);
+  } catch {
+    return undefined;
+  }
+  if (!isObject(obj)) return undefined;
+  const v = field(obj, 'cni_agent_run_dir');
+  const asked = typeof v === 'string' && v !== '' ? v : DEFAULT_AGENT_RUN_DIR;
+  if (typeof v !== 'string' && v !== undefined) return undefined;
+  return path.isAbsolute(asked) && path.resolve(asked) === path.resolve(runDir) ? undefined : asked;
+}
+
+/**
  * handleCni as the agent runs it: production deps for the request's own environment, logs into
- * the agent's output, and one API client per kubeconfig content, kept alive across requests.
+ * the agent's output, and one API client for the kubeconfig in the agent's `runDir`, kept alive
+ * across requests (replaced when the file changes). A request whose config names another run
+ * dir is refused (code 7): the shim checked that directory, and the standalone plugin would read
+ * that one's kubeconfig, so the agent must not quietly answer from its own.
  * With `pods` (this node's pods, watched), a pod lookup the cache can vouch for costs no GET.
  */
-export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCache, 'lookup'>): CniHandler & { close(): void } {
-  const clients = new Map<string, { text: string; token?: string; client: HttpsKubeClient }>();
-  const kube = async (agentRunDir: string, log: PluginRunLogger): Promise<KubeClient> => {
-    const file = path.join(agentRunDir, KUBECONFIG_NAME);
+export function agentCniHandler(
+  pluginLog: ScopedLogger,
+  opts: { runDir: string; pods?: Pick<NodePodCache, 'lookup'> },
+): CniHandler & { close(): void } {
+  const { pods } = opts;
+  const runDir = path.resolve(opts.runDir);
+  let current: { text: string; token?: string; client: HttpsKubeClient } | undefined;
+  const kube = async (log: PluginRunLogger): Promise<KubeClient> => {
+    const file = path.join(runDir, KUBECONFIG_NAME);
     let text: string;
     try {
       // Synchronous: a small local file, and a thread-pool round trip costs more under load.
@@ -122,7 +154,7 @@ export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCach
     }
     // Every request has a logger of its own: each must learn the token, cached client or not.
     const redact = (token: string | undefined) => log.redact?.(token);
-    const cached = clients.get(file);
+    const cached = current;
     if (cached && cached.text === text) {
       redact(cached.token);
       return cached.client;
@@ -131,10 +163,12 @@ export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCach
     redact(ep.token);
     const client = new HttpsKubeClient(ep);
     cached?.client.close();
-    clients.set(file, { text, token: ep.token, client });
+    current = { text, token: ep.token, client };
     return client;
   };
-  const handler = (env: Env, stdin: string, view: NetnsView = {}): Promise<CniOutput> => {
+  const handler = async (env: Env, stdin: string, view: NetnsView = {}): Promise<CniOutput> => {
+    const foreign = env.CNI_COMMAND === 'VERSION' ? undefined : foreignRunDir(stdin, runDir);
+    if (foreign !== undefined) return refuseRunDir(stdin, foreign, runDir);
     const log = pluginLog.pluginRun();
     const base = realDeps(env);
     // CNI_NETNS as the shim saw it: its descriptor's /proc path, or missing.
@@ -143,7 +177,7 @@ export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCach
     const deps: PluginDeps = {
       ...base,
       log,
-      kube: pods ? async (dir) => withPodCache(await kube(dir, log), pods) : (dir) => kube(dir, log),
+      kube: pods ? async () => withPodCache(await kube(log), pods) : () => kube(log),
       netns: {
         inspect: async (p) => (p === requested && requested !== '' && view.missing ? 'missing' : inspectNetnsSync(at(p))),
         isDualStack: (p) => base.netns.isDualStack(at(p)),
@@ -160,10 +194,26 @@ export function agentCniHandler(pluginLog: ScopedLogger, pods?: Pick<NodePodCach
   };
   return Object.assign(handler, {
     close: () => {
-      for (const c of clients.values()) c.client.close();
-      clients.clear();
+      current?.client.close();
+      current = undefined;
     },
   });
+}
+
+/** The CNI error for a config whose cni_agent_run_dir is not the agent's. */
+function refuseRunDir(stdin: string, asked: string, runDir: string): CniOutput {
+  const e = new CniError(
+    ErrorCode.InvalidConfig,
+    'invalid network config key "cni_agent_run_dir"',
+    `cni_agent_run_dir ${JSON.stringify(asked)} is not the run dir of the istio-cni node agent that answered (${runDir}); ` +
+      "the network config must name the agent's CNI_AGENT_RUN_DIR",
+  );
+  return { stdout: `${JSON.stringify(errorResult(requestVersion(stdin), e))}\n`, exitCode: 1 };
+}
+
+function requestVersion(stdin: string): string {
+  const v = (versionResult(stdin) as { cniVersion?: unknown }).cniVersion;
+  return typeof v === 'string' ? v : '1.1.0';
 }
 
 /** realNetns().inspect with two synchronous stats (local, microseconds): the same answers. */
@@ -183,24 +233,36 @@ async function inspectNetnsSync(netnsPath: string): Promise<NetnsState> {
 }
 
 /** One shim connection: the request (and its netns descriptor), ack, answer, reply, close. */
-async function serveOne(sock: SeqpacketSocket, handle: CniHandler, agentLog: ScopedLogger, done: () => void): Promise<void> {
+async function serveOne(sock: SeqpacketSocket, handle: CniHandler, agentLog: ScopedLogger, budget: ByteBudget, done: () => void): Promise<void> {
   const fds: number[] = [];
+  let held = 0;
+  // One deadline for the whole request, not a fresh one per record: a client that drips a
+  // record every few seconds is dropped all the same.
+  const deadline = Date.now() + SHIM_REQUEST_DEADLINE_MS;
+  const left = () => Math.max(0, deadline - Date.now());
   try {
-    const first = await sock.recv({ maxBytes: 64, maxFds: 1, timeoutMs: REQUEST_TIMEOUT_MS });
+    const first = await sock.recv({ maxBytes: 64, maxFds: 1, timeoutMs: left() });
     fds.push(...first.fds);
     if (first.data.length === 0) return; // the shim went away
     if (first.truncated || first.controlTruncated) throw new Error('oversized request header');
     const h = parseHeader(first.data);
     if ((h.netns === NETNS_STATE.fd) !== (fds.length === 1)) throw new Error('netns descriptor and netns state disagree');
     const total = h.envLen + h.stdinLen;
+    if (!budget.take(total)) {
+      throw new Error(`a request of ${total} bytes would pass the ${budget.max} bytes buffered at once for all shim requests`);
+    }
+    held = total;
     const parts: Buffer[] = [];
     for (let got = 0; got < total; ) {
-      const rec = await sock.recv({ maxBytes: CHUNK, timeoutMs: REQUEST_TIMEOUT_MS });
+      const rec = await sock.recv({ maxBytes: CHUNK, timeoutMs: left() });
       if (rec.data.length === 0 || rec.truncated || got + rec.data.length > total) throw new Error('request body cut short or too long');
       parts.push(rec.data);
       got += rec.data.length;
     }
     const { env, stdin } = parseBody(Buffer.concat(parts), h.envLen);
+    parts.length = 0;
+    budget.give(held);
+    held = 0;
     await sock.send(Buffer.from(ACK_MAGIC, 'latin1'), undefined, REPLY_SEND_TIMEOUT_MS);
     const view: NetnsView = h.netns === NETNS_STATE.fd ? { path: `/proc/self/fd/${fds[0]}` } : h.netns === NETNS_STATE.missing ? { missing: true } : {};
     let out: CniOutput;
@@ -217,42 +279,55 @@ async function serveOne(sock: SeqpacketSocket, handle: CniHandler, agentLog: Sco
   } catch (e) {
     if (!sock.closed) agentLog.warn('dropped a request on the CNI shim socket', { error: (e as Error).message });
   } finally {
+    budget.give(held);
     for (const fd of fds) closeFd(fd);
     sock.close();
   }
 }
 
-/** Serves the shim's requests on `socketPath` with `handle` (default: agentCniHandler). */
+/** Serves the shim's requests on `socketPath` with `handle` (default: agentCniHandler for the socket's directory). */
 export async function startCniServer(
   socketPath: string,
   opts: { pluginLog: ScopedLogger; agentLog: ScopedLogger; handle?: CniHandler; pods?: Pick<NodePodCache, 'lookup'> },
 ): Promise<CniServer> {
   const { agentLog } = opts;
-  const own = opts.handle ? undefined : agentCniHandler(opts.pluginLog, opts.pods);
+  const own = opts.handle ? undefined : agentCniHandler(opts.pluginLog, { runDir: path.dirname(socketPath), pods: opts.pods });
   const handle: CniHandler = opts.handle ?? own!;
+  const limits = LIMITS.cniShim;
+  const budget = new ByteBudget(limits.maxBufferedBytes);
+  const report = refusalLogger(agentLog, socketPath);
   let served = 0;
+  let paused = false;
   const open = new Set<SeqpacketSocket>();
   await fsp.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o750 });
-  const st = await fsp.lstat(socketPath).catch(() => undefined);
-  if (st && !st.isSocket()) throw new Error(`${socketPath} exists and is not a socket; refusing to replace it`);
-  // 0600 from the start: no moment where another user could connect.
-  const old = process.umask(0o177);
-  let listener: SeqpacketListener;
-  try {
-    listener = SeqpacketListener.listen(
-      socketPath,
-      () => {
-        for (let s = listener.accept(); s; s = listener.accept()) {
-          const sock = s;
-          open.add(sock);
-          void serveOne(sock, handle, agentLog, () => served++).finally(() => open.delete(sock));
+  // 0600 from the start (bindUnixSocket); a non-socket at the path is refused.
+  const listener: SeqpacketListener = SeqpacketListener.listen(
+    socketPath,
+    () => {
+      while (open.size < limits.maxConnections) {
+        const sock = listener.accept();
+        if (!sock) return;
+        const cred = peerOf(sock);
+        if (!cred || !servedUid(cred.uid)) {
+          sock.close();
+          if (cred) report(cred.uid, cred.pid);
+          continue;
         }
-      },
-      { mode: 0o600, backlog: 128 },
-    );
-  } finally {
-    process.umask(old);
-  }
+        open.add(sock);
+        void serveOne(sock, handle, agentLog, budget, () => served++).finally(() => {
+          open.delete(sock);
+          if (paused && open.size < limits.maxConnections) {
+            paused = false;
+            listener.resume();
+          }
+        });
+      }
+      // At the cap: stop accepting; shims wait in the backlog (or fall back after their ack timeout).
+      paused = true;
+      listener.pause();
+    },
+    { mode: 0o600, backlog: 512 },
+  );
   agentLog.info('CNI fast-path server listening', { socket: socketPath });
   return {
     socketPath,
@@ -264,4 +339,12 @@ export async function startCniServer(
       own?.close();
     },
   };
+}
+
+function peerOf(sock: SeqpacketSocket): { uid: number; pid: number } | undefined {
+  try {
+    return peerCredentials(sock.fd);
+  } catch {
+    return undefined;
+  }
 }

@@ -77,7 +77,7 @@ export const PARAMS: readonly Param[] = [
   // Servers
   P('monitoring-port', 'monitoring-port', '15014', 'HTTP port for Prometheus metrics (/metrics); <= 0 disables'),
   P('health-port', 'port', '8000', 'HTTP port for /healthz and /readyz (0 = any free port)'),
-  P('listen-address', 'string', '', 'Address the HTTP servers bind to (empty = all interfaces)'),
+  P('listen-address', 'string', '', 'IP address the health and metrics servers bind to (empty = all interfaces)'),
   P('agent-log-level', 'log-level', 'info', "The agent's own log level (plugin logs relayed through log.sock follow it)"),
   P('fast-path-pod-cache', 'bool', 'true', "Fast path: answer the plugin's pod lookups from a watch of this node's pods (needs NODE_NAME and the API address); false = a GET per ADD, as Istio's plugin does"),
   // Ambient
@@ -367,7 +367,7 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
     },
     monitoringPort: n('monitoring-port'),
     healthPort: n('health-port'),
-    listenAddress: s('listen-address'),
+    listenAddress: listenAddress(s('listen-address')),
     logLevel: s('agent-log-level') as Threshold,
     podCache: b('fast-path-pod-cache'),
     k8sNodeName: env.KUBERNETES_NODE_NAME || os.hostname(),
@@ -377,6 +377,12 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
     ignored,
     logging,
   };
+}
+
+/** LISTEN_ADDRESS: empty (every interface), or one IPv4 or IPv6 address. */
+function listenAddress(raw: string): string {
+  if (raw === '') return '';
+  return parseIpAddress('LISTEN_ADDRESS', raw, raw.includes(':') ? 6 : 4).text;
 }
 
 /** Declares every parameter as a yargs option; `--help` shows the variable and the default. */

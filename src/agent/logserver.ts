@@ -3,19 +3,21 @@
 // them in its own output on the `cni-plugin` scope, with the plugin's time and fields (pod name,
 // namespace, ...) kept.
 //
-// Differences from upstream, on purpose: the socket is 0600 (only root, which kubelet runs the
-// plugin as, can write to it; upstream uses 0666), a request body is capped at 1 MiB, and a stale
-// path is only removed when it is a socket. A relayed line cannot hurt the agent: a line longer
+// Differences from upstream, on purpose: the socket is 0600 from its creation and serves only
+// root peers (kubelet runs the plugin as root; upstream uses 0666), a request body is capped at
+// 1 MiB and all bodies together at SERVER_LIMITS.logSocket, connections are capped, and a stale
+// path is only removed when it is a socket (src/agent/listener.ts). A relayed line cannot hurt the agent: a line longer
 // than LIMITS.lineBytes, or with a field nested deeper than LIMITS.depth or longer than
 // LIMITS.fieldBytes once encoded, is dropped whole and counted (istio_cni_ts_log_lines_dropped_total
 // {reason}), as is a line that is not a plugin log entry (upstream drops those silently).
-import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { LogFields, LogLevel } from '../log/logger';
 import { LIMITS, plainValue, istioTimestamp } from '../log/format';
 import { ScopedLogger } from '../log/scoped';
+import { ByteBudget, LIMITS as SERVER_LIMITS } from './limits';
+import { httpServerOptions, serveHttp } from './listener';
 
 export const LOG_SOCKET_NAME = 'log.sock';
 export const LOG_PATH = '/log';
@@ -86,17 +88,6 @@ export interface LogServer {
   close(): Promise<void>;
 }
 
-async function removeStaleSocket(p: string): Promise<void> {
-  let st: fs.Stats;
-  try {
-    st = await fsp.lstat(p);
-  } catch {
-    return;
-  }
-  if (!st.isSocket()) throw new Error(`${p} exists and is not a socket; refusing to replace it`);
-  await fsp.rm(p, { force: true });
-}
-
 /**
  * Serves `POST /log` on the unix socket `socketPath`. `pluginLog` is the `cni-plugin` scope of
  * the agent's logger (so relayed entries follow the agent's level). Always answers 200 once the
@@ -109,31 +100,48 @@ export async function startLogServer(
   onDrop: (reason: DropReason | 'report_too_large', lines: number) => void = () => undefined,
 ): Promise<LogServer> {
   await fsp.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o750 });
-  await removeStaleSocket(socketPath);
-  const server = http.createServer((req, res) => {
+  const budget = new ByteBudget(SERVER_LIMITS.logSocket.maxBufferedBytes);
+  const server = http.createServer(httpServerOptions(), (req, res) => {
     if (req.method !== 'POST' || (req.url ?? '').split('?')[0] !== LOG_PATH) {
       res.writeHead(404).end();
       return;
     }
     const chunks: Buffer[] = [];
     let size = 0;
+    let held = 0;
     let tooLarge = false;
+    let overBudget = false;
+    const release = () => {
+      budget.give(held);
+      held = 0;
+    };
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY) {
-        tooLarge = true;
+      if (tooLarge || overBudget) return;
+      if (size > MAX_BODY) tooLarge = true;
+      else if (!budget.take(c.length)) overBudget = true;
+      else {
+        held += c.length;
+        chunks.push(c);
         return;
       }
-      chunks.push(c);
+      chunks.length = 0;
+      release();
     });
+    req.on('close', release);
     req.on('end', () => {
       res.writeHead(200).end();
-      if (tooLarge) {
+      if (tooLarge || overBudget) {
         onDrop('report_too_large', 1);
-        agentLog.warn('dropped a CNI plugin log report larger than 1 MiB', { bytes: size });
+        agentLog.warn(
+          tooLarge ? 'dropped a CNI plugin log report larger than 1 MiB' : 'dropped a CNI plugin log report: too many bytes of reports are buffered at once',
+          { bytes: size, ...(overBudget ? { limit: budget.max } : {}) },
+        );
         return;
       }
-      const report = parsePluginLogBody(Buffer.concat(chunks).toString('utf8'));
+      const text = Buffer.concat(chunks).toString('utf8');
+      release();
+      const report = parsePluginLogBody(text);
       if (report === undefined) {
         onDrop('unparsable', 1);
         agentLog.error('failed to parse CNI plugin logs: expected a JSON array of strings');
@@ -150,27 +158,10 @@ export async function startLogServer(
     });
     req.on('error', (err) => agentLog.error('failed to read log report from cni plugin', { error: String(err) }));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    // Created 0600 from the start: no window where another user could connect.
-    const old = process.umask(0o177);
-    try {
-      server.listen(socketPath, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    } finally {
-      process.umask(old);
-    }
-  });
-  await fsp.chmod(socketPath, 0o600);
+  const listening = serveHttp(server, { path: socketPath }, SERVER_LIMITS.logSocket, agentLog);
   agentLog.info('CNI plugin log server listening', { socket: socketPath });
   return {
     socketPath,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections?.();
-      }).then(() => fsp.rm(socketPath, { force: true })),
+    close: () => listening.close(),
   };
 }

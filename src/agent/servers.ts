@@ -1,41 +1,20 @@
 // The agent's HTTP endpoints: health/readiness (Istio: :8000 /healthz, /readyz) and Prometheus
 // metrics (MONITORING_PORT, /metrics), with Istio's metric names.
 import * as http from 'node:http';
-import { AddressInfo } from 'node:net';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { LIMITS, ServerLimits } from './limits';
+import { Listening, RefusalLog, httpServerOptions, serveHttp } from './listener';
 
-export interface Listening {
-  server: http.Server;
-  /** host:port actually bound (the port is known even when 0 was asked for). */
-  address: string;
-  port: number;
-  close(): Promise<void>;
-}
+export type { Listening } from './listener';
 
-export function listen(server: http.Server, port: number, host: string): Promise<Listening> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ port, host: host === '' ? undefined : host }, () => {
-      server.off('error', reject);
-      const a = server.address() as AddressInfo;
-      const h = a.family === 'IPv6' || a.address.includes(':') ? `[${a.address}]` : a.address;
-      resolve({
-        server,
-        address: `${h}:${a.port}`,
-        port: a.port,
-        close: () =>
-          new Promise<void>((res) => {
-            server.close(() => res());
-            server.closeAllConnections?.();
-          }),
-      });
-    });
-  });
+/** Listens on host:port ('' = every interface) with `limits` (src/agent/limits.ts). */
+export async function listen(server: http.Server, port: number, host: string, limits: ServerLimits, log?: RefusalLog): Promise<Listening> {
+  return serveHttp(server, { host, port }, limits, log);
 }
 
 /** /healthz is always 200 (the process is up); /readyz is 200 only while `ready()` holds. */
 export function startHealthServer(ready: () => boolean, port: number, host: string): Promise<Listening> {
-  const server = http.createServer((req, res) => {
+  const server = http.createServer(httpServerOptions(), (req, res) => {
     const url = (req.url ?? '').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405).end();
@@ -48,7 +27,7 @@ export function startHealthServer(ready: () => boolean, port: number, host: stri
       res.writeHead(404).end();
     }
   });
-  return listen(server, port, host);
+  return listen(server, port, host, LIMITS.health);
 }
 
 export class AgentMetrics {
@@ -106,7 +85,7 @@ export class AgentMetrics {
   }
 
   start(port: number, host: string): Promise<Listening> {
-    const server = http.createServer((req, res) => {
+    const server = http.createServer(httpServerOptions(), (req, res) => {
       const url = (req.url ?? '').split('?')[0];
       if (url !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {
         res.writeHead(404).end();
@@ -117,6 +96,6 @@ export class AgentMetrics {
         (err) => res.writeHead(500).end(String(err)),
       );
     });
-    return listen(server, port, host);
+    return listen(server, port, host, LIMITS.metrics);
   }
 }

@@ -10,11 +10,20 @@ export interface NativeAddon {
   withNetnsSync<T>(netnsPath: string, fn: () => T): T;
   getOriginalDst(fd: number): { address: string; port: number; family: 'IPv4' | 'IPv6' };
   createTransparentListenSocket(family: 4 | 6, address: string, port: number, backlog: number): number;
+  /** A TCP listening socket ('' = every interface); non-blocking, close-on-exec. */
+  tcpListen(address: string, port: number, backlog: number): number;
+  localAddress(fd: number): { address: string; port: number; family: 'IPv4' | 'IPv6' };
   // SOCK_SEQPACKET with SCM_RIGHTS (native/seqpacket.cc); the typed surface is src/netns/seqpacket.ts.
   seqpacketListen(path: string, backlog: number): number;
   seqpacketConnect(path: string): number;
   /** -1 when no connection is waiting. */
   seqpacketAccept(fd: number): number;
+  /** A unix SOCK_STREAM listening socket (mode from the umask: set it around the call). */
+  unixStreamListen(path: string, backlog: number): number;
+  /** accept4 on any listening socket; -1 when no connection is waiting. */
+  acceptConnection(fd: number): number;
+  /** SO_PEERCRED of a connected unix socket. */
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
   /** Bytes sent, or -1 when the socket buffer is full. */
   seqpacketSend(fd: number, data: Buffer, passFd: number): number;
   /** null when nothing is waiting; an empty `data` is end of stream. */

@@ -220,20 +220,12 @@ export class SeqpacketListener {
     this.watcher.start(true, false);
   }
 
-  /** Removes a stale socket file at `path` (not other kinds of file), then listens there. */
+  /**
+   * Listens at `path`, created with `mode` (default 0600) from the start: a stale socket file
+   * there is replaced, any other kind of file is refused (bindUnixSocket).
+   */
   static listen(path: string, onReadable: () => void, opts: { backlog?: number; mode?: number } = {}): SeqpacketListener {
-    try {
-      if (fs.lstatSync(path).isSocket()) fs.unlinkSync(path);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-    let fd: number;
-    try {
-      fd = addon().seqpacketListen(path, opts.backlog ?? 16);
-    } catch (e) {
-      throw asSocketError(e, `listen ${path}`);
-    }
-    if (opts.mode !== undefined) fs.chmodSync(path, opts.mode);
+    const fd = bindUnixSocket(path, () => addon().seqpacketListen(path, opts.backlog ?? 16), opts.mode);
     return new SeqpacketListener(path, fd, onReadable);
   }
 
@@ -274,6 +266,38 @@ export class SeqpacketListener {
       // already gone
     }
   }
+}
+
+/**
+ * Makes a unix socket at `path` with `listen` (a call that binds and listens, returning the fd),
+ * mode `mode` (default 0600) from its creation: the umask is set around the bind, so no other
+ * user can connect in between. A stale socket file at the path is removed first; any other kind
+ * of file (a regular file, a directory, a link) is left alone and refused with an error naming it.
+ */
+export function bindUnixSocket(path: string, listen: () => number, mode = 0o600): number {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new SocketError(`${path}: ${(e as Error).message}`, (e as NodeJS.ErrnoException).code ?? 'EIO');
+  }
+  if (st && !st.isSocket()) throw new SocketError(`${path} exists and is not a socket; refusing to replace it`, 'EEXIST');
+  if (st) fs.unlinkSync(path);
+  const old = process.umask(~mode & 0o777);
+  let fd: number;
+  try {
+    fd = listen();
+  } catch (e) {
+    throw asSocketError(e, `listen ${path}`);
+  } finally {
+    process.umask(old);
+  }
+  return fd;
+}
+
+/** Who connected (SO_PEERCRED): the kernel's record of the peer at connect time. */
+export function peerCredentials(fd: number): { pid: number; uid: number; gid: number } {
+  return addon().peerCredentials(fd);
 }
 
 /** Closes a descriptor received with a record (or any other this process owns). */

@@ -51,7 +51,7 @@ const podGets = (name: string) => api.requests.filter((r) => r.method === 'GET' 
 async function add(name: string, uid: string | undefined, withCache = true): Promise<{ ruleset: string; exitCode: number; stdout: string }> {
   const ns = makeNetns('podcache');
   netnses.push(ns);
-  const handler = agentCniHandler(pluginLog, withCache ? cache : undefined);
+  const handler = agentCniHandler(pluginLog, { runDir, pods: withCache ? cache : undefined });
   try {
     const env = cniEnv('ADD', {
       CNI_NETNS: ns.path,

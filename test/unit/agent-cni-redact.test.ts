@@ -18,7 +18,7 @@ test('every request through the agent redacts the token, the first one and those
   const out = new PassThrough();
   const lines: string[] = [];
   out.on('data', (c) => lines.push(...String(c).split('\n').filter(Boolean)));
-  const handler = agentCniHandler(agentLogger({ levels: new ScopeLevels('debug'), targets: [out] }).withScope('cni-plugin'));
+  const handler = agentCniHandler(agentLogger({ levels: new ScopeLevels('debug'), targets: [out] }).withScope('cni-plugin'), { runDir: api.runDir });
   try {
     const stdin = JSON.stringify({
       cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni',

@@ -3,13 +3,17 @@
 // src/ambient/cni-event.ts. 400 for an empty or undecodable body, 500 with the error text when
 // the pod cannot be enrolled, 200 once it is enrolled and ztunnel has acked.
 //
-// The socket is root-only (0600 in a 0750 directory; upstream makes it 0666): the plugin runs as
-// root, and nothing else on the node should be able to ask the agent to open a netns path.
+// The socket is root-only (0600 from its creation in a 0750 directory, and only root peers are
+// served; upstream makes it 0666): the plugin runs as root, and nothing else on the node should
+// be able to ask the agent to open a netns path. Connections and buffered bodies are capped
+// (LIMITS.pluginEvent), requests have deadlines (src/agent/listener.ts).
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { CNI_ADD_EVENT_PATH, CniAddEvent, CniEventError, parseCniAddEvent } from '../../ambient/cni-event';
 import { Logger } from '../../log/logger';
+import { ByteBudget, LIMITS } from '../limits';
+import { httpServerOptions, serveHttp } from '../listener';
 
 /** Largest body read (the plugin's events are a few hundred bytes). */
 const MAX_BODY = 1 << 20;
@@ -31,23 +35,42 @@ export function startCniEventServer(
     onResponse(code);
     res.writeHead(code, { 'content-type': 'text/plain; charset=utf-8' }).end(body === '' ? '' : `${body}\n`);
   };
-  const server = http.createServer((req, res) => {
+  const budget = new ByteBudget(LIMITS.pluginEvent.maxBufferedBytes);
+  const server = http.createServer(httpServerOptions(), (req, res) => {
     const url = (req.url ?? '').split('?')[0];
     if (url !== CNI_ADD_EVENT_PATH) return answer(res, 404, `no handler for ${url}`);
     if (req.method !== 'POST') return answer(res, 405, 'POST only');
     const chunks: Buffer[] = [];
     let size = 0;
+    let held = 0;
     let tooBig = false;
+    let busy = false;
+    const release = () => {
+      budget.give(held);
+      held = 0;
+    };
     req.on('data', (c: Buffer) => {
       size += c.length;
+      if (tooBig || busy) return;
       if (size > MAX_BODY) tooBig = true;
-      else chunks.push(c);
+      else if (!budget.take(c.length)) busy = true;
+      else {
+        held += c.length;
+        chunks.push(c);
+        return;
+      }
+      chunks.length = 0;
+      release();
     });
+    req.on('close', release);
     req.on('end', () => {
       if (tooBig) return answer(res, 400, `request body larger than ${MAX_BODY} bytes`);
+      if (busy) return answer(res, 503, `the agent already buffers ${budget.max} bytes of events; try again`);
+      const text = Buffer.concat(chunks).toString('utf8');
+      release();
       let ev: CniAddEvent;
       try {
-        ev = parseCniAddEvent(Buffer.concat(chunks).toString('utf8'));
+        ev = parseCniAddEvent(text);
       } catch (e) {
         log.error('failed to process CNI event payload', { error: (e as Error).message });
         return answer(res, 400, (e as CniEventError).message);
@@ -63,38 +86,15 @@ export function startCniEventServer(
     req.on('error', () => undefined);
   });
   return new Promise((resolve, reject) => {
-    const dir = path.dirname(socketPath);
+    let listening: ReturnType<typeof serveHttp>;
     try {
-      fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
-      if (fs.existsSync(socketPath)) fs.unlinkSync(socketPath);
+      fs.mkdirSync(path.dirname(socketPath), { recursive: true, mode: 0o750 });
+      listening = serveHttp(server, { path: socketPath }, LIMITS.pluginEvent, log);
     } catch (e) {
       reject(e);
       return;
     }
-    server.once('error', reject);
-    server.listen(socketPath, () => {
-      server.off('error', reject);
-      try {
-        fs.chmodSync(socketPath, 0o600);
-      } catch (e) {
-        server.close();
-        reject(e);
-        return;
-      }
-      log.info('listening for CNI plugin events', { socket: socketPath });
-      resolve({
-        socketPath,
-        close: () =>
-          new Promise<void>((r) => {
-            server.close(() => r());
-            server.closeAllConnections();
-            try {
-              fs.unlinkSync(socketPath);
-            } catch {
-              // already gone
-            }
-          }),
-      });
-    });
+    log.info('listening for CNI plugin events', { socket: socketPath });
+    resolve({ socketPath, close: () => listening.close() });
   });
 }

@@ -10,6 +10,10 @@
 //   Del goes to every connection (a ztunnel being replaced must drop the pod too);
 // - a ztunnel that closes, or sends anything while nothing was asked, is dropped.
 //
+// Ours, not upstream's: the socket is 0600 from its creation (upstream's follows the umask),
+// a non-socket at its path is refused, only root peers are served (SO_PEERCRED; ztunnel runs as
+// root and Istio has no setting for another uid), and at most LIMITS.zds connections are held.
+//
 // Differences, all in the direction of dropping a connection whose state is unknown:
 // - upstream keeps a connection after an ack timeout or an unreadable ack; here it is closed,
 //   because acks are matched to requests only by order, and a late ack would be taken for the
@@ -18,7 +22,9 @@
 //   for readability whenever it is idle, so a ztunnel that goes away is noticed at once.
 import { randomUUID } from 'node:crypto';
 import { Logger } from '../../log/logger';
-import { SeqpacketListener, SeqpacketSocket, SocketError, closeFd } from '../../netns/seqpacket';
+import { SeqpacketListener, SeqpacketSocket, SocketError, closeFd, peerCredentials } from '../../netns/seqpacket';
+import { LIMITS } from '../limits';
+import { refusalLogger, servedUid } from '../listener';
 import { WorkloadInfo, WorkloadRequest, ZdsDecodeError, decodeHello, decodeResponse, encodeRequest } from '../../zds/messages';
 import { NetnsHandle } from './netns-handle';
 import { SnapshotEntry } from './enrolled-pods';
@@ -37,9 +43,18 @@ export interface ZdsTimeouts {
   readonly acceptIntervalMs: number;
   /** Requests that may wait for one connection (upstream's channel of 100). */
   readonly queueLimit: number;
+  /** Connections held at once (2 during a ztunnel upgrade); at the cap the listener pauses. */
+  readonly maxConnections: number;
 }
 
-export const DEFAULT_ZDS_TIMEOUTS: ZdsTimeouts = { helloMs: 5000, writeMs: 5000, ackMs: 5000, acceptIntervalMs: 200, queueLimit: 100 };
+export const DEFAULT_ZDS_TIMEOUTS: ZdsTimeouts = {
+  helloMs: 5000,
+  writeMs: 5000,
+  ackMs: 5000,
+  acceptIntervalMs: 200,
+  queueLimit: 100,
+  maxConnections: LIMITS.zds.maxConnections,
+};
 
 export interface ZtunnelServerOptions {
   readonly path: string;
@@ -82,6 +97,8 @@ export interface ZdsStats {
   dropped: number;
   requests: number;
   snapshots: number;
+  /** Connections refused for their peer's uid. */
+  refused: number;
 }
 
 export class ZtunnelConnection {
@@ -250,20 +267,25 @@ export class ZtunnelServer {
   private nextAcceptAt = 0;
   private resumeTimer?: NodeJS.Timeout;
   private closedFlag = false;
-  readonly stats: ZdsStats = { accepted: 0, dropped: 0, requests: 0, snapshots: 0 };
+  private started: boolean;
+  private readonly reportRefused: (uid: number, pid: number) => void;
+  readonly stats: ZdsStats = { accepted: 0, dropped: 0, requests: 0, snapshots: 0, refused: 0 };
 
   private constructor(private readonly opts: ZtunnelServerOptions) {
     this.t = { ...DEFAULT_ZDS_TIMEOUTS, ...opts.timeouts };
-    this.listener = SeqpacketListener.listen(opts.path, () => this.onAcceptable());
+    this.started = !opts.paused;
+    this.reportRefused = refusalLogger(opts.log, opts.path);
+    this.listener = SeqpacketListener.listen(opts.path, () => this.onAcceptable(), { mode: 0o600 });
     if (opts.paused) this.listener.pause();
   }
 
   /** Starts accepting (after `paused`). */
   start(): void {
-    if (!this.closedFlag) this.listener.resume();
+    this.started = true;
+    if (!this.closedFlag && this.conns.length < this.t.maxConnections) this.listener.resume();
   }
 
-  /** Listens at opts.path (a stale socket file there is replaced). */
+  /** Listens at opts.path, a socket of mode 0600 (a stale socket file there is replaced, anything else refused). */
   static listen(opts: ZtunnelServerOptions): ZtunnelServer {
     return new ZtunnelServer(opts);
   }
@@ -282,12 +304,20 @@ export class ZtunnelServer {
   }
 
   private onAcceptable(): void {
+    if (this.conns.length >= this.t.maxConnections) {
+      // At the cap: leave newcomers in the backlog until a connection closes (forget()).
+      this.listener.pause();
+      return;
+    }
     const now = Date.now();
     if (now < this.nextAcceptAt) {
       // Rate limited: leave the rest in the backlog until the next token.
       this.listener.pause();
       clearTimeout(this.resumeTimer);
-      this.resumeTimer = setTimeout(() => this.listener.resume(), this.nextAcceptAt - now);
+      this.resumeTimer = setTimeout(() => {
+        this.resumeTimer = undefined;
+        this.listener.resume();
+      }, this.nextAcceptAt - now);
       return;
     }
     let sock: SeqpacketSocket | undefined;
@@ -298,6 +328,19 @@ export class ZtunnelServer {
       return;
     }
     if (!sock) return;
+    let cred: { uid: number; pid: number } | undefined;
+    try {
+      cred = peerCredentials(sock.fd);
+    } catch {
+      cred = undefined;
+    }
+    if (!cred || !servedUid(cred.uid)) {
+      // Another user must never become "the newest ztunnel" and receive pods' netns descriptors.
+      sock.close();
+      this.stats.refused++;
+      if (cred) this.reportRefused(cred.uid, cred.pid);
+      return;
+    }
     this.nextAcceptAt = now + this.t.acceptIntervalMs;
     const conn = new ZtunnelConnection(this, sock, this.t, this.opts.log);
     this.conns.push(conn);
@@ -313,6 +356,7 @@ export class ZtunnelServer {
     if (i < 0) return;
     this.conns.splice(i, 1);
     this.stats.dropped++;
+    if (this.started && !this.closedFlag && this.conns.length < this.t.maxConnections && !this.resumeTimer) this.listener.resume();
     this.opts.log.info('ztunnel disconnected', { conn_uuid: conn.id, connected: this.conns.length });
     this.opts.onConnections?.(this.conns.length);
   }
