@@ -15,7 +15,8 @@
 //                                  hard links to the same files under /opt/cni/bin: stored once
 //   /opt/istio-cni-ts/             package.json, bin/, dist/src/, production node_modules/, the addon
 //   /opt/cni/bin/                  the host payload the installer copies (CNI_BIN_SOURCE_DIR)
-// Deterministic: sorted entries, mtime 0, owner 0, gzip -n; the same inputs give the same digest.
+// Deterministic where cheap: sorted entries, mtime 0, owner 0, gzip -n. The one file that differs
+// between two builds is the plugin: V8's startup snapshot in it is not byte-reproducible.
 'use strict';
 const crypto = require('node:crypto');
 const fs = require('node:fs');
@@ -95,8 +96,9 @@ function main() {
     if (!fs.existsSync(path.join(ROOT, f))) fail(`${f} is missing: run \`npm run build\` (and \`npm ci\` for the addon) first`);
   }
   const started = Date.now();
-  const work = path.join(ROOT, 'build', 'image-work');
-  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(path.join(ROOT, 'build'), { recursive: true });
+  const work = fs.mkdtempSync(path.join(ROOT, 'build', 'image-work-'));
+  process.on('exit', () => fs.rmSync(work, { recursive: true, force: true }));
   const stage = path.join(work, 'root');
   fs.mkdirSync(stage, { recursive: true });
 
