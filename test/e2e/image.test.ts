@@ -67,7 +67,9 @@ test('a container runs the CLI and install-cni (on PATH) with the image\'s Node'
   assert.match(inst.stdout, /agent|install-cni/);
   const v = runInImage(['node', '-p', 'process.version']);
   assert.equal(v.status, 0, v.stderr);
-  assert.equal(v.stdout.trim(), `v${require(path.join(PACKAGE_ROOT, 'install', 'node-dist.js')).NODE_DIST.version}`);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the build scripts are plain CommonJS outside src/
+  const pinned = (require(path.join(PACKAGE_ROOT, 'install', 'node-dist.js')) as { NODE_DIST: { version: string } }).NODE_DIST.version;
+  assert.equal(v.stdout.trim(), `v${pinned}`);
 });
 
 test('the addon loads in the image (its libraries are the image\'s own)', () => {
