@@ -309,9 +309,10 @@ test('1,100 idle connections to the health port (uid 65534) and idle clients on 
   assertAnsweredByAgent(await shimAdd(), 'an ADD after the flood');
 });
 
-test('log.sock: a header dripped byte by byte is cut by the header timeout', async () => {
+/** Drips an HTTP header one byte every 500 ms; resolves with the ms until the server cut it. */
+async function dripHeader(socketPath: string): Promise<number> {
   const { connect } = await import('node:net');
-  const s = connect({ path: path.join(agent.dirs.run, 'log.sock') });
+  const s = connect({ path: socketPath });
   const t0 = Date.now();
   const closed = new Promise<number>((r) => s.on('close', () => r(Date.now() - t0)));
   s.on('error', () => undefined);
@@ -322,8 +323,54 @@ test('log.sock: a header dripped byte by byte is cut by the header timeout', asy
   }, 500);
   const ms = await closed;
   clearInterval(iv);
-  figures.push(`header drip on log.sock cut after ${ms} ms`);
-  assert.ok(ms < 13_000, `cut within the 10 s header timeout (+1 s check interval): ${ms} ms`);
+  s.destroy();
+  return ms;
+}
+
+test('log.sock and pluginevent.sock: a header dripped byte by byte is cut by the header timeout; an oversized event is refused', async () => {
+  const dir = tempDir(path.join(os.tmpdir(), 'icts-hostile-'));
+  const ev = await startCniEventServer(path.join(dir, 'pluginevent.sock'), async () => undefined, noLog);
+  try {
+    const [logMs, evMs] = await Promise.all([dripHeader(path.join(agent.dirs.run, 'log.sock')), dripHeader(path.join(dir, 'pluginevent.sock'))]);
+    figures.push(`header drip cut after ${logMs} ms on log.sock, ${evMs} ms on pluginevent.sock`);
+    for (const ms of [logMs, evMs]) assert.ok(ms < 13_000, `cut within the 10 s header timeout (+1 s check interval): ${ms} ms`);
+    // 2 MiB of event: refused with 400, nothing handled.
+    const http = await import('node:http');
+    const status = await new Promise<number | undefined>((resolve) => {
+      let code: number | undefined;
+      const req = http.request({ socketPath: path.join(dir, 'pluginevent.sock'), method: 'POST', path: '/cmdadd', agent: false }, (res) => {
+        code = res.statusCode;
+        res.resume();
+      });
+      req.on('error', () => undefined);
+      // Settled once the request and its socket are done: no write may fail after the test.
+      req.on('close', () => resolve(code));
+      req.end(Buffer.alloc(2 << 20, 0x7b));
+    });
+    assert.equal(status, 400, 'an event over 1 MiB is refused');
+  } finally {
+    await ev.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('ZDS: at most 8 connections at once; the rest wait in the backlog and are taken when one closes', async () => {
+  const dir = tempDir(path.join(os.tmpdir(), 'icts-hostile-'));
+  const zds = ZtunnelServer.listen({ path: path.join(dir, 'ztunnel.sock'), log: noLog, snapshot: () => [], timeouts: { helloMs: 1500, acceptIntervalMs: 0 } });
+  const clients: SeqpacketSocket[] = [];
+  let most = 0;
+  const sampler = setInterval(() => (most = Math.max(most, zds.connections)), 10);
+  try {
+    // Root clients that never say hello: each is dropped at the hello timeout, the next taken.
+    for (let i = 0; i < 12; i++) clients.push(SeqpacketSocket.connect(path.join(dir, 'ztunnel.sock')));
+    await until('every client accepted and dropped', () => zds.stats.accepted === 12 && zds.connections === 0, 15_000, 20);
+  } finally {
+    clearInterval(sampler);
+    for (const c of clients) c.close();
+    zds.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  assert.equal(most, LIMITS.zds.maxConnections, `connections held at once: ${most}`);
 });
 
 test('duplicate cni_agent_run_dir keys: the shim uses the default, the agent refuses a config naming another dir; keys match in any case', async () => {
