@@ -1,18 +1,19 @@
 // Every ELF file in the payload finds every symbol version it needs inside the payload: for each
 // "required from LIB: VERSION" that `objdump -p` lists, the payload ships LIB and LIB defines
 // VERSION. So no host library, whatever its age, is ever needed (docs/payload.md). The shim is
-// static: no loader, no library. Needs objdump (binutils).
+// static: no loader, no library. The same check fails against Debian 11's libc (glibc 2.31).
+// Needs objdump (binutils) and debootstrap (the Debian 11 root, shared with chroot.test.ts).
 import { before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { SHIM_NAME, ensurePayload } from '../support/payload';
+import { SHIM_NAME, ensureDebianRoot, ensurePayload } from '../support/payload';
 import { requireRootAndTools } from '../support/root';
 
 let payload: string;
 before(() => {
-  requireRootAndTools('objdump', 'flock');
+  requireRootAndTools('objdump', 'flock', 'debootstrap');
   payload = ensurePayload();
 });
 
@@ -56,12 +57,10 @@ function versions(text: string): { defs: string[]; refs: { lib: string; version:
   return { defs, refs };
 }
 
-test('every symbol version an ELF file of the payload needs is defined by a library the payload ships', () => {
-  const files = elfFiles(path.join(payload, 'istio-cni-ts'));
-  const byName = new Map(files.map((f) => [path.basename(f), versions(objdump(f))]));
-  for (const lib of ['ld-linux-x86-64.so.2', 'libc.so.6', 'libstdc++.so.6', 'libnftables.so.1', 'nftables_napi.node', 'istio-cni-plugin']) {
-    assert.ok(byName.has(lib), `${lib} is in the payload`);
-  }
+type Versions = ReturnType<typeof versions>;
+
+/** Each version reference of `files` that the library of that name in `byName` does not define. */
+function unmet(files: string[], byName: Map<string, Versions>): { missing: string[]; checked: number } {
   let checked = 0;
   const missing: string[] = [];
   for (const f of files) {
@@ -72,6 +71,16 @@ test('every symbol version an ELF file of the payload needs is defined by a libr
       else if (!lib.defs.includes(r.version)) missing.push(`${path.relative(payload, f)} needs ${r.version} from ${r.lib}, which defines only up to ${lib.defs.at(-1)}`);
     }
   }
+  return { missing, checked };
+}
+
+test('every symbol version an ELF file of the payload needs is defined by a library the payload ships', () => {
+  const files = elfFiles(path.join(payload, 'istio-cni-ts'));
+  const byName = new Map(files.map((f) => [path.basename(f), versions(objdump(f))]));
+  for (const lib of ['ld-linux-x86-64.so.2', 'libc.so.6', 'libstdc++.so.6', 'libnftables.so.1', 'nftables_napi.node', 'istio-cni-plugin']) {
+    assert.ok(byName.has(lib), `${lib} is in the payload`);
+  }
+  const { missing, checked } = unmet(files, byName);
   assert.deepEqual(missing, []);
   assert.ok(checked > 100, `only ${checked} version references found: is objdump's output parsed?`);
   // The executable's own needs include glibc versions newer than Node's minimum (2.28) only if
@@ -79,6 +88,16 @@ test('every symbol version an ELF file of the payload needs is defined by a libr
   for (const f of files) {
     for (const m of objdump(f).matchAll(/^\s+NEEDED\s+(\S+)/gm)) assert.ok(byName.has(m[1]), `${path.relative(payload, f)} needs ${m[1]}, not shipped`);
   }
+});
+
+test('the same check against Debian 11\'s C library finds what it lacks (the addon needs GLIBC_2.34)', () => {
+  // Not vacuous: with bullseye's libc.so.6 (glibc 2.31) in place of the payload's, it fails.
+  const files = elfFiles(path.join(payload, 'istio-cni-ts'));
+  const byName = new Map(files.map((f) => [path.basename(f), versions(objdump(f))]));
+  byName.set('libc.so.6', versions(objdump(path.join(ensureDebianRoot('bullseye'), 'lib/x86_64-linux-gnu/libc.so.6'))));
+  assert.ok(byName.get('libc.so.6')!.defs.includes('GLIBC_2.30') && !byName.get('libc.so.6')!.defs.includes('GLIBC_2.32'), 'glibc 2.31');
+  const { missing } = unmet(files, byName);
+  assert.ok(missing.some((m) => /nftables_napi\.node needs GLIBC_2\.34 from libc\.so\.6/.test(m)), missing.join('\n'));
 });
 
 test('the shim is static: no loader, no library, no versioned symbol', () => {
