@@ -26,6 +26,7 @@ type Kind =
   | 'bool' // Go strconv.ParseBool spellings
   | 'int'
   | 'port' // 0-65535
+  | 'ip' // one IPv4 or IPv6 address, or empty
   | 'monitoring-port' // <= 0 disables
   | 'mode' // file mode, Go base-0 integer (0600, 0o600, 384)
   | 'log-level' // debug|info|warn|error|fatal|none
@@ -77,7 +78,7 @@ export const PARAMS: readonly Param[] = [
   // Servers
   P('monitoring-port', 'monitoring-port', '15014', 'HTTP port for Prometheus metrics (/metrics); <= 0 disables'),
   P('health-port', 'port', '8000', 'HTTP port for /healthz and /readyz (0 = any free port)'),
-  P('listen-address', 'string', '', 'IP address the health and metrics servers bind to (empty = all interfaces)'),
+  P('listen-address', 'ip', '', 'IP address the health and metrics servers bind to (empty = all interfaces)'),
   P('agent-log-level', 'log-level', 'info', "The agent's own log level (plugin logs relayed through log.sock follow it)"),
   P('fast-path-pod-cache', 'bool', 'true', "Fast path: answer the plugin's pod lookups from a watch of this node's pods (needs NODE_NAME and the API address); false = a GET per ADD, as Istio's plugin does"),
   // Ambient
@@ -227,6 +228,8 @@ function parseValue(p: Param, source: string, raw: string): Value {
       return parseBool(source, raw);
     case 'int':
       return parseInt10(source, raw);
+    case 'ip':
+      return raw === '' ? '' : parseIpAddress(source, raw, raw.includes(':') ? 6 : 4).text;
     case 'port': {
       const n = parseInt10(source, raw);
       if (n < 0 || n > 65535) throw new InputError(source, raw, 'expected a port 0-65535');
@@ -367,7 +370,7 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
     },
     monitoringPort: n('monitoring-port'),
     healthPort: n('health-port'),
-    listenAddress: listenAddress(s('listen-address')),
+    listenAddress: s('listen-address'),
     logLevel: s('agent-log-level') as Threshold,
     podCache: b('fast-path-pod-cache'),
     k8sNodeName: env.KUBERNETES_NODE_NAME || os.hostname(),
@@ -377,12 +380,6 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
     ignored,
     logging,
   };
-}
-
-/** LISTEN_ADDRESS: empty (every interface), or one IPv4 or IPv6 address. */
-function listenAddress(raw: string): string {
-  if (raw === '') return '';
-  return parseIpAddress('LISTEN_ADDRESS', raw, raw.includes(':') ? 6 : 4).text;
 }
 
 /** Declares every parameter as a yargs option; `--help` shows the variable and the default. */

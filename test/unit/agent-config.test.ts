@@ -69,6 +69,8 @@ const bad: [Record<string, string>, RegExp][] = [
   [{ MONITORING_PORT: 'http' }, /MONITORING_PORT/],
   [{ MONITORING_PORT: '70000' }, /MONITORING_PORT/],
   [{ HEALTH_PORT: '-1' }, /HEALTH_PORT/],
+  [{ LISTEN_ADDRESS: 'localhost' }, /LISTEN_ADDRESS "localhost".*IPv4/],
+  [{ LISTEN_ADDRESS: '10.0.0.1:8000' }, /LISTEN_ADDRESS/],
   [{ PLUGIN_LOG_LEVEL: 'verbose' }, /PLUGIN_LOG_LEVEL "verbose"/],
   [{ AGENT_LOG_LEVEL: 'trace' }, /AGENT_LOG_LEVEL/],
   [{ MOUNTED_CNI_NET_DIR: 'relative/dir' }, /MOUNTED_CNI_NET_DIR.*absolute/],
