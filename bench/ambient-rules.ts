@@ -8,7 +8,9 @@ import { buildInpodRules } from '../src/ambient/build';
 import { parseAmbientConfig, parsePodOverrides } from '../src/ambient/config';
 import { POD_TABLES } from '../src/ambient/tables';
 import { ambientRouting, configureAmbientRoutesIn } from '../src/netns/ambient-routes';
-import { applyNft, replaceScript } from '../src/netns/nft';
+import { applyNft } from '../src/netns/nft';
+import { planReplace } from '../src/nft/plan';
+import { render } from '../src/nft/transaction';
 
 const N = Number(process.argv[2] ?? 50);
 const cfg = parseAmbientConfig({ enableIPv6: true, redirectDNS: true });
@@ -49,7 +51,7 @@ async function main(): Promise<void> {
     const tx = buildInpodRules(cfg, pod);
     const tBuild = ms(t0);
     ops = tx.length;
-    const script = replaceScript(tx, replace);
+    const script = render(planReplace(tx, replace, [])); // what the plan sends into a fresh netns
     const a = freshNetns();
     const b = freshNetns();
     try {

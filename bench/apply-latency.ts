@@ -5,7 +5,9 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { buildCapture } from '../src/capture/build';
 import { parseCaptureConfig } from '../src/capture/config';
-import { applyNft, listRulesetJson, replaceScript } from '../src/netns/nft';
+import { applyNft, listRulesetJson } from '../src/netns/nft';
+import { planReplace } from '../src/nft/plan';
+import { render } from '../src/nft/transaction';
 
 const N = Number(process.argv[2] ?? 50);
 const WARMUP = 3;
@@ -23,7 +25,7 @@ const tx = buildCapture(
     dnsServersV4: ['127.0.0.53'],
   }),
 );
-const script = replaceScript(tx);
+const script = render(planReplace(tx, [], [])); // what the plan sends into a fresh netns
 
 let seq = 0;
 function freshNetns(): { name: string; path: string; remove: () => void } {

@@ -3,8 +3,11 @@
 // a libuv pool thread), a synchronous "run this with the JS thread in that netns" for creating
 // sockets there, and the two socket helpers redirect tests and `init --run-validation` need.
 import * as fs from 'node:fs';
-import { TableRef, Transaction, render, tablesOf } from '../nft/transaction';
+import { LISTING_SCRIPT, NftState, parseListing, planReplace } from '../nft/plan';
+import { TableRef, Transaction, render } from '../nft/transaction';
 import { addon } from './addon';
+import { NetnsError, NftError } from './errors';
+import { NetnsHandle, NetnsOpenError } from './handle';
 
 /** The process' own network namespace, for applying where we run (`init` without --netns). */
 export const CURRENT_NETNS = '/proc/self/ns/net';
@@ -24,51 +27,22 @@ export interface TransactionOptions extends ApplyOptions {
   readonly replace?: readonly TableRef[];
 }
 
-/**
- * Any failure of applyNft, applyTransaction, listRulesetJson or deleteTables. `code` is "ENFT"
- * when nft itself refused the script (then `stderr` holds its diagnostics, each with
- * "<script>:LINE:COL" and the offending line), or an errno name when the namespace could not be
- * opened or entered ("ENOENT": no such netns file; "EINVAL": not a network namespace).
- */
-export class NftError extends Error {
-  override readonly name = 'NftError';
-  constructor(
-    message: string,
-    readonly code: string,
-    readonly netnsPath: string,
-    /** The script that was run (as handed to libnftables). */
-    readonly script: string,
-    /** nft's error text; empty when nft never ran. */
-    readonly stderr: string,
-  ) {
-    super(message);
-  }
-}
-
-/** withNetnsSync could not open or enter the namespace. */
-export class NetnsError extends Error {
-  override readonly name = 'NetnsError';
-  constructor(
-    message: string,
-    readonly code: string,
-    readonly netnsPath: string,
-  ) {
-    super(message);
-  }
-}
+export { NftError, NetnsError, isNetnsFault } from './errors';
 
 interface NativeError extends Error {
   code?: string;
   nftError?: string;
 }
 
-async function run(netnsPath: string, script: string, dryRun: boolean, json: boolean): Promise<string> {
+async function run(netnsPath: string, script: string, dryRun: boolean, json: boolean, shownAs = netnsPath): Promise<string> {
   try {
     const r = await addon().nftRun(netnsPath, script, dryRun, json);
     return r.output;
   } catch (e) {
     const n = e as NativeError;
-    throw new NftError(n.message, n.code ?? 'ENFT', netnsPath, script, n.nftError ?? '');
+    // Through a handle the addon names /proc/self/fd/N; the caller knows the path it gave.
+    const message = shownAs === netnsPath ? n.message : n.message.split(netnsPath).join(shownAs);
+    throw new NftError(message, n.code ?? 'ENFT', shownAs, script, n.nftError ?? '');
   }
 }
 
@@ -77,37 +51,77 @@ export async function applyNft(netnsPath: string, script: string, opts: ApplyOpt
   await run(netnsPath, script, opts.check ?? false, false);
 }
 
-/** `add table` then `delete table` for each: removes them whether or not they exist. */
-function wipeScript(tables: readonly TableRef[]): string {
-  return tables.map((t) => `add table ${t.family} ${t.table}\ndelete table ${t.family} ${t.table}\n`).join('');
-}
-
-/**
- * The script applyTransaction hands to nft: for every table the transaction touches (then every
- * table in `replace` it does not), `add table` then `delete table` (nft 1.0.6 has no
- * `destroy table`; adding first makes the delete safe when the table is absent), followed by
- * the transaction's own text, render(tx), unchanged. In one nft run this replaces those tables
- * whole, so nothing stale from an earlier config survives. `--dry-run` prints render(tx).
- */
-export function replaceScript(tx: Transaction, replace: readonly TableRef[] = []): string {
-  const tables = new Map<string, TableRef>();
-  for (const t of [...tablesOf(tx), ...replace]) {
-    const key = `${t.family} ${t.table}`;
-    if (!tables.has(key)) tables.set(key, { family: t.family, table: t.table });
+/** The tables in the netns with their chains (`nft -j list tables; list chains`, ~0.4 ms). */
+export async function listNftState(netnsPath: string, shownAs = netnsPath): Promise<NftState> {
+  let out: string;
+  try {
+    out = await run(netnsPath, LISTING_SCRIPT, false, true, shownAs);
+  } catch (e) {
+    const n = e as NftError;
+    throw new NftError(`listing nft tables in ${shownAs}: ${n.message}`, n.code, shownAs, n.script, n.stderr, 'list');
   }
-  return wipeScript([...tables.values()]) + render(tx);
+  return parseListing(out);
 }
 
+// Applies to one netns run one after another within this process, so two plans (a re-ADD while
+// repair runs) never race on the same listing. Keyed by the namespace's inode, so two paths to
+// one netns (a bind mount and /proc/PID/fd/N) share a turn.
+const turns = new Map<string, Promise<unknown>>();
+
+function inTurn<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const before = turns.get(key) ?? Promise.resolve();
+  const mine = before.then(fn, fn);
+  const settled = mine.then(() => undefined, () => undefined);
+  turns.set(key, settled);
+  void settled.then(() => {
+    if (turns.get(key) === settled) turns.delete(key);
+  });
+  return mine;
+}
+
+/** Opens the netns once for a listing and the apply after it; open errors as the addon words them. */
+function openNetns(netnsPath: string): NetnsHandle {
+  try {
+    return NetnsHandle.open(netnsPath);
+  } catch (e) {
+    if (!(e instanceof NetnsOpenError)) throw e;
+    throw new NftError(e.message, e.code, netnsPath, '', '', 'list');
+  }
+}
+
+const sameState = (a: NftState, b: NftState) => JSON.stringify(a) === JSON.stringify(b);
+
 /**
- * Replaces every table `tx` touches (and those in opts.replace) with exactly what `tx` builds,
- * atomically: on failure the netns keeps its previous ruleset.
+ * Makes every table `tx` touches, and every table in opts.replace, exactly what `tx` builds, in
+ * one atomic transaction: on failure the netns keeps its previous ruleset. The netns is opened
+ * once and listed, and only what is stale is deleted (planReplace), so a fresh netns gets
+ * render(tx) alone and no kernel grace period; listing and apply reach the same namespace even
+ * if its path is removed meanwhile. If the transaction fails and a new listing differs from the
+ * one it was planned on (another process changed the netns meanwhile), it is planned and sent
+ * once more. Resolves to the transaction that was sent (empty when there was nothing to do).
  */
-export async function applyTransaction(
-  netnsPath: string,
-  tx: Transaction,
-  opts: TransactionOptions = {},
-): Promise<void> {
-  await applyNft(netnsPath, replaceScript(tx, opts.replace ?? []), { check: opts.check });
+export async function applyTransaction(netnsPath: string, tx: Transaction, opts: TransactionOptions = {}): Promise<Transaction> {
+  const ns = openNetns(netnsPath);
+  try {
+    return await inTurn(String(ns.ino), async () => {
+      let state = await listNftState(ns.path, netnsPath);
+      for (let attempt = 1; ; attempt++) {
+        const plan = planReplace(tx, opts.replace ?? [], state);
+        if (plan.length === 0) return plan;
+        try {
+          await run(ns.path, render(plan), opts.check ?? false, false, netnsPath);
+          return plan;
+        } catch (e) {
+          if (attempt > 1 || (e as NftError).code !== 'ENFT') throw e;
+          const now = await listNftState(ns.path, netnsPath);
+          if (sameState(now, state)) throw e;
+          state = now;
+        }
+      }
+    });
+  } finally {
+    ns.release();
+  }
 }
 
 /** `nft -j list ruleset` in the netns, parsed. */
@@ -116,10 +130,13 @@ export async function listRulesetJson(netnsPath: string): Promise<any> {
   return JSON.parse(out);
 }
 
-/** Removes these tables from the netns in one transaction; a table that is absent is no error. */
-export async function deleteTables(netnsPath: string, tables: readonly TableRef[]): Promise<void> {
-  if (tables.length === 0) return;
-  await applyNft(netnsPath, wipeScript(tables));
+/**
+ * Removes these tables from the netns in one transaction, deleting only those the listing shows:
+ * nothing there is no error and costs no grace period.
+ */
+export async function deleteTables(netnsPath: string, tables: readonly TableRef[]): Promise<Transaction> {
+  if (tables.length === 0) return [];
+  return applyTransaction(netnsPath, [], { replace: tables });
 }
 
 /**

@@ -48,6 +48,7 @@ export type Op =
       readonly comment?: string;
     } & TableRef)
   | ({ readonly verb: 'add'; readonly kind: 'chain'; readonly chain: string; readonly base?: BaseChain } & TableRef)
+  | ({ readonly verb: 'delete'; readonly kind: 'chain'; readonly chain: string } & TableRef)
   | ({ readonly verb: 'add'; readonly kind: 'rule'; readonly chain: string; readonly rule: string } & TableRef)
   | ({
       readonly verb: 'insert';
@@ -76,6 +77,7 @@ export function renderOp(op: Op): string {
     case 'table':
       return `${op.verb} table ${where}`;
     case 'chain': {
+      if (op.verb === 'delete') return `delete chain ${where} ${op.chain}`;
       const base = op.base ? ` { type ${op.base.type} hook ${op.base.hook} priority ${op.base.priority} ; }` : '';
       return `add chain ${where} ${op.chain}${base}`;
     }

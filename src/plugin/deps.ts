@@ -105,16 +105,19 @@ export const realNetns = (): PodNetns => ({
   isDualStack: (netnsPath) => dualStackModule().isDualStack(netnsPath),
 });
 
-/** The three sidecar tables: every apply replaces all of them, so a table a new config no longer needs goes. */
+/**
+ * The three sidecar tables: every apply replaces all of them (deleting only what the netns's
+ * listing shows stale), so a table a new config no longer needs goes.
+ */
 export const realRules = (ownedTables: readonly TableRef[]): RuleApplier => ({
-  apply: (p, tx) => nftModule().applyTransaction(p, tx, { replace: ownedTables }),
-  remove: (p, tables) => nftModule().deleteTables(p, tables),
+  async apply(p, tx) {
+    await nftModule().applyTransaction(p, tx, { replace: ownedTables });
+  },
+  async remove(p, tables) {
+    await nftModule().deleteTables(p, tables);
+  },
   async listTables(p) {
-    const doc = (await nftModule().listRulesetJson(p)) as { nftables?: { table?: { family?: string; name?: string } }[] };
-    return (doc.nftables ?? [])
-      .map((x) => x.table)
-      .filter((t): t is { family: string; name: string } => !!t && typeof t.family === 'string' && typeof t.name === 'string')
-      .map((t) => ({ family: t.family as TableRef['family'], table: t.name }));
+    return (await nftModule().listNftState(p)).map((t) => ({ family: t.family, table: t.table }));
   },
   setupRoutes: (p, plan) =>
     routesModule().configureRoutesIn(p, {

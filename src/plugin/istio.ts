@@ -14,6 +14,7 @@ import { KubeClient, KubeError, getPodWithRetries } from '../kube/client';
 import { TableRef, tablesOf } from '../nft/transaction';
 import { captureConfigFor, extractPodInfo, parseRedirect, routePlanFor, PodInfo, Redirect } from '../redirect';
 import { InputError } from '../values/errors';
+import { isNetnsFault } from '../netns/errors';
 import { PluginConfig, parsePluginConfig } from './config';
 import { SKIP_EXPLANATION, earlyDecision, sidecarSkipReason } from './decide';
 import { LogFields } from '../log/logger';
@@ -181,6 +182,8 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
       try {
         await deps.rules.apply(req.netns, tx);
       } catch (e) {
+        // The netns gone (or unlistable) before anything changed is the netns's fault, not the rules'.
+        if (isNetnsFault(e)) throw new CniError(ErrorCode.NetnsUnusable, `cannot use CNI_NETNS ${req.netns}`, (e as Error).message);
         throw new CniError(ErrorCode.RuleApplyFailed, `failed to apply nftables rules in ${req.netns}`, (e as Error).message);
       }
       const routes = routePlanFor(p.config);

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import { MemoryLogger } from '../../src/log/logger';
-import { NetnsHandle } from '../../src/agent/ambient/netns-handle';
+import { NetnsHandle } from '../../src/netns/handle';
 import { EnrolledPods } from '../../src/agent/ambient/enrolled-pods';
 import { ZdsError, ZtunnelServer } from '../../src/agent/ambient/ztunnel-server';
 import { SeqpacketSocket } from '../../src/netns/seqpacket';

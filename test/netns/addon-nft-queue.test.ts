@@ -8,13 +8,14 @@ import * as assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { SIDECAR_TABLES } from '../../src/capture/tables';
-import { NftError, applyNft, applyTransaction, deleteTables, listRulesetJson, replaceScript } from '../../src/netns/nft';
+import { NftError, applyNft, applyTransaction, deleteTables, listRulesetJson } from '../../src/netns/nft';
+import { deleteTables as deleteTablesOps } from '../../src/nft/assemble';
+import { render } from '../../src/nft/transaction';
 import { Netns, captureCaseNames, captureTx, makeNetns, nftCli, openFdCount, removeAllNetns, requireRootAndTools, taskCountSettled, threadNetns } from './addon-support';
 
 const NS = 40;
 const ROUNDS = 3;
 const OWN_NETNS = fs.readlinkSync('/proc/self/ns/net');
-const SIDECAR = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }));
 
 before(() => requireRootAndTools());
 after(() => removeAllNetns());
@@ -62,7 +63,9 @@ describe('nftRun worker queue under load', () => {
   test('concurrent applies land whole and equal to the CLI applying each script alone', async () => {
     for (let round = 0; round < ROUNDS; round++) {
       const chosen = pool.map((_, i) => cases[(i * 7 + round * 3) % cases.length]);
-      const scripts = chosen.map((name, i) => replaceScript(captureTx(name), SIDECAR) + markerScript(i));
+      // Whole-replacement scripts (add+delete of each table, then the golden text): every apply
+      // changes existing objects, so each pays a grace period and the queue is exercised.
+      const scripts = chosen.map((name, i) => render([...deleteTablesOps(SIDECAR_TABLES), ...captureTx(name)]) + markerScript(i));
       const ops: Promise<unknown>[] = [];
       for (const [i, ns] of pool.entries()) {
         ops.push(applyNft(ns.path, scripts[i]));

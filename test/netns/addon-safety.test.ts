@@ -108,7 +108,7 @@ describe('a FIFO at the netns path', () => {
       const dist = path.resolve(__dirname, '..', '..');
       const child = `
         const { applyNft, withNetnsSync } = require(${JSON.stringify(path.join(dist, 'src/netns/nft.js'))});
-        const { NetnsHandle } = require(${JSON.stringify(path.join(dist, 'src/agent/ambient/netns-handle.js'))});
+        const { NetnsHandle } = require(${JSON.stringify(path.join(dist, 'src/netns/handle.js'))});
         const seen = {};
         const note = (k, e) => (seen[k] = { code: e.code, message: e.message });
         try { withNetnsSync(process.argv[1], () => 0); seen.sync = 'entered'; } catch (e) { note('sync', e); }

@@ -3,8 +3,10 @@
 import { FakeKubeClient } from '../../src/kube/fake';
 import { KubeClient } from '../../src/kube/client';
 import { Pod } from '../../src/kube/pod';
+import { SIDECAR_TABLES } from '../../src/capture/tables';
 import { FakeNft } from '../../src/nft/fake';
-import { TableRef, Transaction, tablesOf } from '../../src/nft/transaction';
+import { planRemove, planReplace } from '../../src/nft/plan';
+import { TableRef, Transaction, render, tablesOf } from '../../src/nft/transaction';
 import { NetnsState, PluginDeps, RuleApplier } from '../../src/plugin/deps';
 import { RoutePlan } from '../../src/redirect';
 
@@ -14,9 +16,14 @@ export interface LogEntry {
   fields?: Record<string, unknown>;
 }
 
+/**
+ * The sidecar rule applier over FakeNft, planning as the real one does (list, then the desired
+ * transaction plus deletes of what is stale) and sending the rendered text, which the fake
+ * parses: a stale table or chain would stay visible in its state.
+ */
 export class FakeRules implements RuleApplier {
   readonly nft = new Map<string, FakeNft>();
-  readonly applied: { netns: string; tx: Transaction }[] = [];
+  readonly applied: { netns: string; tx: Transaction; sent: string }[] = [];
   readonly removed: { netns: string; tables: readonly TableRef[] }[] = [];
   readonly routes: { netns: string; plan: RoutePlan }[] = [];
   readonly routesRemoved: string[] = [];
@@ -29,24 +36,25 @@ export class FakeRules implements RuleApplier {
     return this.nft.get(p)!;
   }
 
+  constructor(readonly owned: readonly TableRef[] = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }))) {}
+
   async apply(netns: string, tx: Transaction): Promise<void> {
     if (this.failApply) throw this.failApply;
-    this.ns(netns).run(tx);
-    this.applied.push({ netns, tx });
+    const nft = this.ns(netns);
+    const sent = render(planReplace(tx, this.owned, nft.tables()));
+    nft.runScript(sent);
+    this.applied.push({ netns, tx, sent });
   }
 
   async remove(netns: string, tables: readonly TableRef[]): Promise<void> {
     if (this.failRemove) throw this.failRemove;
     this.removed.push({ netns, tables });
-    this.ns(netns).run(tables.flatMap((t) => [
-      { verb: 'add' as const, kind: 'table' as const, family: t.family, table: t.table },
-      { verb: 'delete' as const, kind: 'table' as const, family: t.family, table: t.table },
-    ]));
+    const nft = this.ns(netns);
+    nft.runScript(render(planRemove(tables, nft.tables())));
   }
 
   async listTables(netns: string): Promise<TableRef[]> {
-    const dump = this.ns(netns).dump();
-    return [...dump.matchAll(/^add table (\S+) (\S+)$/gm)].map((m) => ({ family: m[1] as TableRef['family'], table: m[2] }));
+    return this.ns(netns).tables().map((t) => ({ family: t.family, table: t.table }));
   }
 
   async setupRoutes(netns: string, plan: RoutePlan): Promise<void> {

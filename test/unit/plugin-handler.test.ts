@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { KubeError } from '../../src/kube/client';
+import { NftError } from '../../src/netns/errors';
 import { render } from '../../src/nft/transaction';
 import { handleCni } from '../../src/plugin/istio';
 import { AmbientBranch } from '../../src/plugin/deps';
@@ -286,4 +287,31 @@ test('errors are logged with their code', async () => {
   const r = await run(f, 'ADD');
   assert.equal(r.doc.code, 103);
   assert.ok(f.logs.some((l) => l.level === 'error' && l.fields?.code === 103));
+});
+
+test('re-ADD with another config (TPROXY -> REDIRECT): the fake netns holds exactly what a fresh ADD leaves', async () => {
+  const tproxy = sidecarPod({ annotations: { 'sidecar.istio.io/interceptionMode': 'TPROXY' } });
+  const f = fakes([tproxy]);
+  assert.equal((await run(f, 'ADD')).exitCode, 0);
+  assert.match(f.rules.applied[0].sent, /^add table inet istio-proxy-mangle$/m);
+  assert.ok(!f.rules.applied[0].sent.includes('delete'), 'a fresh netns gets add-only text');
+
+  // The same pod, now REDIRECT: a second ADD into the same netns (a runtime retry).
+  f.kube.put(sidecarPod());
+  assert.equal((await run(f, 'ADD')).exitCode, 0);
+  const sent = f.rules.applied[1].sent;
+  assert.match(sent, /^delete table inet istio-proxy-mangle$/m);
+
+  const fresh = fakes([sidecarPod()]);
+  assert.equal((await run(fresh, 'ADD')).exitCode, 0);
+  assert.equal(f.rules.nft.get(POD_NETNS)!.dump(), fresh.rules.nft.get(POD_NETNS)!.dump());
+});
+
+test('ADD, the netns vanishes between the listing and the apply: code 104, not 105', async () => {
+  const f = fakes([sidecarPod()]);
+  f.rules.failApply = new NftError('cannot open /var/run/netns/pod: No such file or directory', 'ENOENT', POD_NETNS, '', '');
+  const r = await run(f, 'ADD');
+  assert.equal(r.exitCode, 1);
+  assert.equal(r.doc.code, 104);
+  assert.match(r.doc.details, /No such file or directory/);
 });

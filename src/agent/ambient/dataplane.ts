@@ -17,7 +17,7 @@
 import { PodOverrides, podOverridesFromAnnotations } from '../../ambient/config';
 import { Logger } from '../../log/logger';
 import { IpAddr, parseIp } from '../../net/ip';
-import { NetnsHandle, NetnsOpenError } from './netns-handle';
+import { NetnsHandle, NetnsOpenError } from '../../netns/handle';
 import { EnrolledPods } from './enrolled-pods';
 import { REDIRECTION_ENABLED, REDIRECTION_PENDING, ipKey, workloadOf } from './pods';
 import { Pod, podIPs, podRef, podUid } from '../../kube/pod';

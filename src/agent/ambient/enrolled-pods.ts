@@ -3,7 +3,7 @@
 // fd) for each pod whose netns is open, a Keep for each pod that is enrolled but whose netns the
 // agent could not find (so ztunnel keeps serving it rather than dropping it).
 import { WorkloadInfo } from '../../zds/messages';
-import { NetnsHandle } from './netns-handle';
+import { NetnsHandle } from '../../netns/handle';
 
 export interface SnapshotEntry {
   readonly uid: string;

@@ -8,7 +8,7 @@
 //          rule and probe sets are removed; the ZDS socket closes. In-pod rules stay, as upstream:
 //          the pods keep being redirected to ztunnel.
 import * as path from 'node:path';
-import { buildInpodRules, deleteInpodRules } from '../../ambient/build';
+import { buildInpodRules } from '../../ambient/build';
 import { AmbientConfig, parseAmbientConfig, parseHostRuleParams } from '../../ambient/config';
 import { PLUGIN_EVENT_SOCKET } from '../../ambient/cni-event';
 import { findKubeletUid } from '../../ambient/kubelet-uid';
@@ -16,14 +16,13 @@ import { POD_TABLES } from '../../ambient/tables';
 import { Logger } from '../../log/logger';
 import { InformerOptions } from '../../kube/informer';
 import { RestClient, inClusterRest, statusError } from '../../kube/rest';
-import { render } from '../../nft/transaction';
 import { AgentConfig } from '../config';
 import { AmbientController } from './controller';
 import { AnnotationValue, MeshDataplane, PodRules } from './dataplane';
 import { CniEventServer, startCniEventServer } from './cni-event-server';
 import { HostProbeSets, HostSetupRetry } from './host-probes';
 import { HostSide, ambientHostSide } from '../host-side';
-import { NetnsHandle } from './netns-handle';
+import { NetnsHandle } from '../../netns/handle';
 import { findPodNetns, netnsHoldsAnyAddress } from './proc-finder';
 import { EnrolledPods } from './enrolled-pods';
 import { REDIRECTION_ANNOTATION } from './pods';
@@ -86,7 +85,7 @@ export function netnsPodRules(cfg: AmbientConfig, log: Logger): PodRules {
       await routes.configureAmbientRoutesIn(netns.path, routes.ambientRouting(cfg.enableIPv6));
     },
     async remove(netns) {
-      await nft.applyNft(netns.path, render(deleteInpodRules())).catch((e) => log.warn('in-pod tables not deleted', { error: (e as Error).message }));
+      await nft.deleteTables(netns.path, owned).catch((e) => log.warn('in-pod tables not deleted', { error: (e as Error).message }));
       await routes.removeAmbientRoutesIn(netns.path);
     },
   };

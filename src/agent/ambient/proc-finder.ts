@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Logger } from '../../log/logger';
 import { IpAddr, formatIp } from '../../net/ip';
-import { NetnsHandle } from './netns-handle';
+import { NetnsHandle } from '../../netns/handle';
 import { ipKey } from './pods';
 
 // ASCII punctuation, as RE2's [[:punct:]], and its complement.

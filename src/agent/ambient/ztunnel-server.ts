@@ -26,7 +26,7 @@ import { SeqpacketListener, SeqpacketSocket, SocketError, closeFd, peerCredentia
 import { LIMITS } from '../limits';
 import { refusalLogger, servedUid } from '../listener';
 import { WorkloadInfo, WorkloadRequest, ZdsDecodeError, decodeHello, decodeResponse, encodeRequest } from '../../zds/messages';
-import { NetnsHandle } from './netns-handle';
+import { NetnsHandle } from '../../netns/handle';
 import { SnapshotEntry } from './enrolled-pods';
 
 /** Largest record read from ztunnel (upstream's buffer); a longer one is refused as truncated. */

@@ -1,10 +1,13 @@
-// An open pod network namespace held by the agent: the fd that goes to ztunnel (SCM_RIGHTS) and
-// through which rules are applied (`/proc/self/fd/<fd>`), with the namespace's inode to tell
-// "the same netns again" from "a new netns for the same pod". The fd is reference counted: the
+// The one handle on a network namespace: opened once from a path (CNI_NETNS, /proc/<pid>/ns/net)
+// and used for every effect of one request or pod, so a listing and the apply that follows it,
+// or rules and routes, all reach the same namespace even if the path is unmounted or reused
+// meanwhile. It is the fd that goes to ztunnel (SCM_RIGHTS) and through which rules are applied
+// (`/proc/self/fd/<fd>`), with the namespace's inode to tell "the same netns again" from "a new
+// netns for the same pod". The fd is reference counted: the
 // pod cache holds one reference and every message on its way to ztunnel holds another, so a pod
 // removed while its Add waits in a queue cannot make the Add carry a recycled fd number.
 import * as fs from 'node:fs';
-import { addon } from '../../netns/addon';
+import { addon } from './addon';
 
 /**
  * Held netns fds are moved to numbers from here up, keeping 0..1023 free: libnftables polls its
@@ -67,13 +70,19 @@ export class NetnsHandle {
       fd = fs.openSync(netnsPath, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK); // libuv opens close-on-exec
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
-      const why = err.code === 'ENOENT' ? 'it does not exist (was the pod deleted?)' : err.message;
-      throw new NetnsOpenError(`cannot open network namespace ${netnsPath}: ${why}`, err.code ?? 'EIO', netnsPath);
+      // The same words as the addon's (native/common.cc OpenNetns).
+      throw new NetnsOpenError(
+        err.code === 'ENOENT'
+          ? `network namespace ${netnsPath} does not exist (no such file: was the netns deleted?)`
+          : `cannot open network namespace ${netnsPath}: ${err.message}`,
+        err.code ?? 'EIO',
+        netnsPath,
+      );
     }
     try {
       const st = fs.fstatSync(fd, { bigint: true });
       if (st.dev !== nsfs()) {
-        throw new NetnsOpenError(`${netnsPath} is not a network namespace (not an nsfs file)`, 'EINVAL', netnsPath);
+        throw new NetnsOpenError(`${netnsPath} is not a network namespace (not an nsfs file; its bind mount may have been removed)`, 'EINVAL', netnsPath);
       }
       return new NetnsHandle(park(fd), st.ino, ownerStarttime, netnsPath);
     } catch (e) {
