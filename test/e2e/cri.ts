@@ -32,6 +32,49 @@ export interface PodSandboxConfig {
 type NamespaceMode = 'POD' | 'CONTAINER' | 'NODE';
 export type SandboxState = 'SANDBOX_READY' | 'SANDBOX_NOTREADY';
 
+export interface CriMount {
+  container_path: string;
+  host_path: string;
+  readonly?: boolean;
+  propagation?: 'PROPAGATION_PRIVATE' | 'PROPAGATION_HOST_TO_CONTAINER' | 'PROPAGATION_BIDIRECTIONAL';
+}
+
+/** A container as kubelet describes it to the runtime (the fields of cri-v1-subset.proto). */
+export interface ContainerConfig {
+  metadata: { name: string; attempt: number };
+  image: { image: string };
+  command: string[];
+  args: string[];
+  envs: { key: string; value: string }[];
+  mounts: CriMount[];
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  log_path: string;
+  linux: {
+    resources: { cpu_shares?: number; memory_limit_in_bytes?: number; cpu_period?: number; cpu_quota?: number; oom_score_adj?: number };
+    security_context: {
+      capabilities: { add_capabilities: string[]; drop_capabilities: string[] };
+      privileged: boolean;
+      namespace_options?: { network: string; pid: string; ipc: string };
+      run_as_user?: { value: number };
+      run_as_group?: { value: number };
+      readonly_rootfs?: boolean;
+      no_new_privs?: boolean;
+      seccomp?: { profile_type: 'RuntimeDefault' | 'Unconfined' | 'Localhost' };
+      apparmor?: { profile_type: 'RuntimeDefault' | 'Unconfined' | 'Localhost' };
+    };
+  };
+}
+
+export interface ContainerStatus {
+  id: string;
+  state: 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN';
+  exit_code: number;
+  reason: string;
+  message: string;
+  log_path: string;
+}
+
 export interface SandboxStatus {
   id: string;
   metadata: SandboxMetadata;
@@ -71,6 +114,13 @@ export interface CriClient {
   podSandboxStatus(id: string): Promise<{ status: SandboxStatus; info: SandboxInfo }>;
   listPodSandbox(): Promise<{ id: string; metadata: SandboxMetadata; state: SandboxState }[]>;
   imageExists(ref: string): Promise<boolean>;
+  /** CreateContainer in a sandbox (`config` as cri-v1-subset.proto's ContainerConfig). */
+  createContainer(sandboxId: string, config: ContainerConfig, sandboxConfig: PodSandboxConfig): Promise<string>;
+  startContainer(id: string): Promise<void>;
+  /** Stops with SIGTERM, then SIGKILL after `timeoutS` (kubelet's grace period). */
+  stopContainer(id: string, timeoutS: number): Promise<void>;
+  removeContainer(id: string): Promise<void>;
+  containerStatus(id: string): Promise<ContainerStatus>;
   readonly timings: Timing[];
   close(): void;
 }
@@ -116,6 +166,18 @@ export function criClient(endpoint: string, deadlineMs = 60_000): CriClient {
     },
     listPodSandbox: async () => (await call<{ items: { id: string; metadata: SandboxMetadata; state: SandboxState }[] }>(runtime, 'ListPodSandbox', {})).items,
     imageExists: async (ref) => !!(await call<{ image: unknown }>(images, 'ImageStatus', { image: { image: ref } })).image,
+    createContainer: async (sandboxId, config, sandboxConfig) =>
+      (await call<{ container_id: string }>(runtime, 'CreateContainer', { pod_sandbox_id: sandboxId, config, sandbox_config: sandboxConfig })).container_id,
+    startContainer: async (id) => {
+      await call(runtime, 'StartContainer', { container_id: id });
+    },
+    stopContainer: async (id, timeoutS) => {
+      await call(runtime, 'StopContainer', { container_id: id, timeout: timeoutS });
+    },
+    removeContainer: async (id) => {
+      await call(runtime, 'RemoveContainer', { container_id: id });
+    },
+    containerStatus: async (id) => (await call<{ status: ContainerStatus }>(runtime, 'ContainerStatus', { container_id: id })).status,
     close: () => {
       runtime.close();
       images.close();

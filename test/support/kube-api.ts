@@ -102,6 +102,8 @@ export class KubeApiStandIn {
   readonly failures: { method: string; path: RegExp; status: number; times: number }[] = [];
   /** Ends a watch stream after this many ms even if the client asked for longer. */
   maxWatchMs = 60_000;
+  /** Other objects (a DaemonSet, a Node), answered to a GET of exactly this path; delete to make them 404. */
+  readonly objects = new Map<string, Obj>();
 
   constructor(private readonly tls?: TestPki) {}
 
@@ -289,6 +291,8 @@ export class KubeApiStandIn {
       this.events.push(r.body as Obj);
       return this.json(res, 201, r.body);
     }
+    const o = r.method === 'GET' ? this.objects.get(r.path) : undefined;
+    if (o) return this.json(res, 200, o);
     this.status(res, 404, 'NotFound', `no route for ${r.method} ${r.path}`);
   }
 
