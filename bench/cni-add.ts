@@ -20,7 +20,8 @@
 // Needs root, iproute2, nftables, util-linux (nsenter), gcc, openssl, containernetworking-plugins,
 // and the payload (`npm run package`; `npm run bench:cni` builds it).
 //
-// usage: node dist/bench/cni-add.js [runs=30] [burst=50] [--concurrent=16] [--rounds=3]
+// usage: node dist/bench/cni-add.js [runs=30] [burst=50] [--concurrent=16] [--rounds=3] [--agent-root=DIR]
+//   --agent-root: the agent of another built checkout (an A/B of two commits, run after run)
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -47,7 +48,8 @@ const ROUNDS = opt('rounds', 3);
 const WARMUP = 3;
 const NODE = 'bench-node';
 const POD = { name: 'web-1', namespace: 'shop' };
-for (const a of args) if (a.startsWith('--') && !/^--(concurrent|rounds)=/.test(a)) fail(`unknown option ${a}`);
+const AGENT_ROOT = args.find((a) => a.startsWith('--agent-root='))?.slice('--agent-root='.length);
+for (const a of args) if (a.startsWith('--') && !/^--(concurrent|rounds|agent-root)=/.test(a)) fail(`unknown option ${a}`);
 
 function fail(msg: string): never {
   process.stderr.write(`bench/cni-add: ${msg}\n`);
@@ -84,7 +86,7 @@ async function main(): Promise<void> {
     plugins: [{ type: 'bridge', bridge: 'cni0', ipam: { type: 'host-local', subnet: '10.22.0.0/16' } }, { type: 'portmap', capabilities: { portMappings: true } }],
   }));
   const launcher = new Launcher();
-  const agent = await startDeployedAgent({ node: NODE, apiPort: api.port, dirs });
+  const agent = await startDeployedAgent({ node: NODE, apiPort: api.port, dirs, agentRoot: AGENT_ROOT });
   const cleanup = async () => {
     await agent.stop();
     await api.close();
@@ -246,7 +248,7 @@ async function main(): Promise<void> {
     const out = [
       `CNI ADD/DEL of a sidecar pod through the agent as deployed (${N} interleaved runs each, ${WARMUP} warm-up; every exec by posix_spawn)`,
       `machine: ${machine()}; load at start ${loadAtStart}, after the single runs ${loadAfterSingles}, after each round ${roundLoads.join(' | ')}`,
-      `agent: ${path.relative(process.cwd(), agent.argv[agent.argv.length - 2] ?? '')} ${agent.argv[agent.argv.length - 1]}${agent.note ? ` (${agent.note})` : ''}`,
+      `agent: ${agent.argv.slice(1).join(' ')}${agent.note ? ` (${agent.note})` : ''}`,
       '',
       '| case | median | p90 | median / go loopback | p90 / go loopback p90 |',
       '|---|---|---|---|---|',

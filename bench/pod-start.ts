@@ -120,7 +120,7 @@ async function main(): Promise<number> {
     const out = [
       `RunPodSandbox through a private containerd (${(await world.cri.version()).runtime_version}), bridge → portmap with and without our plugin appended, agent as deployed; ${PAIRS} interleaved pairs`,
       `machine: ${machine()}; load at start ${loadAtStart}, at the end ${load()}`,
-      `agent: ${path.relative(process.cwd(), agent.argv[agent.argv.length - 2] ?? '')} ${agent.argv[agent.argv.length - 1]}${agent.note ? ` (${agent.note})` : ''}`,
+      `agent: ${agent.argv.slice(1).join(' ')}${agent.note ? ` (${agent.note})` : ''}`,
       '',
       '| pod start | RunPodSandbox median | p90 | containerd CNI ADD (whole chain) median | p90 | StopPodSandbox median |',
       '|---|---|---|---|---|---|',

@@ -72,11 +72,11 @@ export function daemonSetContainer(node: string, mode = 'sidecar'): { command: s
  * The package's executable for the container's command (package.json "bin"), run by this Node.
  * When the package has no such entry, `istio-cni-ts agent` without the args (said in `note`).
  */
-function agentCommand(command: string[], args: string[]): { argv: string[]; note?: string } {
-  const bins = (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
+function agentCommand(command: string[], args: string[], root = PACKAGE_ROOT): { argv: string[]; note?: string } {
+  const bins = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
   const entry = bins[command[0] ?? ''];
-  if (entry) return { argv: [path.join(PACKAGE_ROOT, entry), ...command.slice(1), ...args] };
-  return { argv: [BIN, 'agent'], note: `the manifest's command ${JSON.stringify([...command, ...args])} is not in package.json "bin": ran istio-cni-ts agent` };
+  if (entry) return { argv: [path.join(root, entry), ...command.slice(1), ...args] };
+  return { argv: [path.join(root, path.relative(PACKAGE_ROOT, BIN)), 'agent'], note: `the manifest's command ${JSON.stringify([...command, ...args])} is not in package.json "bin": ran istio-cni-ts agent` };
 }
 
 async function until<T>(what: string, f: () => T | undefined | false, ms: number, proc: ChildProcess, out: string[]): Promise<T> {
@@ -95,7 +95,17 @@ async function until<T>(what: string, f: () => T | undefined | false, ms: number
  * installed and our entry is chained into the primary conflist. `wrap` prefixes the command (e.g.
  * nsenter into the runtime's mount namespace).
  */
-export async function startDeployedAgent(o: { node: string; apiPort: number; dirs: NodeDirs; payload?: string; wrap?: string[]; pluginType?: string; mode?: string }): Promise<DeployedAgent> {
+export async function startDeployedAgent(o: {
+  node: string;
+  apiPort: number;
+  dirs: NodeDirs;
+  payload?: string;
+  wrap?: string[];
+  pluginType?: string;
+  mode?: string;
+  /** Another built checkout whose agent to run (an A/B of two commits); default this one. */
+  agentRoot?: string;
+}): Promise<DeployedAgent> {
   const payload = o.payload ?? PAYLOAD_DIR;
   const container = daemonSetContainer(o.node, o.mode);
   if (!fs.existsSync(path.join(payload, 'istio-cni'))) throw new Error(`${payload} holds no payload: run \`npm run package\` first`);
@@ -115,7 +125,7 @@ export async function startDeployedAgent(o: { node: string; apiPort: number; dir
     MONITORING_PORT: String(await freePort()),
     LISTEN_ADDRESS: '127.0.0.1',
   };
-  const { argv, note } = agentCommand(container.command, container.args);
+  const { argv, note } = agentCommand(container.command, container.args, o.agentRoot);
   const cmd = [...(o.wrap ?? []), process.execPath, ...argv];
   const proc = spawn(cmd[0], cmd.slice(1), { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const out: string[] = [];
