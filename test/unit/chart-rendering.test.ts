@@ -6,6 +6,7 @@
 // NARROWER (each one a right no code of ours uses; manifests.test.ts proves every call is granted).
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
@@ -56,7 +57,11 @@ const envFact = (e: EnvFact) =>
       : { name: e.name, valueFrom: { resourceFieldRef: e.resource } };
 
 const strip = <T extends { profiles?: Profile[] }>(xs: readonly T[], p: Profile) =>
-  xs.filter((x) => !x.profiles || x.profiles.includes(p)).map(({ profiles: _p, ...rest }) => rest);
+  xs.filter((x) => !x.profiles || x.profiles.includes(p)).map((x) => {
+    const rest: Partial<T> = { ...x };
+    delete rest.profiles;
+    return rest;
+  });
 
 for (const p of ['sidecar', 'ambient'] as Profile[]) {
   const docs = load(p);
@@ -128,7 +133,8 @@ for (const p of ['sidecar', 'ambient'] as Profile[]) {
     const cm = one('ConfigMap', CHART.configMap);
     const tag = OUR_IMAGE.slice(OUR_IMAGE.lastIndexOf(':') + 1);
     const { AMBIENT_ENABLEMENT_SELECTOR: sel, ...data } = cm.data as Record<string, string>;
-    const { AMBIENT_ENABLEMENT_SELECTOR: _s, ...want } = CHART.configData(p, tag);
+    const want: Record<string, string> = CHART.configData(p, tag);
+    delete want.AMBIENT_ENABLEMENT_SELECTOR;
     assert.deepEqual(data, want);
     assert.deepEqual(YAML.parse(sel), CHART.enablementSelectors, 'enablement selectors (parsed)');
     // The agent reads the same selectors from it.
@@ -158,4 +164,18 @@ test('sidecar and ambient differ exactly where the chart makes ambient.enabled m
   assert.deepEqual(ds(a).volumes.filter((v: { name: string }) => !ds(s).volumes.some((w: { name: string }) => w.name === v.name)).map((v: { name: string }) => v.name), ['cni-ztunnel-sock-dir']);
   assert.deepEqual(ds(a).containers[0].volumeMounts.slice(ds(s).containers[0].volumeMounts.length).map((m: { mountPath: string }) => m.mountPath), ['/host/var/run/netns', '/var/run/ztunnel']);
   assert.equal(strip2(a).length, s.length, 'ambient adds one ClusterRole and its binding');
+});
+
+test("the chart's command is one of our executables and takes the chart's args", () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+  const [cmd] = CHART.container.command;
+  assert.ok(pkg.bin[cmd], `package.json bin has ${cmd}`);
+  // Flags are checked first; start-up then stops at the missing API address (exit 2, no side effect).
+  const run = (...args: string[]) => spawnSync(process.execPath, [path.join(PACKAGE_ROOT, pkg.bin[cmd]), ...args], { encoding: 'utf8', env: { PATH: process.env.PATH }, timeout: 20_000 });
+  const ok = run(...CHART.container.args, '--log_as_json');
+  assert.doesNotMatch(ok.stderr, /Unknown argument/, ok.stderr);
+  assert.match(ok.stderr, /KUBERNETES_SERVICE_HOST/, 'got past flag parsing');
+  const bad = run('--no_such_flag');
+  assert.match(bad.stderr, /Unknown argument: no_such_flag/, 'the check above would notice a refused flag');
+  assert.equal(bad.status, 2);
 });
