@@ -74,9 +74,12 @@ export class SeqpacketSocket {
 
   private onPoll(err: Error | null, readable: boolean, writable: boolean): void {
     if (err) {
-      const e = asSocketError(err, 'poll');
-      this.settle('reader', e);
-      this.settle('writer', e);
+      // libuv reports a pending socket error (POLLERR: the peer reset the connection, say) as
+      // EBADF, though the fd is fine. Wake the waiters so their own recv/send says what happened
+      // (ECONNRESET, EPIPE or end of stream); the syscall consumes the error, so no busy loop.
+      if (this.reader) this.settle('reader');
+      else this.idleRead?.();
+      this.settle('writer');
     } else {
       if (readable) {
         if (this.reader) this.settle('reader');

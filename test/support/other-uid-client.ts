@@ -35,7 +35,10 @@ async function seqpacket(socketPath: string): Promise<object> {
     const r = await s.recv({ maxBytes: 4096, timeoutMs: 5000 });
     return r.data.length === 0 ? { closed: true } : { bytes: r.data.length };
   } catch (e) {
-    return { error: (e as NodeJS.ErrnoException).code ?? (e as Error).message };
+    // A server that closes with our record unread resets the connection: closed all the same.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ECONNRESET') return { closed: true, reset: true };
+    return { error: code ?? (e as Error).message };
   } finally {
     s.close();
   }
