@@ -11,6 +11,7 @@ import { AgentMetrics, Listening, startHealthServer } from './servers';
 import { checkHostPaths } from './host-side';
 import type { RunningRepair, StartRepairDeps } from './repair';
 import { NodePodCache } from './pod-cache';
+import { NodePods, NodePodsTuning } from './node-pods';
 import { RestClient, inClusterRest } from '../kube/rest';
 import { KubeGet, inClusterApi, shouldStopCleanup } from './upgrade';
 
@@ -24,14 +25,16 @@ export interface AmbientAgent {
 
 export interface AgentDeps {
   log: ScopedLogger;
-  ambient?: (cfg: AgentConfig, log: ScopedLogger, metrics: AgentMetrics) => AmbientAgent;
+  /** `pods`: the agent's shared watch of the node's pods, for the ambient controller. */
+  ambient?: (cfg: AgentConfig, log: ScopedLogger, metrics: AgentMetrics, pods?: NodePods) => AmbientAgent;
   kube?: KubeGet;
   /** For tests: install-loop timings. */
   installer?: { pollMs?: number; resyncMs?: number; retryMinMs?: number; retryMaxMs?: number };
   /** For tests: the repair controller's API client, pod repairer and timings. */
   repair?: Pick<StartRepairDeps, 'api' | 'repairer' | 'tuning'>;
-  /** For tests: the fast path's pod cache API client (default: the in-cluster one). */
-  podCacheApi?: RestClient;
+  /** For tests: the API client and tuning of the shared watch of the node's pods (default: in-cluster). */
+  podsApi?: RestClient;
+  podsTuning?: NodePodsTuning;
 }
 
 export interface RunningAgent {
@@ -45,6 +48,8 @@ export interface RunningAgent {
   readonly repair?: RunningRepair;
   /** This node's pods for the fast path, when FAST_PATH_POD_CACHE and NODE_NAME allow it. */
   readonly podCache?: NodePodCache;
+  /** The one list+watch of the node's pods, shared by the fast path, repair and ambient. */
+  readonly nodePods?: NodePods;
   ready(): boolean;
   /** Stops the install loop, cleans up (unless upgrading), closes servers. */
   stop(): Promise<void>;
@@ -68,7 +73,8 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
   // listens or is written: a missing mount is one message and nothing half-installed.
   checkHostPaths(cfg);
   const metrics = new AgentMetrics();
-  const ambient = cfg.ambient.enabled && deps.ambient ? deps.ambient(cfg, deps.log, metrics) : undefined;
+  const nodePods = startNodePods(cfg, deps, log);
+  const ambient = cfg.ambient.enabled && deps.ambient ? deps.ambient(cfg, deps.log, metrics, nodePods) : undefined;
   let metricsServer: Listening | undefined;
   if (cfg.monitoringPort > 0) {
     metricsServer = await metrics.start(cfg.monitoringPort, cfg.listenAddress);
@@ -82,7 +88,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     (reason, lines) => metrics.logLinesDropped.inc({ reason }, lines),
   );
 
-  const podCache = startPodCache(cfg, deps, log, metrics);
+  const podCache = startPodCache(cfg, nodePods, log, metrics);
   const cniServer = await startCniServer(path.join(cfg.install.cniAgentRunDir, SHIM_SOCKET_NAME), {
     pluginLog: deps.log.withScope('cni-plugin'),
     agentLog: log,
@@ -129,6 +135,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     repair = startRepair(cfg, {
       log: deps.log.withScope('repair'),
       count: (type, result) => metrics.podsRepaired.inc({ type, result }),
+      pods: nodePods,
       ...deps.repair,
     });
   } else {
@@ -167,7 +174,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
       }
       await ambient?.stop(skipCleanup).catch((e) => log.error(`ambient agent stop failed: ${(e as Error).message}`));
       watchReady = false;
-      await Promise.all([health.close(), metricsServer?.close(), logServer.close(), cniServer.close(), podCache?.stop()]);
+      await Promise.all([health.close(), metricsServer?.close(), logServer.close(), cniServer.close(), nodePods?.stop()]);
       log.info('CNI node agent stopped');
     })();
     return stopping;
@@ -181,26 +188,44 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     installer,
     repair,
     podCache,
+    nodePods,
     ready: () => installReady && watchReady,
     stop,
     done,
   };
 }
 
+/**
+ * The one watch of NODE_NAME's pods, started here when a consumer needs it: the fast path's cache,
+ * repair (when it looks at that node) or ambient; undefined without the API's address.
+ */
+function startNodePods(cfg: AgentConfig, deps: AgentDeps, log: ScopedLogger): NodePods | undefined {
+  const users = [
+    cfg.podCache && cfg.nodeName ? 'fast path' : '',
+    cfg.repair.enabled && (cfg.repair.nodeName || cfg.nodeName) === cfg.nodeName ? 'repair' : '',
+    cfg.ambient.enabled && deps.ambient ? 'ambient' : '',
+  ].filter((u) => u !== '');
+  if (users.length === 0) return undefined;
+  if (!deps.podsApi && !(cfg.install.k8sServiceHost && cfg.install.k8sServicePort)) {
+    log.info('no watch of the node\'s pods: KUBERNETES_SERVICE_HOST/PORT is not set');
+    return undefined;
+  }
+  const pods = new NodePods(deps.podsApi ?? inClusterRest(cfg.install), cfg.nodeName, log.withScope('node-pods'), deps.podsTuning).start();
+  log.info('watching the node\'s pods (one list+watch, shared)', { node: cfg.nodeName, users: users.join(',') });
+  pods.informer.synced.then(() => log.info('node pods synced', { node: cfg.nodeName, pods: pods.informer.list().length }));
+  return pods;
+}
+
 /** The fast path's pod cache, or undefined (with the reason logged) when it cannot run. */
-function startPodCache(cfg: AgentConfig, deps: AgentDeps, log: ScopedLogger, metrics: AgentMetrics): NodePodCache | undefined {
+function startPodCache(cfg: AgentConfig, pods: NodePods | undefined, log: ScopedLogger, metrics: AgentMetrics): NodePodCache | undefined {
   if (!cfg.podCache) {
     log.info('fast path pod cache disabled (FAST_PATH_POD_CACHE=false): every ADD GETs its pod');
     return undefined;
   }
-  const missing = !cfg.nodeName ? 'NODE_NAME' : !deps.podCacheApi && !(cfg.install.k8sServiceHost && cfg.install.k8sServicePort) ? 'KUBERNETES_SERVICE_HOST/PORT' : '';
-  if (missing) {
+  const missing = !cfg.nodeName ? 'NODE_NAME' : !pods ? 'KUBERNETES_SERVICE_HOST/PORT' : '';
+  if (missing || !pods) {
     log.info(`fast path pod cache off: ${missing} is not set; every ADD GETs its pod`);
     return undefined;
   }
-  const cache = new NodePodCache(deps.podCacheApi ?? inClusterRest(cfg.install), cfg.nodeName, log.withScope('pod-cache'), (result) =>
-    metrics.podCacheLookups.inc({ result }),
-  ).start();
-  cache.informer.synced.then(() => log.info('fast path pod cache synced', { node: cfg.nodeName, pods: cache.informer.list().length }));
-  return cache;
+  return new NodePodCache(pods.subscribe(), (result) => metrics.podCacheLookups.inc({ result }));
 }

@@ -1,56 +1,31 @@
-// The pods of this node, kept current by a list+watch, so that the CNI fast path answers an ADD
-// without a GET to the API server (Istio's plugin GETs the pod on every ADD). The cache answers
-// only when it is sure: its watch is live (a failed watch may have missed changes) and the cached
+// The fast path's view of this node's pods (the agent's shared watch, node-pods.ts), so that an
+// ADD is answered without a GET to the API server (Istio's plugin GETs the pod on every ADD).
+// The cache answers only when it is sure: its watch is live (a failed watch may have missed changes) and the cached
 // pod has the UID the runtime gave in CNI_ARGS (K8S_POD_UID), so a pod deleted and created again
 // under the same name is never mistaken for the old one. Anything else falls through to the GET,
 // with its retries, exactly as before.
-import { Logger } from '../log/logger';
 import { KubeClient } from '../kube/client';
-import { Informer, InformerOptions } from '../kube/informer';
 import { Pod } from '../kube/pod';
-import { RestClient } from '../kube/rest';
+import { PodView } from './node-pods';
 
 export interface PodCacheStats {
   hits: number;
   misses: number;
 }
 
+/** The fast path's lookups, over the agent's shared watch of the node's pods (node-pods.ts). */
 export class NodePodCache {
-  readonly informer: Informer<Pod>;
   readonly stats: PodCacheStats = { hits: 0, misses: 0 };
-  private readonly ac = new AbortController();
-  private running?: Promise<void>;
 
   constructor(
-    private readonly api: RestClient,
-    readonly nodeName: string,
-    log: Logger,
+    /** Every pod of the node: the fast path may be asked about any of them. */
+    readonly pods: PodView,
     private readonly count: (result: 'hit' | 'miss') => void = () => undefined,
-    tuning: Partial<Pick<InformerOptions, 'pageSize' | 'watchTimeoutSeconds' | 'backoffMinMs' | 'backoffMaxMs'>> = {},
-  ) {
-    if (nodeName === '') throw new Error('the pod cache needs the node name (NODE_NAME)');
-    this.informer = new Informer<Pod>(api, {
-      resourcePath: '/api/v1/pods',
-      fieldSelector: `spec.nodeName=${nodeName}`,
-      log,
-      ...tuning,
-    });
-  }
-
-  start(): this {
-    this.running ??= this.informer.run(this.ac.signal);
-    return this;
-  }
-
-  async stop(): Promise<void> {
-    this.ac.abort();
-    await this.running;
-    this.api.close();
-  }
+  ) {}
 
   /** The pod, when the cache can vouch for it; undefined means "ask the API". */
   lookup(namespace: string, name: string, uid: string): Pod | undefined {
-    const pod = uid !== '' && this.informer.isLive() ? this.informer.get(`${namespace}/${name}`) : undefined;
+    const pod = uid !== '' && this.pods.isLive() ? this.pods.get(`${namespace}/${name}`) : undefined;
     if (pod && pod.metadata?.uid === uid) {
       this.stats.hits++;
       this.count('hit');

@@ -79,8 +79,13 @@ export class Informer<T extends KubeObject> {
     private readonly opts: InformerOptions,
   ) {}
 
+  /**
+   * Adds a handler. As client-go's AddEventHandler, a handler added after objects are cached is
+   * first told about each of them as an add, so a late subscriber misses nothing.
+   */
   addHandler(h: InformerHandlers<T>): void {
     this.handlers.push(h);
+    for (const o of this.store.values()) this.emitTo(h, (x) => x.add?.(o));
   }
 
   hasSynced(): boolean {
@@ -134,6 +139,7 @@ export class Informer<T extends KubeObject> {
         delay = Math.min(delay * 2, max);
       }
     }
+    this.liveFlag = false; // stopped: nothing follows the server any more
   }
 
   private selectors(): Record<string, string | undefined> {
@@ -194,12 +200,14 @@ export class Informer<T extends KubeObject> {
   }
 
   private emit(f: (h: InformerHandlers<T>) => void): void {
-    for (const h of this.handlers) {
-      try {
-        f(h);
-      } catch (e) {
-        this.opts.log.error(`${this.opts.resourcePath}: event handler failed`, { error: (e as Error).message });
-      }
+    for (const h of this.handlers) this.emitTo(h, f);
+  }
+
+  private emitTo(h: InformerHandlers<T>, f: (h: InformerHandlers<T>) => void): void {
+    try {
+      f(h);
+    } catch (e) {
+      this.opts.log.error(`${this.opts.resourcePath}: event handler failed`, { error: (e as Error).message });
     }
   }
 

@@ -187,7 +187,7 @@ test('agent process: NODE_NAME starts the fast path\'s pod cache (a watch of thi
 
   const a = await startAgent(api.port, { REPAIR_ENABLED: 'false', NODE_NAME: NODE });
   try {
-    const synced = await until('the pod cache synced', () => a.out.find((l) => l.includes('fast path pod cache synced')));
+    const synced = await until('the node pods synced', () => a.out.find((l) => l.includes('node pods synced')));
     assert.match(synced, /pods=1\b/, synced);
     await until('the pod watch', () => podWatches().length > 0);
     for (const r of api.requests.filter((x) => x.path === '/api/v1/pods')) assert.equal(r.query.fieldSelector, `spec.nodeName=${NODE}`);

@@ -14,6 +14,7 @@ import { agentCniHandler } from '../../src/agent/cni-server';
 import { ScopeLevels } from '../../src/log/levels';
 import { agentLogger } from '../../src/log/winston-backend';
 import { NodePodCache } from '../../src/agent/pod-cache';
+import { NodePods } from '../../src/agent/node-pods';
 import { MemoryLogger } from '../../src/log/logger';
 import { KUBECONFIG_NAME } from '../../src/kube/kubeconfig';
 import { RestClient } from '../../src/kube/rest';
@@ -27,6 +28,7 @@ const TOKEN = 'pod-cache-test-token';
 let api: KubeApiStandIn;
 let runDir: string;
 let cache: NodePodCache;
+let pods: NodePods;
 const pluginLog = agentLogger({ levels: new ScopeLevels('info'), targets: [new PassThrough().resume()] }).withScope('cni-plugin');
 const netnses: { remove(): void }[] = [];
 
@@ -80,12 +82,13 @@ before(async () => {
   api.upsert(podObj('web-1', 'u-1'));
   api.upsert(podObj('other-node', 'u-9', 'node-b'));
   const rest = new RestClient({ server: api.url, ca: () => pki.ca, token: () => TOKEN });
-  cache = new NodePodCache(rest, NODE, new MemoryLogger(), undefined, { backoffMinMs: 50, backoffMaxMs: 200, watchTimeoutSeconds: () => 60 }).start();
-  await cache.informer.synced;
+  pods = new NodePods(rest, NODE, new MemoryLogger(), { backoffMinMs: 50, backoffMaxMs: 200, watchTimeoutSeconds: () => 60 }).start();
+  cache = new NodePodCache(pods.subscribe());
+  await pods.informer.synced;
 });
 
 after(async () => {
-  await cache?.stop();
+  await pods?.stop();
   await api?.close();
   for (const ns of netnses) ns.remove();
 });
@@ -94,7 +97,7 @@ test('the informer asks only for this node\'s pods', () => {
   const lists = api.requests.filter((r) => r.path === '/api/v1/pods');
   assert.ok(lists.length >= 1);
   for (const r of lists) assert.equal(r.query.fieldSelector, `spec.nodeName=${NODE}`);
-  assert.equal(cache.informer.get('shop/other-node'), undefined, 'a pod of another node is not cached');
+  assert.equal(pods.informer.get('shop/other-node'), undefined, 'a pod of another node is not cached');
 });
 
 test('a cached pod with the runtime\'s UID: ADD applies the rules with no GET, and they equal a GET-backed ADD\'s', async () => {
@@ -115,7 +118,7 @@ test('a cached pod with the runtime\'s UID: ADD applies the rules with no GET, a
 
 test('a pod created after the list is answered from the watch', async () => {
   api.upsert(podObj('web-2', 'u-2'));
-  await until('the watch delivered web-2', () => cache.informer.get('shop/web-2') !== undefined);
+  await until('the watch delivered web-2', () => pods.informer.get('shop/web-2') !== undefined);
   const r = await add('web-2', 'u-2');
   assert.equal(r.exitCode, 0, r.stdout);
   assert.equal(podGets('web-2'), 0);
@@ -139,12 +142,12 @@ test('what the cache cannot vouch for goes to the API: another UID, no UID, anot
 test('after a watch failure the cache is not trusted until a list succeeds again', async () => {
   api.failures.push({ method: 'GET', path: /^\/api\/v1\/pods$/, status: 500, times: 3 });
   api.dropWatches();
-  await until('the informer noticed the failure', () => !cache.informer.isLive());
+  await until('the informer noticed the failure', () => !pods.informer.isLive());
   const before = podGets('web-1');
   const r = await add('web-1', 'u-1');
   assert.equal(r.exitCode, 0, r.stdout);
   assert.equal(podGets('web-1'), before + 1, 'answered by a GET while the cache may be stale');
-  await until('the informer listed again', () => cache.informer.isLive());
+  await until('the informer listed again', () => pods.informer.isLive());
   const r2 = await add('web-1', 'u-1');
   assert.equal(r2.exitCode, 0, r2.stdout);
   assert.equal(podGets('web-1'), before + 1, 'the cache answers again');

@@ -89,7 +89,7 @@ async function harness(t: { after(f: () => unknown): void }, over: Partial<Repai
   });
   /** Waits for the queue to drain after the cache is in. */
   const settle = async () => {
-    await c.informer.synced;
+    await c.pods.synced;
     await new Promise((r) => setTimeout(r, 50));
     await c.queue.idle();
   };

@@ -13,6 +13,7 @@ import { EnablementSelectorLike, namespaceMatchesEnablement, podMatchesEnablemen
 import { Logger } from '../../log/logger';
 import { Informer, InformerOptions } from '../../kube/informer';
 import { RestClient } from '../../kube/rest';
+import { NodePods, PodView } from '../node-pods';
 import { MeshDataplane, NonRetryableAddError } from './dataplane';
 import { fullyEnrolled, isTerminal, isZtunnelPod, partiallyEnrolled, sameIPs } from './pods';
 import { Namespace, Pod, podIPs, podName, podNamespace, podRef, podUid } from '../../kube/pod';
@@ -40,6 +41,8 @@ export interface ControllerOptions {
   readonly onEvent?: (type: EventType) => void;
   /** For tests: informer tuning and retry timings. */
   readonly informer?: Partial<InformerOptions>;
+  /** The agent's shared watch of this node's pods; without it the controller watches them itself. */
+  readonly pods?: NodePods;
   readonly retry?: { baseMs?: number; maxMs?: number; qps?: number; burst?: number };
 }
 
@@ -126,19 +129,15 @@ class EventQueue {
 }
 
 export class AmbientController {
-  readonly pods: Informer<Pod>;
+  /** Every pod of the node (enablement is decided per event, with the namespace's labels). */
+  readonly pods: PodView;
+  private readonly ownPods?: Informer<Pod>;
   readonly namespaces: Informer<Namespace>;
   private readonly queue: EventQueue;
   private readonly excluded: Set<string>;
 
   constructor(private readonly o: ControllerOptions) {
     this.excluded = new Set(o.excludeNamespaces);
-    this.pods = new Informer<Pod>(o.api, {
-      resourcePath: '/api/v1/pods',
-      fieldSelector: `spec.nodeName=${o.nodeName}`,
-      log: o.log,
-      ...o.informer,
-    });
     this.namespaces = new Informer<Namespace>(o.api, { resourcePath: '/api/v1/namespaces', log: o.log, ...o.informer });
     this.queue = new EventQueue((ev) => this.reconcile(ev), o.log, {
       baseMs: o.retry?.baseMs ?? 5,
@@ -151,13 +150,19 @@ export class AmbientController {
       update: (old: Pod | Namespace, obj: Pod | Namespace) => this.queue.add({ kind, type: 'update', old, obj, failures: 0 }),
       delete: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'delete', obj, failures: 0 }),
     });
-    this.pods.addHandler(enqueue('pod'));
+    if (o.pods) {
+      this.pods = o.pods.subscribe(() => true, enqueue('pod'));
+    } else {
+      this.ownPods = new Informer<Pod>(o.api, { resourcePath: '/api/v1/pods', fieldSelector: `spec.nodeName=${o.nodeName}`, log: o.log, ...o.informer });
+      this.ownPods.addHandler(enqueue('pod'));
+      this.pods = this.ownPods;
+    }
     this.namespaces.addHandler(enqueue('namespace'));
   }
 
-  /** Starts both informers and resolves once both have listed. */
+  /** Starts the namespace informer (and its own pod informer) and resolves once both lists are in. */
   async startInformers(signal: AbortSignal): Promise<void> {
-    void this.pods.run(signal);
+    void this.ownPods?.run(signal);
     void this.namespaces.run(signal);
     const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error('stopped before the informers synced')), { once: true }));
     await Promise.race([Promise.all([this.pods.synced, this.namespaces.synced]), aborted]);

@@ -17,6 +17,7 @@ import { Logger } from '../../log/logger';
 import { InformerOptions } from '../../kube/informer';
 import { RestClient, inClusterRest, statusError } from '../../kube/rest';
 import { AgentConfig } from '../config';
+import { NodePods } from '../node-pods';
 import { AmbientController } from './controller';
 import { AnnotationValue, MeshDataplane, PodRules } from './dataplane';
 import { CniEventServer, startCniEventServer } from './cni-event-server';
@@ -36,6 +37,8 @@ export { ZtunnelServer } from './ztunnel-server';
 export interface AmbientAgentDeps {
   /** The API; default the in-cluster service account. */
   api?: RestClient;
+  /** The agent's shared watch of this node's pods; without it ambient watches them itself. */
+  pods?: NodePods;
   /**
    * The node's netns, where the host rule and probe sets live; default from ALLOW_SWITCH_TO_HOST_NS
    * and HOST_NETNS (src/agent/host-side.ts), checked when the agent is created.
@@ -174,6 +177,7 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
       log,
       onEvent: (t) => deps.metrics?.reconcileEvent?.(t),
       informer: deps.informer,
+      pods: deps.pods,
       retry: deps.retry,
     });
     parts = { dataplane, controller, zds, hostSets, cache };
@@ -254,8 +258,10 @@ export function ambientAgentPlugin(
     reconcileEvents: { inc(labels: { type: string }): void };
     ztunnelConnected: { set(n: number): void };
   },
+  pods?: NodePods,
 ): RunningAmbient {
   return createAmbientAgent(cfg, log.withScope?.('ambient') ?? log, {
+    pods,
     metrics: {
       pluginRequest: (code) => metrics.pluginRequests.inc({ response_code: String(code) }),
       reconcileEvent: (type) => metrics.reconcileEvents.inc({ type }),

@@ -7,7 +7,9 @@
 // {type=repair|delete|label, result=success|skip|fail}. Events: DeleteBrokenPod /
 // LabelBrokenPod, source cni-repair, best effort.
 import { Logger } from '../../log/logger';
-import { Informer, InformerOptions, objectKey } from '../../kube/informer';
+import { Informer, objectKey } from '../../kube/informer';
+import { labelSelector, podFieldSelector } from '../../kube/selectors';
+import { NodePods, NodePodsTuning, PodView } from '../node-pods';
 import { podPath } from '../../kube/client';
 import { Pod } from '../../kube/pod';
 import { RestClient, statusError } from '../../kube/rest';
@@ -74,7 +76,14 @@ export interface RepairControllerDeps {
   count(type: RepairType, result: RepairResult): void;
   /** Needed when repairPods is set. */
   repairer?: PodRepairer;
-  informer?: Pick<InformerOptions, 'pageSize' | 'watchTimeoutSeconds' | 'backoffMinMs' | 'backoffMaxMs'>;
+  /**
+   * The agent's shared watch of this node's pods (when it watches the node repair looks at); the
+   * controller then filters by its label and field selectors itself. Without it the controller
+   * runs a watch of its own with those selectors.
+   */
+  pods?: NodePods;
+  /** Tuning of its own watch (tests). */
+  informer?: NodePodsTuning;
   queueBaseDelayMs?: number;
   now?: () => Date;
 }
@@ -84,7 +93,10 @@ export const REPAIR_MAX_ATTEMPTS = 5;
 export const EVENT_SOURCE = 'cni-repair';
 
 export class RepairController {
-  readonly informer: Informer<Pod>;
+  /** The pods the controller looks at (its selectors applied). */
+  readonly pods: PodView;
+  /** The watch it runs itself, when it was not given the agent's. */
+  private readonly own?: Informer<Pod>;
   readonly queue: WorkQueue;
   readonly action: RepairAction;
   /** Pods already repaired, by namespace/name -> UID: rules go in once per pod instance. */
@@ -98,13 +110,6 @@ export class RepairController {
     this.log = deps.log;
     this.action = repairAction(s);
     if (this.action === 'repair' && !deps.repairer) throw new Error('repair controller: REPAIR_REPAIR_PODS needs a pod repairer');
-    this.informer = new Informer<Pod>(deps.api, {
-      resourcePath: '/api/v1/pods',
-      fieldSelector: repairFieldSelector(s.fieldSelectors, s.nodeName),
-      labelSelector: s.labelSelectors || undefined,
-      log: deps.log,
-      ...deps.informer,
-    });
     this.queue = new WorkQueue((key) => this.reconcile(key), {
       maxAttempts: REPAIR_MAX_ATTEMPTS,
       baseDelayMs: deps.queueBaseDelayMs,
@@ -112,7 +117,23 @@ export class RepairController {
       name: 'repair pods',
     });
     const enqueue = (p: Pod) => this.queue.add(objectKey(p));
-    this.informer.addHandler({ add: enqueue, update: (_o, n) => enqueue(n), delete: enqueue });
+    const handlers = { add: enqueue, update: (_o: Pod, n: Pod) => enqueue(n), delete: enqueue };
+    if (deps.pods) {
+      // Shared watch of spec.nodeName=<node>: the rest of the selectors, as the server would apply them.
+      const labels = labelSelector(s.labelSelectors);
+      const fields = podFieldSelector(s.fieldSelectors);
+      this.pods = deps.pods.subscribe((p) => labels(p.metadata?.labels) && fields(p), handlers);
+    } else {
+      this.own = new Informer<Pod>(deps.api, {
+        resourcePath: '/api/v1/pods',
+        fieldSelector: repairFieldSelector(s.fieldSelectors, s.nodeName),
+        labelSelector: s.labelSelectors || undefined,
+        log: deps.log,
+        ...deps.informer,
+      });
+      this.own.addHandler(handlers);
+      this.pods = this.own;
+    }
   }
 
   get fieldSelector(): string {
@@ -121,15 +142,15 @@ export class RepairController {
 
   /** Watches until the signal aborts; pods are worked on once the first list is in. */
   async run(signal: AbortSignal): Promise<void> {
-    const informer = this.informer.run(signal);
+    const informer = this.own?.run(signal);
     const aborted = new Promise<void>((r) => (signal.aborted ? r() : signal.addEventListener('abort', () => r(), { once: true })));
-    await Promise.race([this.informer.synced, aborted]);
+    await Promise.race([this.pods.synced, aborted]);
     const queue = signal.aborted ? Promise.resolve() : this.queue.run(signal);
     await Promise.all([informer, queue]);
   }
 
   async reconcile(key: string): Promise<void> {
-    const pod = this.informer.get(key);
+    const pod = this.pods.get(key);
     if (!pod) {
       this.repaired.delete(key); // the pod is gone: forget it
       return;

@@ -3,6 +3,7 @@
 import { Logger } from '../../log/logger';
 import { RestClient, inClusterRest } from '../../kube/rest';
 import { AgentConfig } from '../config';
+import { NodePods } from '../node-pods';
 import { RepairController, RepairControllerDeps, RepairResult, RepairType, repairAction } from './controller';
 import { PodRepairer, netnsRepairer, rtnlProbe } from './redirect';
 
@@ -21,6 +22,8 @@ export interface StartRepairDeps {
   count(type: RepairType, result: RepairResult): void;
   /** For tests: another API client than the in-cluster one. */
   api?: RestClient;
+  /** The agent's shared watch of NODE_NAME's pods; used when repair looks at that node. */
+  pods?: NodePods;
   /** For tests: another repairer than the netns one. */
   repairer?: PodRepairer;
   tuning?: Pick<RepairControllerDeps, 'informer' | 'queueBaseDelayMs'>;
@@ -55,13 +58,16 @@ export function startRepair(cfg: AgentConfig, deps: StartRepairDeps): RunningRep
       debug: (m) => deps.log.debug(m),
     });
   }
+  // The shared watch serves repair only when it watches the node repair looks at.
+  const pods = deps.pods && deps.pods.nodeName === nodeName ? deps.pods : undefined;
   const controller = new RepairController(
     { ...r, nodeName },
-    { api, log: deps.log, count: deps.count, repairer, ...deps.tuning },
+    { api, log: deps.log, count: deps.count, repairer, pods, ...deps.tuning },
   );
   deps.log.info('starting CNI sidecar repair controller', {
     action: controller.action,
     fieldSelector: controller.fieldSelector,
+    watch: pods ? 'shared with the fast path and ambient' : 'own',
     labelSelector: r.labelSelectors || undefined,
   });
   if (controller.action === 'none') {
@@ -69,10 +75,10 @@ export function startRepair(cfg: AgentConfig, deps: StartRepairDeps): RunningRep
   }
   const ac = new AbortController();
   const done = controller.run(ac.signal).catch((e) => deps.log.error('repair controller stopped', { error: String(e) }));
-  controller.informer.synced.then(() => deps.log.info('repair controller: pod cache synced', { pods: controller.informer.list().length }));
+  controller.pods.synced.then(() => deps.log.info('repair controller: pod cache synced', { pods: controller.pods.list().length }));
   return {
     controller,
-    synced: controller.informer.synced,
+    synced: controller.pods.synced,
     async stop() {
       ac.abort();
       await done;
