@@ -1,7 +1,8 @@
 // A local Kubernetes API stand-in for the agent's pod informer and the repair controller,
 // listening on 127.0.0.1 only, over TLS with a generated CA (or plain HTTP): pods with list
 // (field/label selectors, paging), watch (chunked stream of ADDED/MODIFIED/DELETED from a
-// resourceVersion, server timeouts, 410 for versions it no longer holds), the status
+// resourceVersion, ended at the client's timeoutSeconds, BOOKMARK events for clients that ask,
+// 410 for versions and continue tokens it no longer holds), the status
 // subresource merge patch, delete with preconditions, and event creation. It records every
 // request so tests can hold the client to the calls it is allowed to make.
 import * as http from 'node:http';
@@ -42,6 +43,8 @@ interface Watcher {
   timer?: NodeJS.Timeout;
   /** What the watch is on: pods (undefined) or namespaces. */
   kind?: 'Namespace';
+  /** The client asked for BOOKMARK events (allowWatchBookmarks=true). */
+  bookmarks: boolean;
 }
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -100,6 +103,10 @@ export class KubeApiStandIn {
   pageSize = 500;
   /** Answer the next requests matching with an error status. */
   readonly failures: { method: string; path: RegExp; status: number; times: number }[] = [];
+  /** List pages served (for tests). */
+  listPages = 0;
+  /** Called as each list page is served (before it is sent): tests change the store between pages. */
+  afterListPage?: (pages: number) => void;
   /** Ends a watch stream after this many ms even if the client asked for longer. */
   maxWatchMs = 60_000;
   /** Other objects (a DaemonSet, a Node), answered to a GET of exactly this path; delete to make them 404. */
@@ -178,6 +185,18 @@ export class KubeApiStandIn {
     this.history.length = 0;
   }
 
+  /**
+   * A BOOKMARK with the current resourceVersion on every watch that asked for them, as the API
+   * server sends periodically: the client may resume from there even if no event of its
+   * selection happened since.
+   */
+  bookmark(): void {
+    for (const w of this.watchers) this.sendBookmark(w);
+  }
+
+  /** Watches and bookmarks sent (for tests). */
+  readonly sent = { bookmarks: 0, timeouts: 0 };
+
   /** Ends every open watch stream (as an API server restart or watch timeout does). */
   dropWatches(): void {
     for (const w of this.watchers) this.endWatch(w);
@@ -211,6 +230,12 @@ export class KubeApiStandIn {
     if (isNamespace(p) !== (w.kind === 'Namespace')) return;
     if (!fieldMatches(w.field, p) || !labelMatches(w.label, p)) return;
     w.res.write(`${JSON.stringify({ type, object: p })}\n`);
+  }
+
+  private sendBookmark(w: Watcher): void {
+    if (!w.bookmarks) return;
+    this.sent.bookmarks++;
+    w.res.write(`${JSON.stringify({ type: 'BOOKMARK', object: { kind: w.kind === 'Namespace' ? 'Namespace' : 'Pod', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } })}\n`);
   }
 
   private endWatch(w: Watcher): void {
@@ -305,9 +330,17 @@ export class KubeApiStandIn {
   private list(r: Recorded, res: http.ServerResponse, kind?: 'Namespace'): void {
     const all = this.selected(r, kind);
     const limit = Math.min(Number(r.query.limit || this.pageSize), this.pageSize);
-    const start = r.query.continue ? Number(Buffer.from(r.query.continue, 'base64').toString()) : 0;
+    // A continue token names the list's resourceVersion and the offset; once that version is
+    // compacted the API server answers 410 Expired and the client must list again from scratch.
+    const [tokenRv, offset] = r.query.continue ? Buffer.from(r.query.continue, 'base64').toString().split(':').map(Number) : [this.rv, 0];
+    if (tokenRv < this.oldestRv) {
+      return this.status(res, 410, 'Expired', 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.');
+    }
+    const start = offset;
     const items = all.slice(start, start + limit);
-    const next = start + limit < all.length ? Buffer.from(String(start + limit)).toString('base64') : undefined;
+    const next = start + limit < all.length ? Buffer.from(`${tokenRv}:${start + limit}`).toString('base64') : undefined;
+    this.listPages++;
+    this.afterListPage?.(this.listPages);
     this.json(res, 200, {
       kind: kind ? 'NamespaceList' : 'PodList',
       apiVersion: 'v1',
@@ -321,12 +354,18 @@ export class KubeApiStandIn {
     if (from < this.oldestRv) return this.status(res, 410, 'Expired', `too old resource version: ${from} (${this.oldestRv})`);
     res.writeHead(200, { 'content-type': 'application/json', 'transfer-encoding': 'chunked' });
     res.flushHeaders();
-    const w: Watcher = { res, field: r.query.fieldSelector ?? '', label: r.query.labelSelector ?? '', kind };
+    const w: Watcher = { res, field: r.query.fieldSelector ?? '', label: r.query.labelSelector ?? '', kind, bookmarks: r.query.allowWatchBookmarks === 'true' };
     for (const h of this.history) if (h.rv > from) this.send(w, h.type, h.obj);
     this.watchers.add(w);
     const secs = Number(r.query.timeoutSeconds || 0);
     const ms = Math.min(secs > 0 ? secs * 1000 : this.maxWatchMs, this.maxWatchMs);
-    w.timer = setTimeout(() => this.endWatch(w), ms);
+    w.timer = setTimeout(() => {
+      // timeoutSeconds reached: the server ends the stream (a bookmark first, when asked for),
+      // and the client is expected to watch again from the last version it saw.
+      this.sent.timeouts++;
+      this.sendBookmark(w);
+      this.endWatch(w);
+    }, ms);
     res.on('close', () => {
       clearTimeout(w.timer);
       this.watchers.delete(w);

@@ -144,6 +144,82 @@ test('410 Gone (ERROR event or answer) relists and emits deletes for pods that v
   rest.close();
 });
 
+test('reflector: a watch ended by the server at timeoutSeconds resumes from the last version (no relist); its bookmark is taken', async (t) => {
+  const api = await new KubeApiStandIn(pki).start();
+  t.after(() => api.close());
+  api.upsert(repairPod({ name: 'p1' }));
+  const { inf, seen, ac, run, rest } = setup(api, { watchTimeoutSeconds: 1 });
+  const running = run();
+  await inf.synced;
+  await until('watch open', () => api.openWatches === 1);
+  // Changes the selection does not see (another node) move the version on; the server's closing
+  // bookmark carries it.
+  api.upsert(repairPod({ name: 'elsewhere', node: 'node-b' }));
+  const rv = api.resourceVersion;
+  await until('the server ended the first watch at its timeout', () => api.sent.timeouts >= 1 && api.requests.filter((r) => r.query.watch === 'true').length >= 2);
+  const watches = api.requests.filter((r) => r.query.watch === 'true');
+  assert.equal(watches[0].query.timeoutSeconds, '1');
+  assert.equal(watches[1].query.resourceVersion, String(rv), 'resumed from the bookmark\'s version');
+  assert.equal(inf.stats.lists, 1, 'no relist');
+  assert.equal(inf.stats.relistsAfterGone, 0);
+  assert.ok(api.sent.bookmarks >= 1);
+  assert.deepEqual(seen.log, ['add p1'], 'a bookmark is not an event for the handlers');
+  ac.abort();
+  await running;
+  rest.close();
+});
+
+test('reflector: BOOKMARK events advance the version, so a later watch survives compaction without a relist', async (t) => {
+  const api = await new KubeApiStandIn(pki).start();
+  t.after(() => api.close());
+  api.upsert(repairPod({ name: 'p1' }));
+  const { inf, ac, run, rest } = setup(api);
+  const running = run();
+  await inf.synced;
+  await until('watch open', () => api.openWatches === 1);
+  for (let i = 0; i < 5; i++) api.upsert(repairPod({ name: `other-${i}`, node: 'node-b' })); // invisible to this watch
+  api.bookmark();
+  const rv = api.resourceVersion;
+  await new Promise((r) => setTimeout(r, 200));
+  // History before the bookmark is compacted: without the bookmark, resuming from the list's
+  // version would be 410 and a full relist.
+  api.compact();
+  api.dropWatches();
+  await until('watch again', () => api.requests.filter((r) => r.query.watch === 'true').length === 2 && api.openWatches === 1);
+  assert.equal(api.requests.filter((r) => r.query.watch === 'true')[1].query.resourceVersion, String(rv));
+  assert.equal(inf.stats.lists, 1, 'no relist');
+  assert.equal(inf.stats.relistsAfterGone, 0);
+  ac.abort();
+  await running;
+  rest.close();
+});
+
+test('reflector: paged list (limit/continue); a 410 on a continue token lists again in full', async (t) => {
+  const api = await new KubeApiStandIn(pki).start();
+  t.after(() => api.close());
+  for (const n of ['p1', 'p2', 'p3', 'p4', 'p5']) api.upsert(repairPod({ name: n }));
+  // While the client reads the first page, a change lands and history is compacted: the first
+  // page's continue token is now too old (410 Expired).
+  api.afterListPage = (n) => {
+    if (n !== 1) return;
+    api.upsert(repairPod({ name: 'p6' }));
+    api.compact();
+  };
+  const { inf, ac, run, rest } = setup(api);
+  const running = run();
+  await inf.synced;
+  const lists = api.requests.filter((r) => r.path === '/api/v1/pods' && r.query.watch === undefined);
+  assert.equal(lists[0].query.limit, '2');
+  assert.ok(lists[1].query.continue, 'the second page asked with the continue token');
+  assert.equal(lists[2].query.continue, undefined, 'then a full list, no continue token');
+  assert.equal(lists[2].query.limit, undefined, '... and no limit');
+  assert.deepEqual(inf.list().map((p) => p.metadata.name).sort(), ['p1', 'p2', 'p3', 'p4', 'p5', 'p6']);
+  assert.equal(inf.stats.failures, 0, 'not a failure: a relist at once, no back-off');
+  ac.abort();
+  await running;
+  rest.close();
+});
+
 test('API errors are retried with back-off and logged; the token is re-read for every request', async (t) => {
   const api = await new KubeApiStandIn(pki).start();
   t.after(() => api.close());
