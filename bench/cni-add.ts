@@ -86,13 +86,19 @@ async function main(): Promise<void> {
     plugins: [{ type: 'bridge', bridge: 'cni0', ipam: { type: 'host-local', subnet: '10.22.0.0/16' } }, { type: 'portmap', capabilities: { portMappings: true } }],
   }));
   const launcher = new Launcher();
-  const agent = await startDeployedAgent({ node: NODE, apiPort: api.port, dirs, agentRoot: AGENT_ROOT });
   const cleanup = async () => {
-    await agent.stop();
+    await agent?.stop();
     await api.close();
     launcher.close();
     fs.rmSync(root, { recursive: true, force: true });
   };
+  let agent: Awaited<ReturnType<typeof startDeployedAgent>> | undefined;
+  try {
+    agent = await startDeployedAgent({ node: NODE, apiPort: api.port, dirs, agentRoot: AGENT_ROOT });
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
 
   try {
     const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/run/netns/pod' }], ips: [{ address: '10.22.0.5/16', interface: 0 }] };
