@@ -55,7 +55,7 @@ async function timeOnce(apply: (p: string) => Promise<void>): Promise<number> {
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
     // Not timed: the tables really are there.
     const json = await listRulesetJson(ns.path);
-    const tables = json.nftables.filter((i: any) => i.table).length;
+    const tables = json.nftables.filter((i) => i.table).length;
     if (tables !== 3) throw new Error(`expected 3 tables after apply, found ${tables}`);
     return ms;
   } finally {

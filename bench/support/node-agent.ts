@@ -53,7 +53,7 @@ interface EnvVar {
 
 /** The agent container of the manifests for `mode` ('sidecar' or 'ambient'): command, args, environment on node `node`. */
 export function daemonSetContainer(node: string, mode = 'sidecar'): { command: string[]; args: string[]; env: Record<string, string> } {
-  const read = (f: string) => parse(fs.readFileSync(path.join(MANIFESTS, mode, f), 'utf8')) as any;
+  const read = (f: string) => parse(fs.readFileSync(path.join(MANIFESTS, mode, f), 'utf8')) as unknown;
   const cm = read('configmap.yaml') as { data: Record<string, string> };
   const c = (read('daemonset.yaml') as { spec: { template: { spec: { containers: { command?: string[]; args?: string[]; env?: EnvVar[] }[] } } } }).spec.template.spec.containers[0];
   const fields: Record<string, string> = { 'metadata.name': AGENT_POD.name, 'metadata.namespace': AGENT_POD.namespace, 'spec.nodeName': node };

@@ -151,6 +151,8 @@ export function plainValue(v: unknown, maxChars: number = LIMITS.fieldBytes): { 
 // Lines.
 
 const RESERVED = new Set(['level', 'time', 'scope', 'caller', 'msg', 'stack']);
+// Control characters are exactly what this pattern is for (they make a value quoted).
+// eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 /** A field value as text: Go's fmt.Sprint for scalars (strings raw unless they hold control characters), JSON otherwise. */

@@ -72,6 +72,8 @@ export function winstonBackend(o: { json?: boolean; targets?: readonly (string |
 
 /** The agent's root logger (scope "default"); take scopes from it with withScope(). */
 export function agentLogger(o: AgentLogOptions = {}): ScopedLogger {
+  // The backend's scrubber needs the core's redactor and the core needs the backend: one late binding.
+  // eslint-disable-next-line prefer-const -- assigned after the closure that reads it is made
   let core: LogCore | undefined;
   const backend = winstonBackend({ json: o.json, targets: o.targets, scrub: (l) => core!.redactor.scrub(l) });
   core = new LogCore(backend, o);

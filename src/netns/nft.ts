@@ -3,6 +3,7 @@
 // a libuv pool thread), a synchronous "run this with the JS thread in that netns" for creating
 // sockets there, and the two socket helpers redirect tests and `init --run-validation` need.
 import * as fs from 'node:fs';
+import { NftJsonRuleset } from '../nft/json';
 import { LISTING_SCRIPT, NftState, parseListing, planReplace } from '../nft/plan';
 import { TableRef, Transaction, render } from '../nft/transaction';
 import { addon } from './addon';
@@ -125,9 +126,9 @@ export async function applyTransaction(netnsPath: string, tx: Transaction, opts:
 }
 
 /** `nft -j list ruleset` in the netns, parsed. */
-export async function listRulesetJson(netnsPath: string): Promise<any> {
+export async function listRulesetJson(netnsPath: string): Promise<NftJsonRuleset> {
   const out = await run(netnsPath, 'list ruleset', false, true);
-  return JSON.parse(out);
+  return JSON.parse(out) as NftJsonRuleset;
 }
 
 /**

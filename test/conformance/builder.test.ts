@@ -3,8 +3,11 @@ import * as assert from 'node:assert/strict';
 import { normalizeInserts } from '../../src/nft/assemble';
 import { FakeNft } from '../../src/nft/fake';
 import { RuleBuilder } from '../../src/nft/rule-builder';
-import { Op, concat } from '../../src/nft/transaction';
+import { Family, Op, concat } from '../../src/nft/transaction';
 import { loadSuite, trimSpace } from '../support/conformance';
+
+/** The harness' tables and chains made before the operations run (knftables' Fake needs them). */
+type PreambleEntry = { add: 'table'; family: Family; name: string } | { add: 'chain'; family: Family; table: string; name: string };
 
 const cases = loadSuite('builder');
 
@@ -24,7 +27,7 @@ for (const c of cases) {
         default: throw new Error(`unknown method ${o.method}`);
       }
     }
-    const tx: Op[] = c.input.harness.preamble.map((p: any): Op =>
+    const tx: Op[] = (c.input.harness.preamble as PreambleEntry[]).map((p): Op =>
       p.add === 'table'
         ? { verb: 'add', kind: 'table', family: p.family, table: p.name }
         : { verb: 'add', kind: 'chain', family: p.family, table: p.table, chain: p.name },

@@ -92,7 +92,7 @@ for (const c of cases.filter((x) => x.case.startsWith('create-'))) {
         return;
       }
       const got = await run;
-      assert.equal(got, path.join(dir, c.expectedPath));
+      assert.equal(got, path.join(dir, c.expectedPath ?? ''));
       const content = fs.readFileSync(got, 'utf8');
       assert.equal(content, c.expected, 'byte-for-byte');
       // No temporary file is left behind.
@@ -125,10 +125,10 @@ for (const c of cases.filter((x) => x.case.startsWith('cleanup-'))) {
           cniBinTargetDirs: [binDir],
         }),
       );
-      installer.cniConfigFilepath = path.join(netDir, c.expectedPath);
+      installer.cniConfigFilepath = path.join(netDir, c.expectedPath ?? '');
       installer.kubeconfigFilepath = kubeconfig;
       await installer.cleanup();
-      assert.equal(fs.readFileSync(path.join(netDir, c.expectedPath), 'utf8'), c.expected, 'byte-for-byte');
+      assert.equal(fs.readFileSync(path.join(netDir, c.expectedPath ?? ''), 'utf8'), c.expected, 'byte-for-byte');
       assert.equal(fs.existsSync(kubeconfig), false, 'kubeconfig removed');
       assert.equal(fs.existsSync(path.join(binDir, 'istio-cni')), false, 'binary removed');
     } finally {

@@ -125,13 +125,13 @@ export interface CriClient {
   close(): void;
 }
 
-type Callback = (err: grpc.ServiceError | null, res: any) => void;
+type Callback = (err: grpc.ServiceError | null, res: unknown) => void;
 type Stub = grpc.Client & Record<string, (req: unknown, meta: grpc.Metadata, opts: grpc.CallOptions, cb: Callback) => void>;
 
 /** `endpoint` is a gRPC target such as unix:///tmp/x/containerd.sock. */
 export function criClient(endpoint: string, deadlineMs = 60_000): CriClient {
   const def = protoLoader.loadSync(CRI_PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
-  const pkg = grpc.loadPackageDefinition(def) as any;
+  const pkg = grpc.loadPackageDefinition(def) as { runtime: { v1: Record<'RuntimeService' | 'ImageService', grpc.ServiceClientConstructor> } };
   const v1 = pkg.runtime.v1;
   const creds = grpc.credentials.createInsecure();
   const runtime = new v1.RuntimeService(endpoint, creds) as Stub;

@@ -1,6 +1,7 @@
 // The native addon applies transactions for real: what lands in the kernel is the transaction,
 // re-applies replace tables whole, check mode accepts every capture golden, and a failed apply
 // leaves the namespace as it was with nft's diagnostics in the error.
+import { NftJsonRuleset } from '../../src/nft/json';
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -39,7 +40,7 @@ const EQUALITY_CASES = [
   'loopback-outbound-iprange',
 ];
 
-const isEmptyRuleset = (json: any) => json.nftables.every((i: any) => i.metainfo);
+const isEmptyRuleset = (json: NftJsonRuleset) => json.nftables.every((i) => i.metainfo);
 
 /** `nft list ruleset` text with each table's chain blocks sorted by name. */
 function chainsByName(text: string): string {

@@ -16,7 +16,7 @@ async function main(): Promise<void> {
       error = (e as Error).message;
     }
     const json = await listRulesetJson(nsPath);
-    const leftover = json.nftables.some((i: any) => !i.metainfo);
+    const leftover = json.nftables.some((i) => !i.metainfo);
     process.stdout.write(`${JSON.stringify({ case: name, ok, error, leftover })}\n`);
   }
 }

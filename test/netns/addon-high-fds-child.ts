@@ -30,7 +30,7 @@ async function main(): Promise<void> {
 
   await applyNft(nsPath, script(4242));
   const listed = await listRulesetJson(nsPath);
-  const firstRules = listed.nftables.filter((i: any) => i.rule).map((i: any) => i.rule.expr);
+  const firstRules = listed.nftables.flatMap((i) => (i.rule ? [i.rule.expr] : []));
 
   // Warm-up pair, then count: the addon's threads and Node's own lazily made descriptors.
   await applyNft(nsPath, script(1));
@@ -54,7 +54,7 @@ async function main(): Promise<void> {
       fdsAfter,
       home,
       ms,
-      tablesLeft: left.nftables.filter((i: any) => i.table).length,
+      tablesLeft: left.nftables.filter((i) => i.table).length,
     })}\n`,
   );
   for (const fd of held) fs.closeSync(fd);

@@ -129,7 +129,7 @@ describe('nftRun worker queue under load', () => {
         ops.push(applyNft(ns.path, marker(i, k)));
         ops.push(
           listRulesetJson(ns.path).then((json) => {
-            const rules = json.nftables.filter((o: any) => o.rule?.table === 'icts-order');
+            const rules = json.nftables.filter((o) => o.rule?.table === 'icts-order');
             assert.ok(rules.length <= 1, `netns ${i}: ${rules.length} rules in one version`);
           }),
         );

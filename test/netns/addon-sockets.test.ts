@@ -25,9 +25,15 @@ s.on('error', (e) => { console.error(e.message); process.exit(1); });
 setTimeout(() => { console.error('timeout'); process.exit(2); }, 5000).unref();
 `;
 
-async function connectFrom(ns: Netns, host: string, port: number): Promise<any> {
+/** What the reporter on the other end wrote back: the original destination it read, and its own address. */
+interface Report {
+  dst: unknown;
+  local: { address: string; port: number };
+}
+
+async function connectFrom(ns: Netns, host: string, port: number): Promise<Report> {
   const { stdout } = await run('ip', ['netns', 'exec', ns.name, process.execPath, '-e', CLIENT, host, String(port)]);
-  return JSON.parse(stdout);
+  return JSON.parse(stdout) as Report;
 }
 
 function fdOf(sock: net.Socket): number {

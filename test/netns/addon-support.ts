@@ -1,6 +1,7 @@
 // Shared pieces of the native addon's root tests: a loud root/tool guard, namespaces with
 // unique names that are always removed, the nft CLI as a second opinion, and the expected shape
 // of a transaction (from the project's FakeNft) against a JSON listing.
+import { NftJsonRuleset } from '../../src/nft/json';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { buildCapture } from '../../src/capture/build';
@@ -130,10 +131,10 @@ export function expectedShape(tx: Transaction): Shape {
 }
 
 /** The same shape read from `nft -j list ruleset`. */
-export function shapeOfJson(json: any): Shape {
+export function shapeOfJson(json: NftJsonRuleset): Shape {
   const counts = new Map<string, number>();
   const out: string[] = [];
-  for (const item of json.nftables as any[]) {
+  for (const item of json.nftables) {
     if (item.table) out.push(`table ${item.table.family} ${item.table.name}`);
     if (item.chain) {
       const c = item.chain;

@@ -1,6 +1,7 @@
 // Every ambient transaction the builders make is accepted by the real kernel through the addon:
 // the in-pod rules in a fresh pod netns (each conformance case and a matrix of settings), the
 // host rule with its probe sets, and the set element operations, with the state checked after.
+import { NftJsonRuleset } from '../../src/nft/json';
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { buildHostRules, buildHostSetup, buildInpodRules, deleteHostRules, deleteInpodRules } from '../../src/ambient/build';
@@ -29,7 +30,7 @@ after(() => {
 });
 
 const podReplace = POD_TABLES.map((t) => ({ family: t.family, table: t.name }));
-const isEmpty = (json: any) => json.nftables.every((i: any) => i.metainfo);
+const isEmpty = (json: NftJsonRuleset) => json.nftables.every((i) => i.metainfo);
 const applyText = (tx: Transaction) => applyNft(ns.path, render(tx));
 
 async function applyPod(tx: Transaction): Promise<void> {
@@ -89,7 +90,7 @@ const u2 = parsePodUid('test', 'b3a9c1d2-0000-4000-8000-000000000002');
 const ip = (s: string) => parseIp(s)!;
 
 interface SetState {
-  type: string;
+  type: string | string[];
   comment?: string;
   elements: Array<{ key: string; comment?: string }>;
 }
@@ -100,8 +101,8 @@ async function hostState(): Promise<{ sets: Map<string, SetState>; rules: string
   const rules: string[] = [];
   for (const item of json.nftables) {
     if (item.set && item.set.table === NAT) {
-      const elements = (item.set.elem ?? []).map((e: any) =>
-        typeof e === 'string' ? { key: e } : { key: e.elem.val, ...(e.elem.comment ? { comment: e.elem.comment } : {}) },
+      const elements = (item.set.elem ?? []).map((e) =>
+        typeof e === 'object' ? { key: String(e.elem.val), ...(e.elem.comment ? { comment: e.elem.comment } : {}) } : { key: String(e) },
       );
       sets.set(item.set.name, { type: item.set.type, comment: item.set.comment, elements });
     }

@@ -19,12 +19,17 @@ export const CONFORMANCE_DIR = path.resolve(
 export interface Case {
   suite: string;
   case: string;
+  // Golden inputs are free-form JSON of each suite's own shape; the parsers under test
+  // (parseCaptureConfig, parseAmbientConfig, ...) validate what they read.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
   input: any;
   argv?: string[];
   expected: string | null;
   expectError?: boolean;
   compare: string;
-  [k: string]: any;
+  /** install suite: the config file's name under the CNI net dir. */
+  expectedPath?: string;
+  [k: string]: unknown;
 }
 
 /**

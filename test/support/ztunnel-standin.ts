@@ -84,19 +84,27 @@ export function encodeAck(error: string): Buffer {
   return Buffer.from(Response.encode(Response.fromObject({ ack: { error } })).finish());
 }
 
+/** A request as protobufjs' toObject gives it: proto field names, the oneof's member named in `payload`. */
+interface DecodedRequest {
+  payload?: string;
+  add?: { uid: string; workload_info?: { name?: string; namespace?: string; service_account?: string } };
+  keep?: { uid: string };
+  del?: { uid: string };
+}
+
 function decodeRequest(data: Buffer, fds: readonly number[]): Received {
-  const m = Request.toObject(Request.decode(data), { oneofs: true, defaults: true }) as Record<string, any>;
+  const m = Request.toObject(Request.decode(data), { oneofs: true, defaults: true }) as DecodedRequest;
   switch (m.payload) {
     case 'add': {
-      const info = m.add.workload_info ?? {};
+      const info = m.add!.workload_info ?? {};
       let fdIno: bigint | undefined;
       if (fds.length > 0) fdIno = fs.fstatSync(fds[0], { bigint: true }).ino;
-      return { kind: 'add', uid: m.add.uid, name: info.name ?? '', namespace: info.namespace ?? '', serviceAccount: info.service_account ?? '', fdIno };
+      return { kind: 'add', uid: m.add!.uid, name: info.name ?? '', namespace: info.namespace ?? '', serviceAccount: info.service_account ?? '', fdIno };
     }
     case 'keep':
-      return { kind: 'keep', uid: m.keep.uid };
+      return { kind: 'keep', uid: m.keep!.uid };
     case 'del':
-      return { kind: 'del', uid: m.del.uid };
+      return { kind: 'del', uid: m.del!.uid };
     case 'snapshot_sent':
       return { kind: 'snapshot_sent' };
     default:

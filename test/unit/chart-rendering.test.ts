@@ -36,6 +36,7 @@ interface Doc {
   kind: string;
   apiVersion: string;
   metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a parsed YAML manifest, free-form; each test asserts the fields it reads
   [k: string]: any;
 }
 
@@ -95,6 +96,7 @@ for (const p of ['sidecar', 'ambient'] as Profile[]) {
     const t = ds.spec.template;
     assert.deepEqual(t.metadata.labels, CHART.podLabels);
     assert.deepEqual(t.metadata.annotations, CHART.podAnnotations);
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the rendered pod spec, compared field by field below
     const { containers, volumes, ...spec } = t.spec as Record<string, any>;
     assert.equal(spec.hostNetwork ?? false, CHART.hostNetwork, 'the chart leaves the host network to ambient.shareHostNetworkNamespace');
     assert.deepEqual(spec, {

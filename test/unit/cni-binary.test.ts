@@ -14,6 +14,10 @@ import { PACKAGE_ROOT } from '../support/conformance';
 import { istioKubeconfig, makePki } from '../support/tls';
 import { sidecarPod } from '../support/cni-fakes';
 import { tempDir } from '../support/tmp';
+import { CniErrorResult } from '../../src/cni/errors';
+
+/** A document the plugin printed: a result, a version answer, or an error (whose fields are typed). */
+type CniDoc = Partial<CniErrorResult> & Record<string, unknown>;
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const TOKEN = 'sa-token-do-not-log-7f3a';
@@ -34,9 +38,9 @@ function runBin(env: Record<string, string>, stdin: string): Promise<Run> {
 }
 
 /** stdout holds exactly one JSON document (and its newline), nothing else. */
-function onlyJson(r: Run): any {
+function onlyJson(r: Run): CniDoc {
   assert.ok(r.stdout.endsWith('\n') && r.stdout.indexOf('\n') === r.stdout.length - 1, `one line on stdout: ${JSON.stringify(r.stdout)}`);
-  return JSON.parse(r.stdout);
+  return JSON.parse(r.stdout) as CniDoc;
 }
 
 let runDir: string;
@@ -127,7 +131,8 @@ test('ADD, invalid annotation: code 103 naming annotation and value', async () =
   assert.equal(r.code, 1);
   const doc = onlyJson(r);
   assert.equal(doc.code, 103);
-  assert.ok(doc.msg.includes('traffic.sidecar.istio.io/includeOutboundIPRanges') && doc.msg.includes('10.0.0.0/8; flush ruleset'), doc.msg);
+  const msg = String(doc.msg);
+  assert.ok(msg.includes('traffic.sidecar.istio.io/includeOutboundIPRanges') && msg.includes('10.0.0.0/8; flush ruleset'), msg);
 });
 
 test('ADD, no kubeconfig: code 101; unknown pod: code 102 after the configured retries', async () => {
@@ -136,7 +141,7 @@ test('ADD, no kubeconfig: code 101; unknown pod: code 102 after the configured r
   r = await runBin(env('ADD', { CNI_ARGS: 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=ghost' }), conf({ pod_lookup_attempts: 2, pod_lookup_interval_ms: 10 }));
   const doc = onlyJson(r);
   assert.equal(doc.code, 102);
-  assert.match(doc.details, /after 2 attempts/);
+  assert.match(String(doc.details), /after 2 attempts/);
   assert.ok(!r.stderr.includes(TOKEN) && !r.stdout.includes(TOKEN));
 });
 

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Writable } from 'node:stream';
 import { ScopeLevels } from '../../src/log/levels';
 import { agentLogger } from '../../src/log/winston-backend';
 import { startLogServer } from '../../src/agent/logserver';
@@ -21,7 +22,7 @@ const tmp = (tag: string) => tempDir(path.join(os.tmpdir(), `icts-${tag}-`));
 
 function memoryLogger(level: 'debug' | 'info' | 'warn' | 'error' = 'debug') {
   const lines: string[] = [];
-  const stream = new (require('node:stream').Writable)({
+  const stream = new Writable({
     write(chunk: Buffer, _enc: string, cb: () => void) {
       lines.push(...String(chunk).split('\n').filter((l) => l !== ''));
       cb();

@@ -2,7 +2,7 @@
 // error codes, VERSION, prevResult pass-through, and that stdout only ever holds one JSON document.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { CniError, ErrorCode } from '../../src/cni/errors';
+import { CniError, CniErrorResult, ErrorCode } from '../../src/cni/errors';
 import { CniPlugin, dispatchCni } from '../../src/cni/skel';
 import { SUPPORTED_VERSIONS } from '../../src/cni/version';
 import { passThroughResult } from '../../src/cni/netconf';
@@ -32,10 +32,13 @@ function stub(over: Partial<CniPlugin> = {}) {
   return { plugin, calls };
 }
 
-function parseOne(stdout: string): any {
+/** A document the plugin printed: a result, a version answer, or an error (whose fields are typed). */
+type CniDoc = Partial<CniErrorResult> & Record<string, unknown>;
+
+function parseOne(stdout: string): CniDoc {
   assert.ok(stdout.endsWith('\n'), 'stdout ends with a newline');
   assert.equal(stdout.indexOf('\n'), stdout.length - 1, 'stdout is one line: a single JSON document');
-  return JSON.parse(stdout);
+  return JSON.parse(stdout) as CniDoc;
 }
 
 async function expectError(env: Record<string, string>, stdin: string, code: number, plugin = stub().plugin) {
@@ -45,8 +48,8 @@ async function expectError(env: Record<string, string>, stdin: string, code: num
   assert.deepEqual(Object.keys(e).sort(), ['cniVersion', 'code', 'details', 'msg']);
   assert.equal(e.code, code, out.stdout);
   assert.equal(typeof e.msg, 'string');
-  assert.ok(e.msg.length > 0);
-  return e;
+  assert.ok(String(e.msg).length > 0);
+  return e as CniErrorResult; // its four keys were checked above
 }
 
 test('VERSION lists the supported versions and answers in the version asked', async () => {

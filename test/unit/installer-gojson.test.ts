@@ -58,7 +58,7 @@ test('insert keeps unknown keys and escapes HTML characters found in the existin
 
 test('insert: "__proto__" in a config is an ordinary key', () => {
   const out = insertCNIConfig('{"type":"istio-cni"}', '{"name":"n","__proto__":{"polluted":1},"plugins":[{"type":"x"}]}');
-  assert.match(out, /"__proto__": \{\n    "polluted": 1\n  \}/);
+  assert.match(out, /"__proto__": \{\n {4}"polluted": 1\n {2}\}/);
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
 });
 

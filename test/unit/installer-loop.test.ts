@@ -122,7 +122,7 @@ test('kubeconfig: TLS, skip-TLS, IPv6 host, and the two required variables', () 
     ].join('\n'),
   );
   const skip = createKubeConfig({ ...base, skipTLSVerify: true });
-  assert.match(skip.full, /- cluster:\n    insecure-skip-tls-verify: true\n    server: https:\/\/10.96.0.1:443\n/);
+  assert.match(skip.full, /- cluster:\n {4}insecure-skip-tls-verify: true\n {4}server: https:\/\/10.96.0.1:443\n/);
   assert.doesNotMatch(skip.full, /certificate-authority/);
   assert.match(createKubeConfig({ ...base, k8sServiceHost: 'fd00::1', k8sServiceProtocol: 'http' }).full, /server: http:\/\/\[fd00::1\]:443\n/);
   assert.match(createKubeConfig(base).redacted, /token: REDACTED/);

@@ -217,6 +217,7 @@ interface Doc {
   file: string;
   kind: string;
   metadata: { name: string; namespace?: string; labels?: Record<string, string> };
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a parsed YAML manifest, free-form; each test asserts the fields it reads
   [k: string]: any;
 }
 

@@ -18,6 +18,7 @@ import { buildHostSetup, deleteHostRules } from '../../ambient/build';
 import { AmbientConfig, HostRuleParams } from '../../ambient/config';
 import { ProbeSets, addProbeAddress, deleteProbeAddress, destroyProbeSets, probeSetName } from '../../ambient/probe-sets';
 import { NAT } from '../../ambient/tables';
+import { NftJsonRuleset } from '../../nft/json';
 import { Logger } from '../../log/logger';
 import { IpAddr, parseIp } from '../../net/ip';
 import { Op, render } from '../../nft/transaction';
@@ -27,7 +28,7 @@ import { ipKey } from './pods';
 /** How the host netns is reached: nft scripts applied there, its ruleset read as JSON. */
 export interface HostNft {
   apply(script: string): Promise<void>;
-  listRuleset(): Promise<any>;
+  listRuleset(): Promise<NftJsonRuleset>;
 }
 
 interface Change {
@@ -84,12 +85,12 @@ export class HostProbeSets {
     const json = await this.nft.listRuleset();
     this.mirror.clear();
     const names = new Set([probeSetName(this.sets, 4), ...(this.sets.ipv6 ? [probeSetName(this.sets, 6)] : [])]);
-    for (const item of (json?.nftables ?? []) as any[]) {
+    for (const item of json?.nftables ?? []) {
       const s = item?.set;
       if (!s || s.family !== 'inet' || s.table !== NAT || !names.has(s.name)) continue;
-      for (const e of (s.elem ?? []) as any[]) {
-        const val = typeof e === 'string' ? e : e?.elem?.val;
-        const comment = typeof e === 'string' ? '' : (e?.elem?.comment ?? '');
+      for (const e of s.elem ?? []) {
+        const val = typeof e === 'object' ? e?.elem?.val : e;
+        const comment = typeof e === 'object' ? (e?.elem?.comment ?? '') : '';
         const a = typeof val === 'string' ? parseIp(val) : undefined;
         if (a) this.mirror.set(ipKey(a), String(comment));
       }
