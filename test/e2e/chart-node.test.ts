@@ -127,8 +127,9 @@ function appPod(name: string, namespace: string, spec?: PodSpecLite): PodSpecLit
     const labels = { app: name.replace(/-[^-]*$/, '') };
     return { name, namespace, uid, labels, annotations: {}, pod: { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, uid, labels, annotations: {} }, spec: { containers: [{ name: labels.app }] }, status: { phase: 'Pending' } } as PodSpecLite['pod'] };
   })();
-  (s.pod as any).spec.nodeName = NODE;
-  (s.pod as any).spec.serviceAccountName ??= `sa-${name}`;
+  const podSpec = (s.pod.spec ??= {});
+  podSpec.nodeName = NODE;
+  podSpec.serviceAccountName ??= `sa-${name}`;
   n().api.upsert(s.pod as Obj);
   return s;
 }
@@ -270,7 +271,7 @@ describe("Istio's chart on a node: our image as a CRI container from the DaemonS
       name: 'istio-cni-node-7xk2p', namespace: 'istio-system', uid: randomUUID(), labels: tpl.metadata.labels, annotations: tpl.metadata.annotations,
       pod: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'istio-cni-node-7xk2p', namespace: 'istio-system', labels: tpl.metadata.labels, annotations: tpl.metadata.annotations }, spec: { containers: [{ name: 'install-cni' }] }, status: { phase: 'Pending' } } as PodSpecLite['pod'],
     };
-    (spec.pod as any).metadata.uid = spec.uid;
+    spec.pod.metadata!.uid = spec.uid;
     appPod(spec.name, spec.namespace, spec);
     const pod = await w().runPod(spec);
     agent = { pod, forwarder: forwardInto(pod.nsPath, n().api.port, n().api.port), attempt: 0 };

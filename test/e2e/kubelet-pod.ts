@@ -36,9 +36,31 @@ export interface NodeFacts {
   extraEnv?: Record<string, string>;
 }
 
+/** The chart-rendered YAML documents, free-form: kubeletContainer reads what a kubelet reads and throws on what it does not resolve. */
 export interface Manifests {
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
   daemonSet: any;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
   configMap: any;
+}
+
+/** A container's env entry as the manifest has it. */
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: { fieldRef?: { fieldPath: string }; resourceFieldRef?: { resource: string; divisor?: string } };
+}
+
+interface Volume {
+  name: string;
+  hostPath?: { path: string; type?: string };
+}
+
+interface VolumeMount {
+  name: string;
+  mountPath: string;
+  readOnly?: boolean;
+  mountPropagation?: string;
 }
 
 export function loadManifests(profile: 'sidecar' | 'ambient'): Manifests {
@@ -53,7 +75,7 @@ const PROPAGATION: Record<string, CriMount['propagation']> = {
   Bidirectional: 'PROPAGATION_BIDIRECTIONAL',
 };
 
-function downward(e: any, n: NodeFacts): string {
+function downward(e: EnvVar, n: NodeFacts): string {
   const f = e.valueFrom?.fieldRef?.fieldPath;
   if (f === 'spec.nodeName') return n.nodeName;
   if (f === 'metadata.name') return n.podName;
@@ -90,8 +112,8 @@ export function kubeletContainer(m: Manifests, n: NodeFacts): ContainerConfig {
   env.set('KUBERNETES_PORT', `tcp://${n.apiHost}:${n.apiPort}`);
   for (const [k, v] of Object.entries(n.extraEnv ?? {})) env.set(k, v);
 
-  const volumes = new Map<string, any>((tpl.spec.volumes ?? []).map((v: any) => [v.name, v]));
-  const mounts: CriMount[] = (c.volumeMounts ?? []).map((vm: any) => {
+  const volumes = new Map<string, Volume>((tpl.spec.volumes ?? []).map((v: Volume) => [v.name, v]));
+  const mounts: CriMount[] = (c.volumeMounts ?? []).map((vm: VolumeMount) => {
     const v = volumes.get(vm.name);
     if (!v?.hostPath) throw new Error(`volume ${vm.name}: only hostPath volumes are expected`);
     const host = n.hostPaths[v.hostPath.path];

@@ -2,6 +2,7 @@
 // of an existing object), a re-apply with another config leaves no stale table or chain, racing
 // applies on one netns end in one consistent state, and a netns that vanishes between the
 // listing and the apply is a netns fault (CNI code 104) with nothing applied.
+import { NftJsonRuleset } from '../../src/nft/json';
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { SIDECAR_TABLES } from '../../src/capture/tables';
@@ -15,7 +16,7 @@ before(() => requireRootAndTools('unshare', 'mount'));
 after(() => removeAllNetns());
 
 const SIDECAR = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }));
-const isEmptyRuleset = (json: any) => json.nftables.every((i: any) => i.metainfo);
+const isEmptyRuleset = (json: NftJsonRuleset) => json.nftables.every((i) => i.metainfo);
 
 /** Records every script the addon is handed while fn runs. */
 async function recording<T>(fn: () => Promise<T>): Promise<{ result: T; scripts: string[] }> {
