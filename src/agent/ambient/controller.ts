@@ -14,6 +14,7 @@ import { Logger } from '../../log/logger';
 import { Informer, InformerOptions } from '../../kube/informer';
 import { RestClient } from '../../kube/rest';
 import { NodePods, PodView } from '../node-pods';
+import { WorkQueue } from '../work-queue';
 import { MeshDataplane, NonRetryableAddError } from './dataplane';
 import { fullyEnrolled, isTerminal, isZtunnelPod, partiallyEnrolled, sameIPs } from './pods';
 import { Namespace, Pod, podIPs, podName, podNamespace, podRef, podUid } from '../../kube/pod';
@@ -26,7 +27,6 @@ interface QueuedEvent {
   readonly type: EventType;
   readonly old?: Pod | Namespace;
   readonly obj: Pod | Namespace;
-  failures: number;
 }
 
 export interface ControllerOptions {
@@ -46,109 +46,30 @@ export interface ControllerOptions {
   readonly retry?: { baseMs?: number; maxMs?: number; qps?: number; burst?: number };
 }
 
-/** One worker; retries with per-event exponential back-off and a shared token bucket. */
-class EventQueue {
-  private readonly items: QueuedEvent[] = [];
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private wake?: () => void;
-  private busy = false;
-  private idleWaiters: (() => void)[] = [];
-  private closed = false;
-  private tokens: number;
-  private refilledAt = Date.now();
-
-  constructor(
-    private readonly work: (ev: QueuedEvent) => Promise<void>,
-    private readonly log: Logger,
-    private readonly r: { baseMs: number; maxMs: number; qps: number; burst: number },
-  ) {
-    this.tokens = r.burst;
-  }
-
-  add(ev: QueuedEvent): void {
-    if (this.closed) return;
-    this.items.push(ev);
-    this.wake?.();
-  }
-
-  private bucketDelay(): number {
-    const now = Date.now();
-    this.tokens = Math.min(this.r.burst, this.tokens + ((now - this.refilledAt) / 1000) * this.r.qps);
-    this.refilledAt = now;
-    this.tokens -= 1;
-    return this.tokens >= 0 ? 0 : (-this.tokens / this.r.qps) * 1000;
-  }
-
-  private retry(ev: QueuedEvent): void {
-    ev.failures++;
-    const backoff = Math.min(this.r.baseMs * 2 ** (ev.failures - 1), this.r.maxMs);
-    const delay = Math.max(backoff, this.bucketDelay());
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      this.add(ev);
-    }, delay);
-    this.timers.add(t);
-  }
-
-  isIdle(): boolean {
-    return this.items.length === 0 && !this.busy && this.timers.size === 0;
-  }
-
-  idle(): Promise<void> {
-    return this.isIdle() ? Promise.resolve() : new Promise((r) => this.idleWaiters.push(r));
-  }
-
-  async run(signal: AbortSignal): Promise<void> {
-    const stop = () => {
-      this.closed = true;
-      for (const t of this.timers) clearTimeout(t);
-      this.timers.clear();
-      this.wake?.();
-    };
-    if (signal.aborted) stop();
-    signal.addEventListener('abort', stop, { once: true });
-    while (!this.closed) {
-      const ev = this.items.shift();
-      if (!ev) {
-        if (this.isIdle()) for (const w of this.idleWaiters.splice(0)) w();
-        await new Promise<void>((r) => (this.wake = r));
-        this.wake = undefined;
-        continue;
-      }
-      this.busy = true;
-      try {
-        await this.work(ev);
-      } catch (e) {
-        this.log.warn('ambient event failed; will retry', { kind: ev.kind, type: ev.type, attempt: ev.failures + 1, error: (e as Error).message });
-        this.retry(ev);
-      } finally {
-        this.busy = false;
-      }
-    }
-  }
-}
-
 export class AmbientController {
   /** Every pod of the node (enablement is decided per event, with the namespace's labels). */
   readonly pods: PodView;
   private readonly ownPods?: Informer<Pod>;
   readonly namespaces: Informer<Namespace>;
-  private readonly queue: EventQueue;
+  private readonly queue: WorkQueue<QueuedEvent>;
   private readonly excluded: Set<string>;
 
   constructor(private readonly o: ControllerOptions) {
     this.excluded = new Set(o.excludeNamespaces);
     this.namespaces = new Informer<Namespace>(o.api, { resourcePath: '/api/v1/namespaces', log: o.log, ...o.informer });
-    this.queue = new EventQueue((ev) => this.reconcile(ev), o.log, {
-      baseMs: o.retry?.baseMs ?? 5,
-      maxMs: o.retry?.maxMs ?? 5000,
-      qps: o.retry?.qps ?? 10,
-      burst: o.retry?.burst ?? 100,
+    // Every event is its own item (it carries the objects it is about); retried forever.
+    this.queue = new WorkQueue<QueuedEvent>((ev) => this.reconcile(ev), {
+      name: 'ambient events',
+      log: o.log,
+      describe: (ev) => `${ev.kind} ${ev.type} ${ev.kind === 'pod' ? podRef(ev.obj as Pod) : (ev.obj.metadata?.name ?? '')}`,
+      baseDelayMs: o.retry?.baseMs ?? 5,
+      maxDelayMs: o.retry?.maxMs ?? 5000,
+      rate: { qps: o.retry?.qps ?? 10, burst: o.retry?.burst ?? 100 },
     });
     const enqueue = (kind: Kind) => ({
-      add: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'add', obj, failures: 0 }),
-      update: (old: Pod | Namespace, obj: Pod | Namespace) => this.queue.add({ kind, type: 'update', old, obj, failures: 0 }),
-      delete: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'delete', obj, failures: 0 }),
+      add: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'add', obj}),
+      update: (old: Pod | Namespace, obj: Pod | Namespace) => this.queue.add({ kind, type: 'update', old, obj}),
+      delete: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'delete', obj}),
     });
     if (o.pods) {
       this.pods = o.pods.subscribe(() => true, enqueue('pod'));
@@ -223,7 +144,7 @@ export class AmbientController {
     }
     for (const pod of this.pods.list()) {
       if (podNamespace(pod) !== name || isZtunnelPod(this.o.systemNamespace, pod)) continue;
-      this.queue.add({ kind: 'pod', type: 'update', old: pod, obj: pod, failures: 0 });
+      this.queue.add({ kind: 'pod', type: 'update', old: pod, obj: pod});
     }
   }
 

@@ -14,7 +14,7 @@ import { podPath } from '../../kube/client';
 import { Pod } from '../../kube/pod';
 import { RestClient, statusError } from '../../kube/rest';
 import { FilterSettings, matchesFilter, repairFieldSelector } from './filter';
-import { WorkQueue } from './queue';
+import { WorkQueue } from '../work-queue';
 import { PodRepairer } from './redirect';
 
 export interface RepairControllerSettings extends FilterSettings {
@@ -110,7 +110,8 @@ export class RepairController {
     this.log = deps.log;
     this.action = repairAction(s);
     if (this.action === 'repair' && !deps.repairer) throw new Error('repair controller: REPAIR_REPAIR_PODS needs a pod repairer');
-    this.queue = new WorkQueue((key) => this.reconcile(key), {
+    this.queue = new WorkQueue<string>((key) => this.reconcile(key), {
+      key: (k) => k,
       maxAttempts: REPAIR_MAX_ATTEMPTS,
       baseDelayMs: deps.queueBaseDelayMs,
       log: deps.log,
