@@ -29,7 +29,9 @@ import { HttpsKubeClient, KubeClient } from '../kube/client';
 import { KUBECONFIG_NAME, parseKubeconfig } from '../kube/kubeconfig';
 import { handleCni } from '../plugin/istio';
 import { DEFAULT_AGENT_RUN_DIR } from '../plugin/config';
-import { NetnsState, PluginDeps, realDeps } from '../plugin/deps';
+import { inspectNetns } from '../netns/handle';
+import { PluginDeps } from '../plugin/ports';
+import { realDeps } from '../plugin/wiring';
 import { PluginRunLogger } from '../log/logger';
 import { SeqpacketListener, SeqpacketSocket, closeFd, peerCredentials } from '../netns/seqpacket';
 import { ScopedLogger } from '../log/scoped';
@@ -171,23 +173,22 @@ export function agentCniHandler(
     if (foreign !== undefined) return refuseRunDir(stdin, foreign, runDir);
     const log = pluginLog.pluginRun();
     const base = realDeps(env);
-    // CNI_NETNS as the shim saw it: its descriptor's /proc path, or missing.
+    // CNI_NETNS as the shim saw it: its descriptor's /proc path (the runtime's path may not
+    // even be visible in the agent's mount namespace), or missing. Every effect then goes
+    // through that path; messages keep naming CNI_NETNS.
     const requested = env.CNI_NETNS ?? '';
-    const at = (p: string) => (p === requested && requested !== '' && view.path ? view.path : p);
     const deps: PluginDeps = {
       ...base,
       log,
       kube: pods ? async () => withPodCache(await kube(log), pods) : () => kube(log),
       netns: {
-        inspect: async (p) => (p === requested && requested !== '' && view.missing ? 'missing' : inspectNetnsSync(at(p))),
-        isDualStack: (p) => base.netns.isDualStack(at(p)),
-      },
-      rules: {
-        apply: (p, tx) => base.rules.apply(at(p), tx),
-        remove: (p, tables) => base.rules.remove(at(p), tables),
-        ...(base.rules.listTables ? { listTables: (p: string) => base.rules.listTables!(at(p)) } : {}),
-        setupRoutes: (p, plan) => base.rules.setupRoutes(at(p), plan),
-        removeRoutes: (p, t) => base.rules.removeRoutes(at(p), t),
+        resolve: async (p) => {
+          if (p !== requested || p === '') return base.netns.resolve(p);
+          if (view.missing) return { state: 'missing', path: p };
+          const at = view.path ?? p;
+          return { state: inspectNetns(at), path: at };
+        },
+        isDualStack: base.netns.isDualStack,
       },
     };
     return handleCni(env, stdin, deps);
@@ -214,22 +215,6 @@ function refuseRunDir(stdin: string, asked: string, runDir: string): CniOutput {
 function requestVersion(stdin: string): string {
   const v = (versionResult(stdin) as { cniVersion?: unknown }).cniVersion;
   return typeof v === 'string' ? v : '1.1.0';
-}
-
-/** realNetns().inspect with two synchronous stats (local, microseconds): the same answers. */
-async function inspectNetnsSync(netnsPath: string): Promise<NetnsState> {
-  const stat = (p: string) => {
-    try {
-      return fs.statSync(p, { bigint: true });
-    } catch {
-      return undefined;
-    }
-  };
-  const target = stat(netnsPath);
-  const own = stat('/proc/self/ns/net');
-  if (!target) return 'missing';
-  if (!own || target.dev !== own.dev) return 'not-netns';
-  return target.ino === own.ino ? 'own' : 'ok';
 }
 
 /** One shim connection: the request (and its netns descriptor), ack, answer, reply, close. */

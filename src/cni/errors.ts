@@ -1,4 +1,5 @@
-// CNI error results: the spec's well-known codes, and this plugin's own (100 and up).
+// CNI error results and the spec's well-known codes (a plugin's own, 100 and up, live with it:
+// src/plugin/errors.ts).
 
 export const ErrorCode = {
   /** Incompatible CNI version. */
@@ -18,28 +19,6 @@ export const ErrorCode = {
   TryAgainLater: 11,
   /** STATUS: the plugin cannot service ADD. */
   NotAvailable: 50,
-
-  // Plugin-specific codes (the spec leaves 100+ to plugins).
-  /** An unexpected failure inside the plugin (upstream uses 999 for these). */
-  Internal: 100,
-  /** <cni_agent_run_dir>/istio-cni-kubeconfig is missing or unusable. */
-  KubeconfigUnusable: 101,
-  /** The API server answered the pod lookup with an error (401, 403, 404, ...) on every attempt. */
-  PodLookupFailed: 102,
-  /** A pod annotation or istio-proxy setting is invalid; the message names it and its value. */
-  InvalidPodSettings: 103,
-  /** CNI_NETNS does not exist or is not a network namespace. */
-  NetnsUnusable: 104,
-  /** nftables (or the TPROXY routes) could not be applied in the pod's netns. */
-  RuleApplyFailed: 105,
-  /** CHECK: the pod should be captured but our tables are missing from its netns. */
-  RulesMissing: 106,
-  /** ambient_enabled needs the ambient branch, which this build does not have yet. */
-  AmbientUnavailable: 107,
-  /** An ambient pod could not be handed to the node agent (pluginevent.sock unreachable, or the agent refused it). */
-  AmbientAgentUnreachable: 108,
-  /** Whether the pod is ambient could not be decided (API errors) and enable_ambient_detection_retry asks to fail. */
-  AmbientDetectionFailed: 109,
 } as const;
 
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];

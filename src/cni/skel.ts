@@ -22,8 +22,8 @@ export interface CniPlugin {
   /** Throw a CniError with code 50 when ADD cannot be serviced. */
   status(req: CniRequest, conf: NetConf): Promise<void>;
   gc(req: CniRequest, conf: NetConf, valid: readonly GcAttachment[]): Promise<void>;
-  /** Turns an error the plugin threw that is not a CniError into one (default: code 100). */
-  classify?(e: unknown): CniError;
+  /** Turns an error the plugin threw that is not a CniError into one (the plugin's own code). */
+  classify(e: unknown): CniError;
   /** Told about every error result before it is printed (for logging). */
   onError?(e: CniError, command: CniCommand | undefined): void;
 }
@@ -80,7 +80,7 @@ export async function dispatchCni(env: Env, stdin: string, plugin: CniPlugin): P
     }
     return { stdout: '', exitCode: 0 };
   } catch (e) {
-    const err = e instanceof CniError ? e : plugin.classify ? plugin.classify(e) : internalError(e);
+    const err = e instanceof CniError ? e : plugin.classify(e);
     plugin.onError?.(err, command);
     return { stdout: print(errorResult(version, err)), exitCode: 1 };
   }
@@ -112,9 +112,4 @@ function validAttachments(obj: JsonObject): GcAttachment[] {
     }
     return { containerId, ifName };
   });
-}
-
-export function internalError(e: unknown): CniError {
-  const msg = e instanceof Error ? e.message : String(e);
-  return new CniError(ErrorCode.Internal, 'istio-cni-ts internal error', msg);
 }

@@ -1,11 +1,10 @@
 // `istio-cni-ts init`: what the istio-init container does, with nftables: build the capture
 // transaction, apply it whole in the pod netns, set up TPROXY routing, optionally validate.
+import { SIDECAR_TABLE_REFS, applySidecarCapture, removeSidecarCapture } from '../capture/apply';
 import { buildCapture } from '../capture/build';
 import { CaptureConfig } from '../capture/config';
-import { SIDECAR_TABLES } from '../capture/tables';
 import { isDualStack } from '../netns/dualstack';
-import { applyTransaction, deleteTables } from '../netns/nft';
-import { configureRoutesIn, removeRoutesIn } from '../netns/tproxy-routes';
+import { DataplanePort, addonDataplane } from '../netns/port';
 import { render } from '../nft/transaction';
 import { VALIDATION_FAILED_EXIT, validateRedirection } from './validation';
 
@@ -24,10 +23,14 @@ export interface InitIo {
 }
 
 const CURRENT_NETNS = '/proc/self/ns/net';
-const SIDECAR_TABLE_REFS = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }));
 
 /** Returns the process exit code. */
-export async function runInit(cfg: CaptureConfig, opts: InitOptions, io: InitIo): Promise<number> {
+export async function runInit(
+  cfg: CaptureConfig,
+  opts: InitOptions,
+  io: InitIo,
+  port: DataplanePort = addonDataplane(SIDECAR_TABLE_REFS),
+): Promise<number> {
   const nsPath = opts.netnsPath ?? CURRENT_NETNS;
   const tproxyTable = { mark: cfg.inboundTProxyMark, table: cfg.inboundTProxyRouteTable };
 
@@ -36,8 +39,7 @@ export async function runInit(cfg: CaptureConfig, opts: InitOptions, io: InitIo)
       io.out(render(buildCapture({ ...cfg, cleanupOnly: true })));
       return 0;
     }
-    await deleteTables(nsPath, SIDECAR_TABLE_REFS);
-    await removeRoutesIn(opts.netnsPath, tproxyTable);
+    await removeSidecarCapture(port, nsPath, tproxyTable);
     io.log(`removed istio-proxy tables and TPROXY routes from ${nsPath}`);
     return 0;
   }
@@ -45,21 +47,15 @@ export async function runInit(cfg: CaptureConfig, opts: InitOptions, io: InitIo)
   // IPv6 rules only for a dual-stack pod (unless --ipv6 says otherwise).
   const ipv6 = opts.ipv6Override ?? (cfg.dryRun ? cfg.enableIPv6 : await isDualStack(opts.netnsPath));
   const effective: CaptureConfig = { ...cfg, enableIPv6: ipv6 };
-  const tx = buildCapture(effective);
 
   if (cfg.dryRun) {
-    io.out(render(tx));
+    io.out(render(buildCapture(effective)));
     return 0;
   }
   if (!cfg.skipRuleApply) {
-    // Replace all three sidecar tables, so a table the new config no longer needs goes too.
-    await applyTransaction(nsPath, tx, { replace: SIDECAR_TABLE_REFS });
-    const inboundCaptured = cfg.inboundPortsInclude === '*' || cfg.inboundPortsInclude.length > 0;
-    await configureRoutesIn(opts.netnsPath, {
-      ...tproxyTable,
-      tproxy: cfg.inboundInterceptionMode === 'TPROXY' && inboundCaptured,
-      ipv6,
-    });
+    // As the plugin does: all three sidecar tables replaced, then the routes; the rules go again
+    // if the routes fail.
+    const tx = await applySidecarCapture(port, nsPath, effective);
     io.log(`applied ${tx.length} nft operations in ${nsPath} (IPv6 rules: ${ipv6 ? 'yes' : 'no'})`);
   }
   if (cfg.runValidation) {

@@ -47,6 +47,29 @@ function nsfs(): bigint {
   return nsfsDev;
 }
 
+/** What a CNI_NETNS path points to: a netns, nothing, something else, or our own netns. */
+export type NetnsState = 'ok' | 'missing' | 'not-netns' | 'own';
+
+/**
+ * The one "is this a netns file" check by path (two local stats, microseconds): namespace files
+ * live on nsfs, and comparing with our own netns tells ours from a pod's. (The addon also refuses
+ * a namespace of another type when it enters one.)
+ */
+export function inspectNetns(netnsPath: string): NetnsState {
+  const stat = (p: string) => {
+    try {
+      return fs.statSync(p, { bigint: true });
+    } catch {
+      return undefined;
+    }
+  };
+  const target = stat(netnsPath);
+  if (!target) return 'missing';
+  const own = stat('/proc/self/ns/net');
+  if (!own || target.dev !== own.dev) return 'not-netns';
+  return target.ino === own.ino ? 'own' : 'ok';
+}
+
 export class NetnsHandle {
   private refs = 1;
 

@@ -12,10 +12,11 @@ import type * as http from 'node:http';
 import { CniAddEvent, CNI_ADD_EVENT_PATH, PLUGIN_EVENT_SOCKET, encodeCniAddEvent, eventFromPrevResult } from '../ambient/cni-event';
 import { podMatchesEnablement } from '../ambient/enablement';
 import { CniError, ErrorCode } from '../cni/errors';
+import { PluginErrorCode } from './errors';
 import { KubeClient, KubeError, Namespace } from '../kube/client';
 import { Pod } from '../kube/pod';
 import { LogFields, Logger } from '../log/logger';
-import { AmbientBranch } from './deps';
+import { AmbientBranch } from './ports';
 import { PluginConfig } from './config';
 
 /** Upstream's podRetrievalInterval and its retry counts for ambient detection. */
@@ -119,7 +120,7 @@ export function ambientBranch(opts: AmbientBranchOptions = {}): AmbientBranch {
         const err = e as KubeError;
         log.error(`istio-cni cmdAdd failed to check if pod is ambient: ${err.message}`, fields);
         if (conf.enableAmbientDetectionRetry) {
-          throw new CniError(err.transient === false ? ErrorCode.AmbientDetectionFailed : ErrorCode.TryAgainLater,
+          throw new CniError(err.transient === false ? PluginErrorCode.AmbientDetectionFailed : ErrorCode.TryAgainLater,
             `cannot tell whether pod ${args.podNamespace}/${args.podName} is ambient`, `${err.message} (after ${attempts} attempts)`);
         }
         ambient = false;
@@ -133,7 +134,7 @@ export function ambientBranch(opts: AmbientBranchOptions = {}): AmbientBranch {
       try {
         await postCniAddEvent(socket, event, opts.timeoutMs ?? EVENT_TIMEOUT_MS);
       } catch (e) {
-        throw new CniError(ErrorCode.AmbientAgentUnreachable, 'istio-cni cmdAdd failed to contact node Istio CNI agent', (e as Error).message);
+        throw new CniError(PluginErrorCode.AmbientAgentUnreachable, 'istio-cni cmdAdd failed to contact node Istio CNI agent', (e as Error).message);
       }
       log.info('ADD: ambient pod handed to the node agent', { ...fields, ips: event.ips.length } as LogFields);
       return 'handled';

@@ -3,25 +3,23 @@
 // it, STATUS reports whether ADD could work, GC has nothing to collect.
 import { K8sArgs, parseCniArgs } from '../cni/args';
 import { CniError, ErrorCode } from '../cni/errors';
+import { PluginErrorCode, internalError } from './errors';
 import { CniRequest, Env } from '../cni/env';
 import { JsonObject } from '../cni/json';
 import { NetConf, passThroughResult } from '../cni/netconf';
-import { CniOutput, CniPlugin, dispatchCni, internalError } from '../cni/skel';
+import { CniOutput, CniPlugin, dispatchCni } from '../cni/skel';
+import { CaptureApplyError, applySidecarCapture, removeSidecarCapture } from '../capture/apply';
 import { buildCapture } from '../capture/build';
 import { CaptureConfig } from '../capture/config';
-import { SIDECAR_TABLES } from '../capture/tables';
 import { KubeClient, KubeError, getPodWithRetries } from '../kube/client';
-import { TableRef, tablesOf } from '../nft/transaction';
-import { captureConfigFor, extractPodInfo, parseRedirect, routePlanFor, PodInfo, Redirect } from '../redirect';
+import { Transaction, tablesOf } from '../nft/transaction';
+import { captureConfigFor, extractPodInfo, parseRedirect, PodInfo, Redirect } from '../redirect';
 import { InputError } from '../values/errors';
 import { isNetnsFault } from '../netns/errors';
 import { PluginConfig, parsePluginConfig } from './config';
 import { SKIP_EXPLANATION, earlyDecision, sidecarSkipReason } from './decide';
 import { LogFields } from '../log/logger';
-import { NetnsState, PluginDeps } from './deps';
-
-/** The mark and table the CNI path always uses for TPROXY (config.DefaultConfig). */
-const DEFAULT_TPROXY = { mark: 1337, table: 133 } as const;
+import { NetnsState, PluginDeps, PodNetnsRef } from './ports';
 
 /**
  * The whole CNI plugin as one function: environment and stdin in, stdout text and exit code out.
@@ -56,7 +54,7 @@ export function planSidecar(
   try {
     redirect = parseRedirect(pi, warn);
   } catch (e) {
-    throw asCni(e, ErrorCode.InvalidPodSettings, (ie) => `pod ${pi.namespace}/${pi.name}: ${ie.message}`);
+    throw asCni(e, PluginErrorCode.InvalidPodSettings, (ie) => `pod ${pi.namespace}/${pi.name}: ${ie.message}`);
   }
   let config: CaptureConfig;
   try {
@@ -83,18 +81,19 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
     return { pc, args, fields };
   };
 
-  const netnsState = async (req: CniRequest): Promise<NetnsState> => {
-    const state = await deps.netns.inspect(req.netns);
+  const netnsState = async (req: CniRequest): Promise<PodNetnsRef> => {
+    const ns = await deps.netns.resolve(req.netns);
+    const state = ns.state;
     if (state === 'own') {
       throw new CniError(ErrorCode.InvalidNetns, "plugin's netns and netns from CNI_NETNS should not be the same",
         `CNI_NETNS=${req.netns} is the plugin's own network namespace`);
     }
-    return state;
+    return ns;
   };
 
   const requireNetns = (req: CniRequest, state: NetnsState): void => {
     if (state === 'ok') return;
-    throw new CniError(ErrorCode.NetnsUnusable, `cannot use CNI_NETNS ${req.netns}`,
+    throw new CniError(PluginErrorCode.NetnsUnusable, `cannot use CNI_NETNS ${req.netns}`,
       state === 'missing' ? 'it does not exist' : 'it is not a network namespace');
   };
 
@@ -102,7 +101,7 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
     try {
       return await deps.kube(pc.agentRunDir);
     } catch (e) {
-      throw new CniError(ErrorCode.KubeconfigUnusable, 'cannot create a Kubernetes client', (e as Error).message);
+      throw new CniError(PluginErrorCode.KubeconfigUnusable, 'cannot create a Kubernetes client', (e as Error).message);
     }
   };
 
@@ -125,37 +124,29 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
       const details = `${err.message} (after ${pc.podLookup.attempts} attempts in ${deps.now() - started} ms)`;
       throw err.transient
         ? new CniError(ErrorCode.TryAgainLater, `cannot reach the Kubernetes API to get pod ${args.podNamespace}/${args.podName}`, details)
-        : new CniError(ErrorCode.PodLookupFailed, `failed to get pod ${args.podNamespace}/${args.podName}`, details);
+        : new CniError(PluginErrorCode.PodLookupFailed, `failed to get pod ${args.podNamespace}/${args.podName}`, details);
     }
   };
 
-  /** The ambient seam: true when the ambient branch took the pod. */
+  /** True when the ambient branch took the pod. */
   const ambient = async (pc: PluginConfig, args: K8sArgs, req: CniRequest, conf: NetConf, client: KubeClient, fields: LogFields) => {
     if (!pc.ambientEnabled) return false;
-    if (deps.ambient) {
-      const r = await deps.ambient.add({ conf: pc, args, netns: req.netns, prevResult: conf.prevResult, client, log, sleep: deps.sleep, fields });
-      return r === 'handled';
-    }
-    if (pc.enableAmbientDetectionRetry) {
-      throw new CniError(ErrorCode.AmbientUnavailable, 'ambient mode is not available in this build',
-        'ambient_enabled and enable_ambient_detection_retry are set, but this plugin has no ambient branch yet');
-    }
-    log.warn('ambient_enabled is set but this build has no ambient branch; treating the pod as not ambient', fields);
-    return false;
+    const r = await deps.ambient.add({ conf: pc, args, netns: req.netns, prevResult: conf.prevResult, client, log, sleep: deps.sleep, fields });
+    return r === 'handled';
   };
 
-  const plan = async (req: CniRequest, pi: PodInfo, fields: LogFields, state: NetnsState): Promise<SidecarPlan> => {
+  const plan = async (req: CniRequest, pi: PodInfo, fields: LogFields, ns: PodNetnsRef): Promise<SidecarPlan> => {
     const skip = sidecarSkipReason(pi);
     if (skip) return { capture: false, reason: SKIP_EXPLANATION[skip] };
     // Validate the pod's settings before looking at the netns: a bad annotation is the user's
     // error to fix whatever the netns.
     planSidecar(pi, { netnsPath: req.netns, enableIPv6: false, env: deps.env }, (m) => log.warn(m, fields));
-    requireNetns(req, state);
+    requireNetns(req, ns.state);
     let enableIPv6: boolean;
     try {
-      enableIPv6 = await deps.netns.isDualStack(req.netns);
+      enableIPv6 = await deps.netns.isDualStack(ns.path);
     } catch (e) {
-      throw new CniError(ErrorCode.NetnsUnusable, `cannot read the addresses in ${req.netns}`, (e as Error).message);
+      throw new CniError(PluginErrorCode.NetnsUnusable, `cannot read the addresses in ${req.netns}`, (e as Error).message);
     }
     return planSidecar(pi, { netnsPath: req.netns, enableIPv6, env: deps.env });
   };
@@ -169,32 +160,25 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
         log.info(`ADD: pod passed through (${early.reason})`, fields);
         return result;
       }
-      const state = await netnsState(req);
+      const ns = await netnsState(req);
       const client = await kubeClient(pc);
       if (await ambient(pc, args, req, conf, client, fields)) return result;
       const pi = await lookupPod(client, pc, args, fields);
-      const p = await plan(req, pi, fields, state);
+      const p = await plan(req, pi, fields, ns);
       if (!p.capture) {
         log.info(`ADD: no sidecar capture: ${p.reason}`, fields);
         return result;
       }
-      const tx = buildCapture(p.config);
+      let tx: Transaction;
       try {
-        await deps.rules.apply(req.netns, tx);
+        tx = await applySidecarCapture(deps.rules, ns.path, p.config);
       } catch (e) {
+        if (!(e instanceof CaptureApplyError)) throw e;
+        const details = e.message;
+        if (e.stage === 'routes') throw new CniError(PluginErrorCode.RuleApplyFailed, `failed to set up routes in ${req.netns}`, details);
         // The netns gone (or unlistable) before anything changed is the netns's fault, not the rules'.
-        if (isNetnsFault(e)) throw new CniError(ErrorCode.NetnsUnusable, `cannot use CNI_NETNS ${req.netns}`, (e as Error).message);
-        throw new CniError(ErrorCode.RuleApplyFailed, `failed to apply nftables rules in ${req.netns}`, (e as Error).message);
-      }
-      const routes = routePlanFor(p.config);
-      if (routes) {
-        try {
-          await deps.rules.setupRoutes(req.netns, routes);
-        } catch (e) {
-          // Leave nothing half-done: rules without their routes would black-hole inbound traffic.
-          await deps.rules.remove(req.netns, tablesOf(tx)).catch(() => undefined);
-          throw new CniError(ErrorCode.RuleApplyFailed, `failed to set up routes in ${req.netns}`, (e as Error).message);
-        }
+        if (isNetnsFault(e.error)) throw new CniError(PluginErrorCode.NetnsUnusable, `cannot use CNI_NETNS ${req.netns}`, details);
+        throw new CniError(PluginErrorCode.RuleApplyFailed, `failed to apply nftables rules in ${req.netns}`, details);
       }
       log.info('ADD: sidecar capture applied', {
         ...fields,
@@ -223,15 +207,13 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
         // DEL is best effort: a config or CNI_ARGS problem must not keep the rules in place.
         log.warn('DEL: ignoring a config problem', { ...fields, error: (e as Error).message });
       }
-      const state = await netnsState(req);
-      if (state !== 'ok') {
-        log.debug(`DEL: netns ${state}, nothing to remove`, fields);
+      const ns = await netnsState(req);
+      if (ns.state !== 'ok') {
+        log.debug(`DEL: netns ${ns.state}, nothing to remove`, fields);
         return;
       }
-      const tables: TableRef[] = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }));
       try {
-        await deps.rules.remove(req.netns, tables);
-        await deps.rules.removeRoutes(req.netns, DEFAULT_TPROXY);
+        await removeSidecarCapture(deps.rules, ns.path);
         log.info('DEL: sidecar capture removed', fields);
       } catch (e) {
         // The netns is being torn down; failing DEL would only make the runtime retry.
@@ -243,24 +225,20 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
       const { pc, args, fields } = setup(req, conf);
       const early = earlyDecision(pc, args);
       if (early.pass) return;
-      const state = await netnsState(req);
-      requireNetns(req, state);
+      const ns = await netnsState(req);
+      requireNetns(req, ns.state);
       const client = await kubeClient(pc);
-      if (pc.ambientEnabled && deps.ambient) {
+      if (pc.ambientEnabled) {
         log.debug('CHECK: ambient pods are checked by the node agent', fields);
       }
       const pi = await lookupPod(client, pc, args, fields);
-      const p = await plan(req, pi, fields, state);
+      const p = await plan(req, pi, fields, ns);
       if (!p.capture) return;
-      if (!deps.rules.listTables) {
-        log.debug('CHECK: listing nft tables is not available in this build; rules not verified', fields);
-        return;
-      }
       const want = tablesOf(buildCapture(p.config));
-      const have = await deps.rules.listTables(req.netns);
+      const have = await deps.rules.listTables(ns.path);
       const missing = want.filter((w) => !have.some((h) => h.family === w.family && h.table === w.table));
       if (missing.length > 0) {
-        throw new CniError(ErrorCode.RulesMissing, `sidecar capture is missing in ${req.netns}`,
+        throw new CniError(PluginErrorCode.RulesMissing, `sidecar capture is missing in ${req.netns}`,
           `tables not found: ${missing.map((t) => `${t.family} ${t.table}`).join(', ')}`);
       }
     },

@@ -3,7 +3,8 @@
 // (deps.log, src/log/), never to stdout.
 import { Env } from '../cni/env';
 import { handleCni } from './istio';
-import { PluginDeps, realDeps } from './deps';
+import { PluginDeps } from './ports';
+import { realDeps } from './wiring';
 
 /** Reads a stream to its end; for VERSION, whose stdin is optional, gives up after `idleMs`. */
 export function readAll(stream: NodeJS.ReadableStream & { isTTY?: boolean }, idleMs?: number): Promise<string> {

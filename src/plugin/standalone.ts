@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PluginLogger } from '../log/plugin-logger';
 import { useAddonAt } from '../netns/addon';
-import { realDeps } from './deps';
+import { realDeps } from './wiring';
 import { runCniProcess } from './process';
 
 /** The names of the native files beside the executable in the payload. */

@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { findPodNetns } from '../../src/agent/repair/netns';
 import { netnsRepairer, rtnlProbe } from '../../src/agent/repair/redirect';
-import { realNetns, realRules } from '../../src/plugin/deps';
+import { realNetns, realRules } from '../../src/plugin/wiring';
 import { SIDECAR_TABLES } from '../../src/capture/tables';
 import { currentNetnsId } from '../../src/netns/nft';
 import { PACKAGE_ROOT } from '../support/conformance';

@@ -3,12 +3,9 @@
 import { FakeKubeClient } from '../../src/kube/fake';
 import { KubeClient } from '../../src/kube/client';
 import { Pod } from '../../src/kube/pod';
-import { SIDECAR_TABLES } from '../../src/capture/tables';
-import { FakeNft } from '../../src/nft/fake';
-import { planRemove, planReplace } from '../../src/nft/plan';
-import { TableRef, Transaction, render, tablesOf } from '../../src/nft/transaction';
-import { NetnsState, PluginDeps, RuleApplier } from '../../src/plugin/deps';
-import { RoutePlan } from '../../src/redirect';
+import { SIDECAR_TABLE_REFS } from '../../src/capture/apply';
+import { FakeDataplane } from '../../src/netns/fake-port';
+import { NetnsState, PluginDeps } from '../../src/plugin/ports';
 
 export interface LogEntry {
   level: string;
@@ -16,58 +13,10 @@ export interface LogEntry {
   fields?: Record<string, unknown>;
 }
 
-/**
- * The sidecar rule applier over FakeNft, planning as the real one does (list, then the desired
- * transaction plus deletes of what is stale) and sending the rendered text, which the fake
- * parses: a stale table or chain would stay visible in its state.
- */
-export class FakeRules implements RuleApplier {
-  readonly nft = new Map<string, FakeNft>();
-  readonly applied: { netns: string; tx: Transaction; sent: string }[] = [];
-  readonly removed: { netns: string; tables: readonly TableRef[] }[] = [];
-  readonly routes: { netns: string; plan: RoutePlan }[] = [];
-  readonly routesRemoved: string[] = [];
-  failApply?: Error;
-  failRoutes?: Error;
-  failRemove?: Error;
-
-  private ns(p: string): FakeNft {
-    if (!this.nft.has(p)) this.nft.set(p, new FakeNft());
-    return this.nft.get(p)!;
-  }
-
-  constructor(readonly owned: readonly TableRef[] = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }))) {}
-
-  async apply(netns: string, tx: Transaction): Promise<void> {
-    if (this.failApply) throw this.failApply;
-    const nft = this.ns(netns);
-    const sent = render(planReplace(tx, this.owned, nft.tables()));
-    nft.runScript(sent);
-    this.applied.push({ netns, tx, sent });
-  }
-
-  async remove(netns: string, tables: readonly TableRef[]): Promise<void> {
-    if (this.failRemove) throw this.failRemove;
-    this.removed.push({ netns, tables });
-    const nft = this.ns(netns);
-    nft.runScript(render(planRemove(tables, nft.tables())));
-  }
-
-  async listTables(netns: string): Promise<TableRef[]> {
-    return this.ns(netns).tables().map((t) => ({ family: t.family, table: t.table }));
-  }
-
-  async setupRoutes(netns: string, plan: RoutePlan): Promise<void> {
-    if (this.failRoutes) throw this.failRoutes;
-    this.routes.push({ netns, plan });
-  }
-
-  async removeRoutes(netns: string): Promise<void> {
-    this.routesRemoved.push(netns);
-  }
-
-  tablesIn(netns: string): string[] {
-    return tablesOf(this.applied.filter((a) => a.netns === netns).flatMap((a) => a.tx)).map((t) => t.table);
+/** The sidecar fake port (src/netns/fake-port.ts) owning the three sidecar tables. */
+export class FakeRules extends FakeDataplane {
+  constructor() {
+    super(SIDECAR_TABLE_REFS);
   }
 }
 
@@ -102,10 +51,12 @@ export function fakes(pods: Pod[] = [], opts: { env?: Record<string, string> } =
       return kube;
     },
     netns: {
-      inspect: async (p) => netns.get(p) ?? 'missing',
+      resolve: async (p) => ({ state: netns.get(p) ?? 'missing', path: p }),
       isDualStack: async (p) => dualStack.has(p),
     },
     rules,
+    // Not ambient unless a test installs a branch that says otherwise.
+    ambient: { add: async () => 'not-ambient' },
     log: { debug: rec('debug'), info: rec('info'), warn: rec('warn'), error: rec('error') },
     sleep: async (ms) => {
       sleeps.push(ms);

@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { CniError, CniErrorResult, ErrorCode } from '../../src/cni/errors';
 import { CniPlugin, dispatchCni } from '../../src/cni/skel';
+import { internalError } from '../../src/plugin/errors';
 import { SUPPORTED_VERSIONS } from '../../src/cni/version';
 import { passThroughResult } from '../../src/cni/netconf';
 
@@ -27,6 +28,7 @@ function stub(over: Partial<CniPlugin> = {}) {
     check: async () => void calls.push('check'),
     status: async () => void calls.push('status'),
     gc: async (_r, _c, valid) => void calls.push(`gc:${valid.map((v) => `${v.containerId}/${v.ifName}`).join(',')}`),
+    classify: internalError,
     ...over,
   };
   return { plugin, calls };

@@ -13,6 +13,7 @@ import { CaptureConfig } from '../../src/capture/config';
 import { FIELDS } from '../../src/capture/fields';
 import { flagLayer, resolveCaptureConfig } from '../../src/capture/sources';
 import { ErrorCode } from '../../src/cni/errors';
+import { PluginErrorCode } from '../../src/plugin/errors';
 import { render } from '../../src/nft/transaction';
 import { handleCni, planSidecar } from '../../src/plugin/istio';
 import { Annotation, extractPodInfo } from '../../src/redirect';
@@ -192,7 +193,7 @@ test('pod annotations: ADD applies rules of typed values only, or fails naming t
       const ie = checkInputError(cause, SIDECAR_KEYS.map((k) => `annotation ${k}`), Object.values(a));
       assert.notEqual(out.exitCode, 0);
       const doc = JSON.parse(out.stdout);
-      assert.equal(doc.code, ErrorCode.InvalidPodSettings);
+      assert.equal(doc.code, PluginErrorCode.InvalidPodSettings);
       assert.ok(`${doc.msg} ${doc.details}`.includes(ie.message), 'the runtime sees the message');
       assert.equal(f.rules.applied.length, 0, 'nothing applied on an error');
       assert.equal(f.rules.routes.length, 0);
@@ -272,7 +273,7 @@ test('CNI_ARGS: a hostile pod name/namespace reaches only the API lookup; rules 
     } else {
       const doc = JSON.parse(out.stdout);
       assert.equal(f.rules.applied.length, 0, 'nothing applied on an error');
-      assert.ok([ErrorCode.InvalidEnvironment, ErrorCode.PodLookupFailed].includes(doc.code), out.stdout);
+      assert.ok([ErrorCode.InvalidEnvironment, PluginErrorCode.PodLookupFailed].includes(doc.code), out.stdout);
       if (doc.code === ErrorCode.InvalidEnvironment) assert.match(doc.msg, /CNI_ARGS/);
       c.errors++;
     }

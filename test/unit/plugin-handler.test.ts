@@ -6,7 +6,7 @@ import { KubeError } from '../../src/kube/client';
 import { NftError } from '../../src/netns/errors';
 import { render } from '../../src/nft/transaction';
 import { handleCni } from '../../src/plugin/istio';
-import { AmbientBranch } from '../../src/plugin/deps';
+import { AmbientBranch } from '../../src/plugin/ports';
 import { POD_NETNS, cniEnv, fakes, netconf, sidecarPod } from '../support/cni-fakes';
 
 const PREV = JSON.parse(netconf()).prevResult;
@@ -187,24 +187,13 @@ test('ADD, bad CNI_ARGS: code 4; bad plugin key: code 7', async () => {
   assert.match(r.doc.msg, /exclude_namespaces/);
 });
 
-test('ADD, ambient_enabled: the seam', async () => {
-  // No ambient branch in this build: fall through to the sidecar path (upstream's behaviour when
-  // detection fails without retry), or fail closed with code 107 when retry is enabled.
-  let f = fakes([sidecarPod()]);
-  let r = await run(f, 'ADD', {}, { ambient_enabled: true });
-  assert.equal(r.exitCode, 0, r.stdout);
-  assert.equal(f.rules.applied.length, 1);
-  assert.ok(f.logs.some((l) => l.level === 'warn' && /no ambient branch/.test(l.msg)));
-  f = fakes([sidecarPod()]);
-  r = await run(f, 'ADD', {}, { ambient_enabled: true, enable_ambient_detection_retry: true });
-  assert.equal(r.doc.code, 107);
-  // With a branch: it decides.
+test('ADD, ambient_enabled: the ambient branch decides', async () => {
   for (const answer of ['handled', 'not-ambient'] as const) {
-    f = fakes([sidecarPod()]);
+    const f = fakes([sidecarPod()]);
     const seen: string[] = [];
     const branch: AmbientBranch = { add: async (ctx) => { seen.push(`${ctx.args.podNamespace}/${ctx.args.podName} ${ctx.prevResult?.ips[0].address}`); return answer; } };
     f.deps.ambient = branch;
-    r = await run(f, 'ADD', {}, { ambient_enabled: true });
+    const r = await run(f, 'ADD', {}, { ambient_enabled: true });
     assert.equal(r.exitCode, 0);
     assert.deepEqual(seen, ['shop/web-1 10.0.0.2/24']);
     assert.equal(f.rules.applied.length, answer === 'handled' ? 0 : 1);

@@ -46,7 +46,7 @@ export function startRepair(cfg: AgentConfig, deps: StartRepairDeps): RunningRep
   if (!repairer && repairAction(r) === 'repair') {
     // The plugin's own rule and netns code; loaded here so other modes never load it.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const pd = require('../../plugin/deps') as typeof import('../../plugin/deps');
+    const pd = require('../../plugin/wiring') as typeof import('../../plugin/wiring');
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { SIDECAR_TABLES } = require('../../capture/tables') as typeof import('../../capture/tables');
     repairer = netnsRepairer({

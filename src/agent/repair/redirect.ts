@@ -2,14 +2,14 @@
 // network namespace, exactly as the CNI plugin's ADD would have: same pod -> Redirect ->
 // CaptureConfig path, same nft transaction, same TPROXY routes. Always nftables (this project
 // has no iptables backend; NATIVE_NFTABLES does not change anything here).
-import { buildCapture } from '../../capture/build';
+import { CaptureApplyError, applySidecarCapture } from '../../capture/apply';
 import { Pod } from '../../kube/pod';
 import { formatIp } from '../../net/ip';
-import { tablesOf } from '../../nft/transaction';
+import { Transaction, tablesOf } from '../../nft/transaction';
 import { sidecarSkipReason, SKIP_EXPLANATION } from '../../plugin/decide';
-import { PodNetns, RuleApplier } from '../../plugin/deps';
+import { PodNetns, RuleApplier } from '../../plugin/ports';
 import { planSidecar } from '../../plugin/istio';
-import { extractPodInfo, routePlanFor } from '../../redirect';
+import { extractPodInfo } from '../../redirect';
 import { FoundNetns, NetnsProbe, findPodNetns } from './netns';
 
 export type RepairOutcome =
@@ -43,17 +43,12 @@ export function netnsRepairer(d: NetnsRepairerDeps): PodRepairer {
       const enableIPv6 = await d.netns.isDualStack(found.path);
       const plan = planSidecar(pi, { netnsPath: found.path, enableIPv6, env: d.env });
       if (!plan.capture) return { outcome: 'skipped', reason: plan.reason };
-      const tx = buildCapture(plan.config);
-      await d.rules.apply(found.path, tx);
-      const routes = routePlanFor(plan.config);
-      if (routes) {
-        try {
-          await d.rules.setupRoutes(found.path, routes);
-        } catch (e) {
-          // As on ADD: rules without their routes would black-hole inbound traffic.
-          await d.rules.remove(found.path, tablesOf(tx)).catch(() => undefined);
-          throw e;
-        }
+      let tx: Transaction;
+      try {
+        // As on ADD: rules, then routes; the rules go again if the routes fail.
+        tx = await applySidecarCapture(d.rules, found.path, plan.config);
+      } catch (e) {
+        throw e instanceof CaptureApplyError ? e.error : e;
       }
       return { outcome: 'repaired', netns: found.path, via: found.via, tables: tablesOf(tx).map((t) => t.table) };
     },
