@@ -52,7 +52,7 @@ export class FakeDataplane implements DataplanePort {
     this.routes.push({ netns, plan });
   }
 
-  async removeRoutes(netns: string, _tproxy: { mark: number; table: number }): Promise<void> {
+  async removeRoutes(netns: string): Promise<void> {
     this.routesRemoved.push(netns);
   }
 
