@@ -7,7 +7,8 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { cgroupPodUIDs, findPodNetns, parseStartTime } from '../../src/agent/repair/netns';
+import { findPodNetns } from '../../src/agent/repair/netns';
+import { parseStartTime, podFromCgroups } from '../../src/agent/pod-netns';
 import { podIPs } from '../../src/kube/pod';
 import { formatIp } from '../../src/net/ip';
 import { repairPod } from '../support/kube-api';
@@ -113,13 +114,11 @@ test('unreadable netns are skipped; a pod without an IP and a missing /proc are 
 test('parsers: stat start time after the last ")", cgroup pod UIDs in cgroupfs and systemd forms, pod IPs', () => {
   assert.equal(parseStartTime('42 (a) b) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 0'), 987654n);
   assert.equal(parseStartTime('garbage'), undefined);
-  assert.deepEqual([...cgroupPodUIDs(`12:pids:/kubepods/burstable/pod${UID}/9bca8d63d5fa\n0::/\n`)], [UID]);
-  assert.deepEqual(
-    [...cgroupPodUIDs(`0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${UID.replace(/-/g, '_')}.slice/cri-containerd-9bca.scope\n`)],
-    [UID],
-  );
-  assert.deepEqual([...cgroupPodUIDs('0::/system.slice/containerd.service\n')], []);
-  assert.deepEqual([...cgroupPodUIDs('0::/../crio-45490e76e0878aaa4d9808f7d2eefba37f093c3efbba9838b6d8ab804d9bd814.scope\n')], []);
+  // The one cgroup parser (src/agent/pod-netns.ts, shared with ambient).
+  assert.equal(podFromCgroups(`12:pids:/kubepods/burstable/pod${UID}/9bca8d63d5fa\n0::/\n`)?.uid, UID);
+  assert.equal(podFromCgroups(`0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${UID.replace(/-/g, '_')}.slice/cri-containerd-9bca.scope\n`)?.uid, UID);
+  assert.equal(podFromCgroups('0::/system.slice/containerd.service\n'), undefined);
+  assert.equal(podFromCgroups('0::/../crio-45490e76e0878aaa4d9808f7d2eefba37f093c3efbba9838b6d8ab804d9bd814.scope\n')?.uid, '', 'CRI-O path without a pod UID');
   const p = repairPod({ name: 'x' });
   p.status!.podIPs = [{ ip: '10.0.0.1' }, { ip: 'FD00::0001' }, { ip: 'bogus' }];
   assert.deepEqual(podIPs(p).map(formatIp), ['10.0.0.1', 'fd00::1']);
