@@ -1,4 +1,10 @@
-// nftRun(netnsPath, script, dryRun, json) -> Promise<{output, error}>
+// nftRun(netnsPath, script, dryRun, json, opts?) -> Promise<{output, error, applied}>
+//
+// opts.ifAbsent (["family name", ...]) makes the job conditional: in the netns, on the job
+// thread and with the same nft context, it first lists the tables and runs the script only if
+// none of those exists; otherwise it answers {applied: false, listing} without running it, the
+// listing being `nft -j list tables; list chains` (what src/nft/plan.ts parses). A fresh pod
+// netns so gets its whole apply in one job, and a re-apply needs no listing job of its own.
 //
 // The netns file is opened on the JS thread, so a missing or wrong path is reported at once.
 // The job then joins a queue served by one dispatcher pthread of the addon's own (started when
@@ -43,6 +49,7 @@
 #include <deque>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "common.h"
 
@@ -90,6 +97,8 @@ struct NftJob {
   std::string script;
   bool dry_run = false;
   bool json = false;
+  bool conditional = false;                // opts.ifAbsent was given
+  std::vector<std::string> if_absent;      // "family name" of each table that must not exist
 
   // Set on the last job a dispatcher served before it ended: Finish joins that dispatcher, so
   // no dispatcher outlives the settling of its last job.
@@ -107,6 +116,9 @@ struct NftJob {
   int sys_errno = 0;       // non-zero: the job thread could not get to run nft at all
   std::string sys_error;   // what failed, when sys_errno is set
   int rc = 0;              // nft_run_cmd_from_filename's return value
+  bool listing_failed = false;  // rc/error are those of the conditional job's listing
+  bool applied = true;     // false: a conditional job found a table and did not run the script
+  std::string listing;     // the JSON listing, when !applied
   std::string output;
   std::string error;
 };
@@ -155,6 +167,51 @@ int FindNetfilterSocket() {
   return -1;
 }
 
+// Runs one command text on ctx (output and error buffered), with or without JSON output.
+// Returns nft_run_cmd_from_buffer's value; the buffers are read (and so emptied) into out/err.
+int RunText(struct nft_ctx* ctx, const char* text, bool json, std::string* out, std::string* err) {
+  unsigned flags = nft_ctx_output_get_flags(ctx);
+  nft_ctx_output_set_flags(ctx, json ? flags | NFT_CTX_OUTPUT_JSON : flags & ~NFT_CTX_OUTPUT_JSON);
+  int rc = nft_run_cmd_from_buffer(ctx, text);
+  nft_ctx_output_set_flags(ctx, flags);
+  const char* o = nft_ctx_get_output_buffer(ctx);
+  const char* e = nft_ctx_get_error_buffer(ctx);
+  *out = o != nullptr ? o : "";
+  *err = e != nullptr ? e : "";
+  return rc;
+}
+
+// The precondition of a conditional job, under nft_lock on the job thread: true when none of
+// job->if_absent is among the netns' tables (then the script runs). Otherwise false, with
+// job->applied false and job->listing the JSON listing src/nft/plan.ts parses; or a failed
+// listing, in job->rc with its error in *err. The text `list tables` ("table FAMILY NAME" per
+// line) is the cheap check; the JSON listing with chains is made only when it is needed.
+bool ListIfAbsent(struct nft_ctx* ctx, NftJob* job, std::string* out, std::string* err) {
+  std::string tables;
+  int rc = RunText(ctx, "list tables", false, &tables, err);
+  bool present = false;
+  size_t at = 0;
+  while (rc == 0 && !present && at < tables.size()) {
+    size_t end = tables.find('\n', at);
+    if (end == std::string::npos) end = tables.size();
+    std::string line = tables.substr(at, end - at);
+    at = end + 1;
+    if (line.compare(0, 6, "table ") != 0) continue;
+    for (const std::string& t : job->if_absent) present = present || line.compare(6, std::string::npos, t) == 0;
+  }
+  if (rc == 0 && !present) return true;
+  if (rc == 0) {
+    job->applied = false;
+    rc = RunText(ctx, "list tables\nlist chains\n", true, &job->listing, err);
+  }
+  if (rc != 0) {
+    job->rc = rc;
+    job->listing_failed = true;
+  }
+  out->clear();
+  return false;
+}
+
 // Runs the job's script with libnftables. Called on the job thread, already inside the job's
 // netns and in its private fd table, so every fd made here is a low one. *held_socket gets a
 // second fd of the context's netlink socket (or -1), for the caller to close after the result
@@ -191,15 +248,21 @@ void RunNft(NftJob* job, int* held_socket) {
       job->sys_errno = errno != 0 ? errno : ENOMEM;
       job->sys_error = "cannot buffer libnftables output";
     } else {
-      nft_ctx_set_dry_run(ctx, job->dry_run);
-      if (job->json) {
-        nft_ctx_output_set_flags(ctx, nft_ctx_output_get_flags(ctx) | NFT_CTX_OUTPUT_JSON);
+      bool run_script = true;
+      if (job->conditional) {
+        run_script = ListIfAbsent(ctx, job, &out, &err);
       }
-      job->rc = nft_run_cmd_from_filename(ctx, file.c_str());
-      const char* o = nft_ctx_get_output_buffer(ctx);
-      const char* e = nft_ctx_get_error_buffer(ctx);
-      out = o != nullptr ? o : "";
-      err = e != nullptr ? e : "";
+      if (run_script) {
+        nft_ctx_set_dry_run(ctx, job->dry_run);
+        if (job->json) {
+          nft_ctx_output_set_flags(ctx, nft_ctx_output_get_flags(ctx) | NFT_CTX_OUTPUT_JSON);
+        }
+        job->rc = nft_run_cmd_from_filename(ctx, file.c_str());
+        const char* o = nft_ctx_get_output_buffer(ctx);
+        const char* e = nft_ctx_get_error_buffer(ctx);
+        out = o != nullptr ? o : "";
+        err = e != nullptr ? e : "";
+      }
     }
     nft_ctx_free(ctx);
   }
@@ -351,6 +414,8 @@ Napi::Value ResultObject(Napi::Env env, const NftJob& job) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("output", Napi::String::New(env, job.output));
   o.Set("error", Napi::String::New(env, job.error));
+  o.Set("applied", Napi::Boolean::New(env, job.applied));
+  if (!job.applied) o.Set("listing", Napi::String::New(env, job.listing));
   return o;
 }
 
@@ -370,13 +435,15 @@ void Finish(napi_env raw_env, void* data, void*) {
     e.Set("netnsPath", Napi::String::New(env, job->path));
     settle_with = e.Value();
   } else if (job->rc != 0) {
-    std::string msg = "nft failed in network namespace " + job->path;
+    std::string msg = std::string(job->listing_failed ? "listing nft tables failed" : "nft failed") +
+                      " in network namespace " + job->path;
     if (!job->error.empty()) msg += ":\n" + job->error;
     Napi::Error e = Napi::Error::New(env, msg);
     e.Set("code", Napi::String::New(env, "ENFT"));
     e.Set("netnsPath", Napi::String::New(env, job->path));
     e.Set("nftError", Napi::String::New(env, job->error));
     e.Set("nftOutput", Napi::String::New(env, job->output));
+    e.Set("nftStage", Napi::String::New(env, job->listing_failed ? "list" : "apply"));
     settle_with = e.Value();
   } else {
     settle_with = ResultObject(env, *job);
@@ -390,11 +457,35 @@ void Finish(napi_env raw_env, void* data, void*) {
   delete job;
 }
 
+constexpr char kUsage[] =
+    "nftRun(netnsPath: string, script: string, dryRun: boolean, json: boolean, opts?: {ifAbsent?: string[]})";
+
 Napi::Value NftRun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsString() || !info[1].IsString() || !info[2].IsBoolean() ||
       !info[3].IsBoolean()) {
-    throw Napi::TypeError::New(env, "nftRun(netnsPath: string, script: string, dryRun: boolean, json: boolean)");
+    throw Napi::TypeError::New(env, kUsage);
+  }
+  std::vector<std::string> if_absent;
+  bool conditional = false;
+  if (info.Length() > 4 && !info[4].IsUndefined()) {
+    if (!info[4].IsObject() || info[4].IsArray()) throw Napi::TypeError::New(env, kUsage);
+    Napi::Value list = info[4].As<Napi::Object>().Get("ifAbsent");
+    if (!list.IsArray() && !list.IsUndefined()) throw Napi::TypeError::New(env, kUsage);
+    if (list.IsArray()) {
+      conditional = true;
+      Napi::Array a = list.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value v = a.Get(i);
+        std::string t = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+        size_t space = t.find(' ');
+        // "family name", as `nft list tables` prints it after "table ".
+        if (space == std::string::npos || space == 0 || space + 1 == t.size() || t.find_first_of(" \n", space + 1) != std::string::npos) {
+          throw Napi::TypeError::New(env, "nftRun: opts.ifAbsent[" + std::to_string(i) + "] must be \"family name\"");
+        }
+        if_absent.push_back(t);
+      }
+    }
   }
   auto* job = new NftJob();
   job->env = env;
@@ -402,6 +493,8 @@ Napi::Value NftRun(const Napi::CallbackInfo& info) {
   job->script = info[1].As<Napi::String>().Utf8Value();
   job->dry_run = info[2].As<Napi::Boolean>().Value();
   job->json = info[3].As<Napi::Boolean>().Value();
+  job->conditional = conditional;
+  job->if_absent = std::move(if_absent);
 
   napi_value promise;
   NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &job->deferred, &promise), Napi::Value());

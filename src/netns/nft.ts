@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import { NftJsonRuleset } from '../nft/json';
 import { LISTING_SCRIPT, NftState, parseListing, planReplace } from '../nft/plan';
-import { TableRef, Transaction, render } from '../nft/transaction';
+import { TableRef, Transaction, render, tablesOf } from '../nft/transaction';
 import { addon } from './addon';
 import { NetnsError, NftError } from './errors';
 import { NetnsHandle, NetnsOpenError } from './handle';
@@ -33,23 +33,45 @@ export { NftError, NetnsError, isNetnsFault } from './errors';
 interface NativeError extends Error {
   code?: string;
   nftError?: string;
+  nftStage?: 'list' | 'apply';
 }
 
-async function run(netnsPath: string, script: string, dryRun: boolean, json: boolean, shownAs = netnsPath): Promise<string> {
+/** The script's output, or (with ifAbsent given, when one of those tables exists) the listing. */
+type RunResult = { applied: true; output: string } | { applied: false; listing: string };
+
+async function runJob(
+  netnsPath: string,
+  script: string,
+  dryRun: boolean,
+  json: boolean,
+  shownAs: string,
+  ifAbsent?: readonly TableRef[],
+): Promise<RunResult> {
   try {
-    const r = await addon().nftRun(netnsPath, script, dryRun, json);
-    return r.output;
+    const opts = ifAbsent && { ifAbsent: ifAbsent.map((t) => `${t.family} ${t.table}`) };
+    const r = await addon().nftRun(netnsPath, script, dryRun, json, opts);
+    return r.applied ? { applied: true, output: r.output } : { applied: false, listing: r.listing ?? '' };
   } catch (e) {
     const n = e as NativeError;
     // Through a handle the addon names /proc/self/fd/N; the caller knows the path it gave.
     const message = shownAs === netnsPath ? n.message : n.message.split(netnsPath).join(shownAs);
-    throw new NftError(message, n.code ?? 'ENFT', shownAs, script, n.nftError ?? '');
+    throw new NftError(message, n.code ?? 'ENFT', shownAs, script, n.nftError ?? '', n.nftStage ?? 'apply');
   }
+}
+
+async function run(netnsPath: string, script: string, dryRun: boolean, json: boolean, shownAs = netnsPath): Promise<string> {
+  const r = await runJob(netnsPath, script, dryRun, json, shownAs);
+  return r.applied ? r.output : '';
 }
 
 /** Runs an nft script in the netns as one transaction: all of it applies, or none. */
 export async function applyNft(netnsPath: string, script: string, opts: ApplyOptions = {}): Promise<void> {
   await run(netnsPath, script, opts.check ?? false, false);
+}
+
+/** A failure to list (or open, or enter) the netns, worded and staged as a listing's. */
+function listFault(n: NftError, shownAs: string): NftError {
+  return new NftError(`listing nft tables in ${shownAs}: ${n.message}`, n.code, shownAs, n.script, n.stderr, 'list');
 }
 
 /** The tables in the netns with their chains (`nft -j list tables; list chains`, ~0.4 ms). */
@@ -58,8 +80,7 @@ export async function listNftState(netnsPath: string, shownAs = netnsPath): Prom
   try {
     out = await run(netnsPath, LISTING_SCRIPT, false, true, shownAs);
   } catch (e) {
-    const n = e as NftError;
-    throw new NftError(`listing nft tables in ${shownAs}: ${n.message}`, n.code, shownAs, n.script, n.stderr, 'list');
+    throw listFault(e as NftError, shownAs);
   }
   return parseListing(out);
 }
@@ -90,27 +111,52 @@ function openNetns(netnsPath: string): NetnsHandle {
   }
 }
 
-const sameState = (a: NftState, b: NftState) => JSON.stringify(a) === JSON.stringify(b);
+const sameState = (a: NftState | Transaction, b: NftState | Transaction) => JSON.stringify(a) === JSON.stringify(b);
 
 /**
  * Makes every table `tx` touches, and every table in opts.replace, exactly what `tx` builds, in
- * one atomic transaction: on failure the netns keeps its previous ruleset. The netns is opened
- * once and listed, and only what is stale is deleted (planReplace), so a fresh netns gets
- * render(tx) alone and no kernel grace period; listing and apply reach the same namespace even
- * if its path is removed meanwhile. If the transaction fails and a new listing differs from the
- * one it was planned on (another process changed the netns meanwhile), it is planned and sent
- * once more. Resolves to the transaction that was sent (empty when there was nothing to do).
+ * one atomic transaction: on failure the netns keeps its previous ruleset. Only what is stale is
+ * deleted (planReplace), so a fresh netns gets render(tx) alone and no kernel grace period. That
+ * plan is sent first, in one nft job that runs it only if none of those tables exists (a fresh
+ * pod netns: the whole apply is that one job); else the job answers with the netns' listing, the
+ * plan is made from it and sent as a second job. The netns is opened once, so every job reaches
+ * the same namespace even if its path is removed meanwhile. If a transaction fails and a new
+ * listing differs from the state it was planned on (another process changed the netns
+ * meanwhile), it is planned and sent once more. Resolves to the transaction that was sent (empty
+ * when there was nothing to do).
  */
 export async function applyTransaction(netnsPath: string, tx: Transaction, opts: TransactionOptions = {}): Promise<Transaction> {
   const ns = openNetns(netnsPath);
+  const check = opts.check ?? false;
+  const owned = opts.replace ?? [];
   try {
     return await inTurn(String(ns.ino), async () => {
-      let state = await listNftState(ns.path, netnsPath);
-      for (let attempt = 1; ; attempt++) {
-        const plan = planReplace(tx, opts.replace ?? [], state);
+      let state: NftState = [];
+      let retried = false;
+      const fresh = planReplace(tx, owned, state);
+      if (fresh.length === 0) {
+        state = await listNftState(ns.path, netnsPath);
+      } else {
+        // planReplace reads only the listed tables that are owned or that tx touches: with none
+        // of them there, `fresh` is the plan for whatever else the netns holds.
+        const script = render(fresh);
+        try {
+          const r = await runJob(ns.path, script, check, false, netnsPath, [...owned, ...tablesOf(tx)]);
+          if (r.applied) return fresh;
+          state = parseListing(r.listing);
+        } catch (e) {
+          if ((e as NftError).code !== 'ENFT' || (e as NftError).stage === 'list') throw listFault(e as NftError, netnsPath);
+          const now = await listNftState(ns.path, netnsPath);
+          if (sameState(planReplace(tx, owned, now), fresh)) throw e;
+          state = now;
+          retried = true;
+        }
+      }
+      for (let attempt = retried ? 2 : 1; ; attempt++) {
+        const plan = planReplace(tx, owned, state);
         if (plan.length === 0) return plan;
         try {
-          await run(ns.path, render(plan), opts.check ?? false, false, netnsPath);
+          await run(ns.path, render(plan), check, false, netnsPath);
           return plan;
         } catch (e) {
           if (attempt > 1 || (e as NftError).code !== 'ENFT') throw e;

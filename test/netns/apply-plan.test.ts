@@ -1,5 +1,5 @@
-// The apply plan on a real kernel: a fresh netns gets the golden text alone (no delete, no flush
-// of an existing object), a re-apply with another config leaves no stale table or chain, racing
+// The apply plan on a real kernel: a fresh netns gets the golden text alone in one nft job (no
+// listing job, no delete, no flush of an existing object), a re-apply with another config leaves no stale table or chain, racing
 // applies on one netns end in one consistent state, and a netns that vanishes between the
 // listing and the apply is a netns fault (CNI code 104) with nothing applied.
 import { NftJsonRuleset } from '../../src/nft/json';
@@ -18,34 +18,39 @@ after(() => removeAllNetns());
 const SIDECAR = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }));
 const isEmptyRuleset = (json: NftJsonRuleset) => json.nftables.every((i) => i.metainfo);
 
-/** Records every script the addon is handed while fn runs. */
-async function recording<T>(fn: () => Promise<T>): Promise<{ result: T; scripts: string[] }> {
+const SIDECAR_IF_ABSENT = SIDECAR.map((t) => `${t.family} ${t.table}`);
+
+/** Records every script the addon is handed while fn runs, and the tables it was conditional on. */
+async function recording<T>(fn: () => Promise<T>): Promise<{ result: T; scripts: string[]; ifAbsent: (readonly string[] | undefined)[] }> {
   const native = addon();
   const real = native.nftRun;
   const scripts: string[] = [];
-  native.nftRun = (p, script, dry, json) => {
+  const ifAbsent: (readonly string[] | undefined)[] = [];
+  native.nftRun = (p, script, dry, json, opts) => {
     scripts.push(script);
-    return real.call(native, p, script, dry, json);
+    ifAbsent.push(opts?.ifAbsent);
+    return real.call(native, p, script, dry, json, opts);
   };
   try {
-    return { result: await fn(), scripts };
+    return { result: await fn(), scripts, ifAbsent };
   } finally {
     native.nftRun = real;
   }
 }
 
 describe('apply plan on the kernel', () => {
-  test('a fresh netns: one listing, then exactly the golden text; no delete, no flush of an existing object', async () => {
+  test('a fresh netns: one nft job, exactly the golden text, conditional on every owned table; no delete, no flush of an existing object', async () => {
     for (const name of ['tproxy', 'empty', 'ipv6-dns-uid-gid']) {
       const ns = makeNetns();
       try {
         const tx = captureTx(name);
-        const { scripts } = await recording(() => applyTransaction(ns.path, tx, { replace: SIDECAR }));
-        assert.deepEqual(scripts, [LISTING_SCRIPT, render(tx)], name);
-        assert.ok(!scripts[1].includes('delete'), name);
-        // Every flush is of a table the same script has just added (absent before: the listing was empty).
-        const flushed = [...scripts[1].matchAll(/^flush table (.+)$/gm)].map((m) => m[1]);
-        for (const t of flushed) assert.ok(scripts[1].indexOf(`add table ${t}\n`) < scripts[1].indexOf(`flush table ${t}\n`));
+        const { scripts, ifAbsent } = await recording(() => applyTransaction(ns.path, tx, { replace: SIDECAR }));
+        assert.deepEqual(scripts, [render(tx)], name);
+        assert.deepEqual([...new Set(ifAbsent[0])].sort(), [...SIDECAR_IF_ABSENT].sort(), name);
+        assert.ok(!scripts[0].includes('delete'), name);
+        // Every flush is of a table the same script has just added (the job ran it only with none there).
+        const flushed = [...scripts[0].matchAll(/^flush table (.+)$/gm)].map((m) => m[1]);
+        for (const t of flushed) assert.ok(scripts[0].indexOf(`add table ${t}\n`) < scripts[0].indexOf(`flush table ${t}\n`));
         assert.deepEqual(shapeOfJson(await listRulesetJson(ns.path)), expectedShape(tx));
       } finally {
         ns.remove();
@@ -59,7 +64,10 @@ describe('apply plan on the kernel', () => {
     try {
       await applyTransaction(ns.path, captureTx('tproxy'), { replace: SIDECAR });
       const next = captureTx('empty');
-      const { result: sent } = await recording(() => applyTransaction(ns.path, next, { replace: SIDECAR }));
+      const { result: sent, scripts } = await recording(() => applyTransaction(ns.path, next, { replace: SIDECAR }));
+      // The conditional job found the tables and answered with their listing; the plan made
+      // from it is the second and last job.
+      assert.deepEqual(scripts, [render(next), render(sent)]);
       const text = render(sent);
       assert.match(text, /^delete table inet istio-proxy-mangle$/m);
       assert.match(text, /^delete table inet istio-proxy-raw$/m);
@@ -89,9 +97,9 @@ describe('apply plan on the kernel', () => {
       const native = addon();
       const real = native.nftRun;
       let injected = false;
-      native.nftRun = async (p, script, dry, json) => {
-        const r = await real.call(native, p, script, dry, json);
-        if (!injected && script === LISTING_SCRIPT) {
+      native.nftRun = async (p, script, dry, json, opts) => {
+        const r = await real.call(native, p, script, dry, json, opts);
+        if (!injected && !r.applied) {
           injected = true;
           nftCli(ns, ['delete', 'table', 'inet', 'istio-proxy-raw']); // what a concurrent DEL would do
         }
@@ -112,15 +120,17 @@ describe('apply plan on the kernel', () => {
   test('a netns removed between the listing and the apply: the apply lands whole in the namespace it listed', async () => {
     // The netns is opened once per apply: its path going away (as `ip netns del` does) cannot
     // send the apply elsewhere or half-apply it; the namespace dies with the last reference.
+    // A re-apply (REDIRECT onto TPROXY), so that there is a listing job and an apply job.
     const ns = makeNetns();
+    await applyTransaction(ns.path, captureTx('empty'), { replace: SIDECAR });
     const native = addon();
     const real = native.nftRun;
-    const seen: string[] = [];
-    native.nftRun = async (p, script, dry, json) => {
-      const r = await real.call(native, p, script, dry, json);
-      seen.push(script);
-      if (script === LISTING_SCRIPT) vanishNetns(ns);
-      if (script !== LISTING_SCRIPT) {
+    const seen: boolean[] = [];
+    native.nftRun = async (p, script, dry, json, opts) => {
+      const r = await real.call(native, p, script, dry, json, opts);
+      seen.push(r.applied);
+      if (!r.applied) vanishNetns(ns);
+      else {
         // Read back through the same descriptor: the whole transaction is there.
         const doc = JSON.parse((await real.call(native, p, 'list ruleset', false, true)).output);
         assert.deepEqual(shapeOfJson(doc), expectedShape(captureTx('tproxy')));
@@ -132,7 +142,7 @@ describe('apply plan on the kernel', () => {
     } finally {
       native.nftRun = real;
     }
-    assert.deepEqual(seen, [LISTING_SCRIPT, render(captureTx('tproxy'))]);
+    assert.deepEqual(seen, [false, true]);
     // The next request finds nothing: a netns fault (the plugin's code 104), nothing sent.
     await assert.rejects(applyTransaction(ns.path, captureTx('tproxy'), { replace: SIDECAR }), (e) => {
       assert.ok(e instanceof NftError, String(e));
