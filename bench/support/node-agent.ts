@@ -157,7 +157,7 @@ export async function startDeployedAgent(o: {
   };
   try {
     await until('the CNI fast-path server', () => out.some((l) => l.includes('CNI fast-path server listening')), 30_000, proc, out);
-    await until('the fast path pod cache to sync', () => out.some((l) => l.includes('fast path pod cache synced')), 30_000, proc, out);
+    await until('the node pods (the fast path pod cache) to sync', () => out.some((l) => l.includes('node pods synced')), 30_000, proc, out);
     await until(`the shim installed as ${shim}`, () => fs.existsSync(shim) && fs.existsSync(path.join(o.dirs.bin, 'istio-cni-ts', 'istio-cni-plugin')), 60_000, proc, out);
     await until('our entry chained into the primary conflist', conflist, 30_000, proc, out);
   } catch (e) {
