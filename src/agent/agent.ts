@@ -26,7 +26,7 @@ export interface AmbientAgent {
 export interface AgentDeps {
   log: ScopedLogger;
   /** `pods`: the agent's shared watch of the node's pods, for the ambient controller. */
-  ambient?: (cfg: AgentConfig, log: ScopedLogger, metrics: AgentMetrics, pods?: NodePods) => AmbientAgent;
+  ambient?: (cfg: AgentConfig, log: ScopedLogger, metrics: AgentMetrics, pods?: NodePods) => AmbientAgent | Promise<AmbientAgent>;
   kube?: KubeGet;
   /** For tests: install-loop timings. */
   installer?: { pollMs?: number; resyncMs?: number; retryMinMs?: number; retryMaxMs?: number };
@@ -74,7 +74,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
   checkHostPaths(cfg);
   const metrics = new AgentMetrics();
   const nodePods = startNodePods(cfg, deps, log);
-  const ambient = cfg.ambient.enabled && deps.ambient ? deps.ambient(cfg, deps.log, metrics, nodePods) : undefined;
+  const ambient = cfg.ambient.enabled && deps.ambient ? await deps.ambient(cfg, deps.log, metrics, nodePods) : undefined;
   let metricsServer: Listening | undefined;
   if (cfg.monitoringPort > 0) {
     metricsServer = await metrics.start(cfg.monitoringPort, cfg.listenAddress);
@@ -130,8 +130,7 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
   let repair: RunningRepair | undefined;
   if (cfg.repair.enabled) {
     // Loaded only when enabled: the informer and, in repair mode, the netns code.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { startRepair } = require('./repair') as typeof import('./repair');
+    const { startRepair } = await import('./repair');
     repair = startRepair(cfg, {
       log: deps.log.withScope('repair'),
       count: (type, result) => metrics.podsRepaired.inc({ type, result }),

@@ -26,8 +26,7 @@ export async function runAgent(argv: Record<string, unknown>): Promise<void> {
   const agent = await startAgent(cfg, {
     log,
     // Loaded only with AMBIENT_ENABLED: informers, ZDS and the netns code.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    ambient: (c, l, m, pods) => (require('../agent/ambient') as typeof import('../agent/ambient')).ambientAgentPlugin(c, l, m, pods),
+    ambient: async (c, l, m, pods) => (await import('../agent/ambient')).ambientAgentPlugin(c, l, m, pods),
   });
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals) => {

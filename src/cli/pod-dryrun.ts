@@ -18,7 +18,7 @@ export function withPodOptions<T>(y: Argv<T>): Argv<T> {
 }
 
 /** undefined when --pod is not given (the other forms of `rules` then run). */
-export function runPodDryRun(argv: Record<string, unknown>, out: (text: string) => void, err: (text: string) => void): true | undefined {
+export async function runPodDryRun(argv: Record<string, unknown>, out: (text: string) => void, err: (text: string) => void): Promise<true | undefined> {
   if (argv.pod === undefined) {
     if (argv.explain !== undefined) throw new InputError('--explain', argv.explain, 'needs --pod FILE');
     return undefined;
@@ -34,7 +34,7 @@ export function runPodDryRun(argv: Record<string, unknown>, out: (text: string) 
   } catch (e) {
     throw new InputError('--pod', file, `cannot read: ${(e as Error).message}`);
   }
-  const r = dryRunPod(parsePodManifest(text, file), { ipv6: argv.ipv6 === true, explain: argv.explain === true, env: process.env });
+  const r = dryRunPod(await parsePodManifest(text, file), { ipv6: argv.ipv6 === true, explain: argv.explain === true, env: process.env });
   for (const w of r.warnings) err(`istio-cni-ts: warning: ${w}\n`);
   out(r.text);
   return true;

@@ -20,8 +20,8 @@ export const rulesCommand = {
           'Settings come from --config only: a JSON object of AmbientConfig keys (enableIPv6, redirectDNS, ' +
           'hostProbeSNATAddress, ...) plus virtualInterfaces, ingressMode, dnsProxy (pod) or kubeletUID, probeIPSetName (host)',
       }),
-  handler: (argv: Record<string, unknown>) => {
-    if (runPodDryRun(argv, (t) => process.stdout.write(t), (t) => process.stderr.write(t))) return;
+  handler: async (argv: Record<string, unknown>) => {
+    if (await runPodDryRun(argv, (t) => process.stdout.write(t), (t) => process.stderr.write(t))) return;
     if (argv.ambient === undefined) {
       process.stdout.write(render(buildCapture(captureConfigFromArgv(argv))));
       return;

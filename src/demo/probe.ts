@@ -9,13 +9,12 @@ import * as net from 'node:net';
 
 type OriginalDst = { address: string; port: number } | null;
 
-function originalDst(sock: net.Socket): OriginalDst {
+async function originalDst(sock: net.Socket): Promise<OriginalDst> {
   const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
   if (typeof fd !== 'number') return null;
   try {
     // Loaded only in server mode: the addon reads conntrack's record of the pre-NAT destination.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { getOriginalDst } = require('../netns/nft') as typeof import('../netns/nft');
+    const { getOriginalDst } = await import('../netns/nft');
     const o = getOriginalDst(fd);
     return { address: o.address, port: o.port };
   } catch {
@@ -24,12 +23,13 @@ function originalDst(sock: net.Socket): OriginalDst {
 }
 
 function server(port: number, label: string): void {
-  const srv = net.createServer((c) => {
+  const srv = net.createServer(async (c) => {
+    const dst = await originalDst(c);
     c.end(`${JSON.stringify({
       label,
       local: `${c.localAddress}:${c.localPort}`,
       remote: `${c.remoteAddress}:${c.remotePort}`,
-      originalDst: originalDst(c),
+      originalDst: dst,
     })}\n`);
   });
   srv.on('error', (e) => {

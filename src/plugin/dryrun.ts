@@ -31,7 +31,7 @@ export interface PodDryRun {
 }
 
 /** A Pod from `kubectl get pod -o yaml|json` or a manifest. `source` names the file in errors. */
-export function parsePodManifest(text: string, source: string): Pod {
+export async function parsePodManifest(text: string, source: string): Promise<Pod> {
   let doc: unknown;
   const t = text.trimStart();
   try {
@@ -39,8 +39,7 @@ export function parsePodManifest(text: string, source: string): Pod {
       doc = JSON.parse(text);
     } else {
       // Loaded here only: YAML is for this command, never for the plugin's start-up.
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const YAML = require('yaml') as typeof import('yaml');
+      const YAML = await import('yaml');
       const docs = YAML.parseAllDocuments(text);
       const real = docs.filter((d) => d.contents !== null);
       if (real.length !== 1) throw new Error(`expected one YAML document, found ${real.length}`);

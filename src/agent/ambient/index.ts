@@ -77,17 +77,18 @@ export interface RunningAmbient {
 
 /** The in-pod rules and mark routing, applied inside a pod netns through the addon and netlink. */
 export function netnsPodRules(cfg: AmbientConfig, log: Logger): PodRules {
-  /* eslint-disable @typescript-eslint/no-require-imports */
-  const nft = require('../../netns/nft') as typeof import('../../netns/nft');
-  const routes = require('../../netns/ambient-routes') as typeof import('../../netns/ambient-routes');
-  /* eslint-enable @typescript-eslint/no-require-imports */
+  // Loaded on first use (Node keeps them): unit tests with fake rules never load the addon.
+  const nftModule = () => import('../../netns/nft');
+  const routesModule = () => import('../../netns/ambient-routes');
   const owned = POD_TABLES.map((t) => ({ family: t.family, table: t.name }));
   return {
     async apply(netns, overrides) {
+      const [nft, routes] = await Promise.all([nftModule(), routesModule()]);
       await nft.applyTransaction(netns.path, buildInpodRules(cfg, overrides), { replace: owned });
       await routes.configureAmbientRoutesIn(netns.path, routes.ambientRouting(cfg.enableIPv6));
     },
     async remove(netns) {
+      const [nft, routes] = await Promise.all([nftModule(), routesModule()]);
       await nft.deleteTables(netns.path, owned).catch((e) => log.warn('in-pod tables not deleted', { error: (e as Error).message }));
       await routes.removeAmbientRoutesIn(netns.path);
     },
@@ -118,9 +119,7 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
   const ac = new AbortController();
 
   const start = async (): Promise<void> => {
-    /* eslint-disable @typescript-eslint/no-require-imports */
-    const nft = require('../../netns/nft') as typeof import('../../netns/nft');
-    /* eslint-enable @typescript-eslint/no-require-imports */
+    const nft = await import('../../netns/nft');
     const amb = cfg.ambient;
     const ambientCfg = parseAmbientConfig({
       enableIPv6: amb.ipv6,

@@ -89,8 +89,7 @@ async function examine(
 /** The real check: the interface addresses inside the netns, over rtnetlink. */
 export async function netnsHoldsAnyAddress(netns: NetnsHandle, ips: readonly IpAddr[]): Promise<boolean> {
   // Loaded on first use: unit tests with a fake check never load netlink or the addon.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { withRtnl } = require('../../netns/rtnl') as typeof import('../../netns/rtnl');
+  const { withRtnl } = await import('../../netns/rtnl');
   const want = new Set(ips.map(ipKey));
   return withRtnl(netns.path, async (rt) => {
     const addrs = await rt.getAddresses();
