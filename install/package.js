@@ -114,11 +114,14 @@ module.exports = Object.create(new Proxy({}, { get: (_, k) => (k === '__esModule
     setup(b) {
       b.onResolve({ filter: /^node-gyp-build$/ }, () => ({ path: 'node-gyp-build', namespace: 'netlink-binding' }));
       b.onLoad({ filter: /.*/, namespace: 'netlink-binding' }, () => ({
-        // netlink.node beside the executable (src/plugin/standalone.ts sets the path), opened on
-        // first use: netlink's JS is evaluated into the snapshot, its binding cannot be.
-        contents: `let b; const get = () => { if (!b) { const m = { exports: {} }; process.dlopen(m, globalThis.__ictsNetlinkBinding); b = m.exports; } return b; };
+        // netlink.node beside the executable (src/plugin/standalone.ts sets the path in
+        // src/netns/netlink-binding.ts), opened on first use: netlink's JS is evaluated into the
+        // snapshot, its binding cannot be.
+        contents: `const { netlinkBindingPath } = require(${JSON.stringify(path.join(ROOT, 'src', 'netns', 'netlink-binding.ts'))});
+let b; const get = () => { if (!b) { const m = { exports: {} }; process.dlopen(m, netlinkBindingPath()); b = m.exports; } return b; };
 module.exports = () => new Proxy({}, { get: (_, k) => get()[k] });`,
         loader: 'js',
+        resolveDir: ROOT,
       }));
     },
   },

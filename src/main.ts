@@ -9,7 +9,7 @@ export const EXIT_BAD_INPUT = 2;
 export type Program = 'istio-cni-ts' | 'install-cni';
 
 export async function main(args: string[], program: Program = 'istio-cni-ts'): Promise<number> {
-  if (program === 'istio-cni-ts' && process.env.CNI_COMMAND) return (await import('./plugin/process')).runCniProcess();
+  if (program === 'istio-cni-ts' && process.env.CNI_COMMAND) return (await import('./plugin/process')).cniMain();
   const { default: yargs } = await import('yargs');
   let exitCode = 0;
   const parser = {
