@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ApiStandIn, startApiStandIn } from '../support/api-standin';
+import { ApiStandIn, startApiStandIn } from '../support/kube-api';
 import { sidecarPod } from '../support/cni-fakes';
 import { BIN, CniRun, runPlugin } from '../support/cni-run';
 import { tempDir } from '../support/tmp';
@@ -104,7 +104,7 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
   );
   const kubeconfig = path.join(d.run, 'istio-cni-kubeconfig');
   await until('ready', async () => (await get(`http://${a.health}/readyz`)) === 200);
-  await until('the repair controller met the 403', () => api.requests.some((r) => r.startsWith('GET /api/v1/pods')));
+  await until('the repair controller met the 403', () => api.requestLines.some((r) => r.startsWith('GET /api/v1/pods')));
 
   // Modes and owners of everything the agent serves or writes with the token.
   assert.ok(fs.readFileSync(kubeconfig, 'utf8').includes(TOKEN), 'the kubeconfig carries the token (the one place it belongs)');
@@ -138,7 +138,7 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
   }, netconf);
   runs.push(add);
   assert.notEqual(add.code, 0, `ADD fails when the API refuses: ${add.stdout}`);
-  const echoed = api.requests.filter((r) => r.startsWith('GET /api/v1/namespaces/shop/pods/web-1')).length;
+  const echoed = api.requestLines.filter((r) => r.startsWith('GET /api/v1/namespaces/shop/pods/web-1')).length;
 
   // Let relayed plugin logs arrive, then stop the agent (SIGTERM cleanup logs too).
   await new Promise((r) => setTimeout(r, 500));
@@ -158,7 +158,7 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
   assert.ok(a.out.some((l) => l.includes('cni-plugin')), 'plugin logs were relayed to the agent (so they were checked too)');
   assert.ok(echoed >= 1, 'the plugin called the echoing API');
   t.diagnostic(`token grep: ${lines} lines in ${produced.length} outputs/files (agent, ${runs.length} plugin runs, run dir, net dir), ` +
-    `${api.requests.length} API calls answered 403 with the token echoed; token found 0 times outside the kubeconfig`);
+    `${api.requestLines.length} API calls answered 403 with the token echoed; token found 0 times outside the kubeconfig`);
 });
 
 test('pluginevent.sock (ambient CNI event server, in-process: the ambient agent process needs a node /proc and host netns): 0600 for the agent user; a hostile body is refused (400) on one line, nothing handled', async () => {

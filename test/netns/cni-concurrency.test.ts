@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Pod } from '../../src/kube/pod';
-import { ApiStandIn, startApiStandIn } from '../support/api-standin';
+import { ApiStandIn, startApiStandIn } from '../support/kube-api';
 import { addCheckDel, mixedPod, newPairStats, prevResultIn } from '../support/concurrent-pods';
 import { CniRun, runPlugin } from '../support/cni-run';
 import { PACKAGE_ROOT } from '../support/conformance';
@@ -158,7 +158,7 @@ test(`${PODS} concurrent ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL on $
   assert.deepEqual(fs.readdirSync(api.runDir).filter((f) => f !== 'istio-cni.log').sort(), runDirBefore, 'nothing new in the run dir');
   for (const f of fs.readdirSync(api.runDir)) assert.ok(fs.lstatSync(`${api.runDir}/${f}`).isFile(), `${f} is a plain file`);
   assert.ok(fdCount() <= fdsBefore + 2, `fds of this process: ${fdsBefore} before, ${fdCount()} after`);
-  assert.equal(api.requests.filter((r) => r.startsWith('GET /api/v1/namespaces/load/pods/')).length, PODS + repeated, 'one pod GET per ADD');
+  assert.equal(api.requestLines.filter((r) => r.startsWith('GET /api/v1/namespaces/load/pods/')).length, PODS + repeated, 'one pod GET per ADD');
   assert.ok(stats.maxInFlight === Math.min(PARALLEL, PODS), `${stats.maxInFlight} pairs in flight at once`);
 
   const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))];

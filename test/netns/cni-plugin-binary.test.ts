@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Pod } from '../../src/kube/pod';
-import { ApiStandIn, startApiStandIn } from '../support/api-standin';
+import { ApiStandIn, startApiStandIn } from '../support/kube-api';
 import { sidecarPod } from '../support/cni-fakes';
 import { CniRun, runPlugin } from '../support/cni-run';
 import { makeNetns, requireRootAndTools } from '../support/root';
@@ -129,7 +129,7 @@ describe('default sidecar pod in a dual-stack netns: ADD, traffic, CHECK, DEL, D
     ok(r, 'ADD');
     assert.deepEqual(JSON.parse(r.stdout), prevResult(t.pod.path));
     assert.deepEqual(tables(t.pod.name), ['inet istio-proxy-nat']);
-    assert.ok(api.requests.includes('GET /api/v1/namespaces/shop/pods/default-1'));
+    assert.ok(api.requestLines.includes('GET /api/v1/namespaces/shop/pods/default-1'));
     // Dual-stack detected in the netns: IPv6 rules and ::6 on lo.
     assert.match(execFileSync('ip', ['netns', 'exec', t.pod.name, 'nft', 'list', 'ruleset'], { encoding: 'utf8' }), /ip6 daddr/);
     assert.match(ipOut(t.pod.name, '-6', 'addr', 'show', 'dev', 'lo'), /::6\/128/);
@@ -347,13 +347,13 @@ describe('the Kubernetes API', () => {
   test('API answering 503: the configured retries, then code 11 (try again later); nothing applied', async () => {
     const pod = sidecarPod({ name: 'default-1' });
     api.failWith = { status: 503, body: () => '{"kind":"Status","message":"etcd is down"}' };
-    const before = api.requests.length;
+    const before = api.requestLines.length;
     try {
       const r = await cni('ADD', ns.path, pod, { conf: { pod_lookup_attempts: 4, pod_lookup_interval_ms: 100 } });
       const e = cniError(r);
       assert.equal(e.code, 11);
       assert.match(e.details, /HTTP 503 \(etcd is down\).*after 4 attempts/);
-      assert.equal(api.requests.length - before, 4, 'one GET per attempt');
+      assert.equal(api.requestLines.length - before, 4, 'one GET per attempt');
       assert.ok(r.ms >= 300, `three pauses of 100 ms: ${r.ms} ms`);
     } finally {
       api.failWith = undefined;
@@ -378,13 +378,13 @@ describe('the Kubernetes API', () => {
 
   test('our own agent pod passes through without the API (and without a kubeconfig)', async () => {
     const empty = tempDir(path.join(os.tmpdir(), 'icts-nokc-'));
-    const before = api.requests.length;
+    const before = api.requestLines.length;
     try {
       const agentPod: Pod = { metadata: { name: 'istio-cni-node-x7k2p', namespace: 'istio-system' }, spec: { containers: [{ name: 'install-cni' }] } };
       const r = await cni('ADD', ns.path, agentPod, { conf: { cni_agent_run_dir: empty } });
       ok(r, 'ADD');
       assert.deepEqual(JSON.parse(r.stdout), prevResult(ns.path));
-      assert.equal(api.requests.length, before, 'no API request');
+      assert.equal(api.requestLines.length, before, 'no API request');
       assert.deepEqual(tables(ns.name), []);
     } finally {
       fs.rmSync(empty, { recursive: true, force: true });

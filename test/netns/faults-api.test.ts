@@ -10,7 +10,7 @@ import * as assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { AgentProc, agentDirs, startAgentProcess, until } from '../support/agent-proc';
-import { ApiStandIn, startApiStandIn } from '../support/api-standin';
+import { ApiStandIn, startApiStandIn } from '../support/kube-api';
 import { sidecarPod } from '../support/cni-fakes';
 import { BIN, CniRun } from '../support/cni-run';
 import { SHIM_NAME, ensurePayload, runAsync } from '../support/payload';
@@ -122,7 +122,7 @@ for (const p of ['standalone', 'shim->agent'] as Path[]) {
     /** One fault: ADD fails with `code`, one GET per attempt, no table; its duration is recorded. */
     async function expectFailure(what: string, opts: { code: number; details: RegExp; attempts?: number; countRequests?: boolean; conf?: Record<string, unknown>; minMs: number; maxMs: number }) {
       const attempts = opts.attempts ?? ATTEMPTS;
-      const before = api.requests.length;
+      const before = api.requestLines.length;
       const outFrom = agent.out.length;
       const r = await cni(p, ns.path, WEB, { pod_lookup_attempts: attempts, ...opts.conf });
       const e = cniError(r);
@@ -130,7 +130,7 @@ for (const p of ['standalone', 'shim->agent'] as Path[]) {
       assert.equal(e.msg, opts.code === 11 ? 'cannot reach the Kubernetes API to get pod shop/web-1' : 'failed to get pod shop/web-1');
       assert.match(e.details, opts.details);
       assert.match(e.details, new RegExp(`after ${attempts} attempts in \\d+ ms\\)$`));
-      if (opts.countRequests !== false) assert.equal(api.requests.length - before, attempts, 'one GET per attempt');
+      if (opts.countRequests !== false) assert.equal(api.requestLines.length - before, attempts, 'one GET per attempt');
       await until('every attempt logged', () => attemptsLogged(p, r, outFrom).length >= attempts, 2000).catch(() => undefined);
       assert.deepEqual(attemptsLogged(p, r, outFrom), Array.from({ length: attempts }, (_, i) => i + 1), 'each attempt logged');
       assert.ok(r.ms >= opts.minMs && r.ms <= opts.maxMs, `${what}: ADD failed after ${r.ms} ms, expected ${opts.minMs}-${opts.maxMs}`);
@@ -146,11 +146,11 @@ for (const p of ['standalone', 'shim->agent'] as Path[]) {
           code: 11, details: /^GET \/api\/v1\/namespaces\/shop\/pods\/web-1: .*ECONNREFUSED/, countRequests: false,
           minMs: (ATTEMPTS - 1) * INTERVAL_MS, maxMs: 6000,
         });
-        const before = api.requests.length;
+        const before = api.requestLines.length;
         const own = await cni(p, ns.path, OWN_AGENT);
         assert.equal(own.code, 0, `own agent pod ADD: ${own.stdout}${own.stderr}`);
         assert.equal((JSON.parse(own.stdout) as { interfaces: unknown[] }).interfaces.length, 1, 'prevResult passed through');
-        assert.equal(api.requests.length, before);
+        assert.equal(api.requestLines.length, before);
         assert.deepEqual(tables(ns.name), []);
         figures.push(`${p}: own agent pod while the API refuses: exit 0 in ${own.ms} ms`);
       } finally {
@@ -235,7 +235,7 @@ describe('the netns deleted while ADD waits for the API', () => {
     const threadsBefore = agent.threads();
     let release!: () => void;
     api.gate = new Promise<void>((r) => (release = r));
-    const before = api.requests.length;
+    const before = api.requestLines.length;
     let r: CniRun;
     try {
       const run = cni(p, ns.path, WEB);

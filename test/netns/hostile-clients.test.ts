@@ -13,7 +13,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { AgentProc, agentDirs, startAgentProcess, until } from '../support/agent-proc';
-import { ApiStandIn, startApiStandIn } from '../support/api-standin';
+import { ApiStandIn, startApiStandIn } from '../support/kube-api';
 import { sidecarPod } from '../support/cni-fakes';
 import { CniRun } from '../support/cni-run';
 import { SHIM_NAME, ensurePayload, runAsync } from '../support/payload';

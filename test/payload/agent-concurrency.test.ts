@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Pod } from '../../src/kube/pod';
 import { AgentProc, agentDirs, startAgentProcess, until } from '../support/agent-proc';
-import { ApiStandIn, startApiStandIn } from '../support/api-standin';
+import { ApiStandIn, startApiStandIn } from '../support/kube-api';
 import { CniOut, PairRunner, addCheckDel, newPairStats, mixedPod, okRun, prevResultIn } from '../support/concurrent-pods';
 import { SHIM_NAME, ensurePayload, runAsync } from '../support/payload';
 import { addNetns, requireRootAndTools } from '../support/root';
@@ -114,7 +114,7 @@ test(`${PODS} ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL pairs at once o
   const fdsBefore = agent.fds().length;
   const threadsBefore = agent.threads();
   const runDirBefore = fs.readdirSync(agent.dirs.run).sort();
-  const getsBefore = api.requests.length;
+  const getsBefore = api.requestLines.length;
   const outBefore = agent.out.length;
 
   const t0 = Date.now();
@@ -173,7 +173,7 @@ test(`${PODS} ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL pairs at once o
   const out = agent.out.slice(outBefore);
   const retries = out.filter((l) => l.includes('pod lookup failed (attempt'));
   // A failed attempt may or may not have reached the API (a reset connection never does).
-  const gets = api.requests.length - getsBefore;
+  const gets = api.requestLines.length - getsBefore;
   assert.ok(gets >= PODS + repeated && gets <= PODS + repeated + retries.length,
     `one pod GET per ADD (${PODS + repeated}) plus at most one per retried attempt (${retries.length}), by the agent: ${gets}`);
   const trouble = out.filter((l) => /\t(warn|error)\t/.test(l) && !l.includes('pod lookup failed (attempt'));

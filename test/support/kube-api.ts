@@ -1,14 +1,22 @@
-// A local Kubernetes API stand-in for the agent's pod informer and the repair controller,
-// listening on 127.0.0.1 only, over TLS with a generated CA (or plain HTTP): pods with list
-// (field/label selectors, paging), watch (chunked stream of ADDED/MODIFIED/DELETED from a
-// resourceVersion, ended at the client's timeoutSeconds, BOOKMARK events for clients that ask,
-// 410 for versions and continue tokens it no longer holds), the status
-// subresource merge patch, delete with preconditions, and event creation. It records every
-// request so tests can hold the client to the calls it is allowed to make.
+// The local Kubernetes API stand-in of the unit, agent and root tests (the e2e harness still has
+// its own, test/e2e/kube-api.ts), listening on 127.0.0.1 only, over TLS with a generated CA (or
+// plain HTTP). Pods with GET, list (field/label selectors, paging) and watch (chunked stream of
+// ADDED/MODIFIED/DELETED from a resourceVersion, ended at the client's timeoutSeconds, BOOKMARK
+// events for clients that ask, 410 for versions and continue tokens it no longer holds),
+// namespaces, the status subresource merge patch, delete with preconditions, and event creation.
+// Fault modes for the plugin's fault-injection tests: answers held back (delayMs, gate), a body
+// trickled byte by byte, one status for every request (failWith), and the listener closed
+// (refuse) and reopened on the same port. It records every request (requests, requestLines) so
+// tests can hold the client to the calls it is allowed to make.
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { AddressInfo } from 'node:net';
-import { TestPki } from './tls';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Pod } from '../../src/kube/pod';
+import { TestPki, istioKubeconfig, makePki } from './tls';
+import { tempDir } from './tmp';
 
 export interface Obj {
   apiVersion?: string;
@@ -112,7 +120,68 @@ export class KubeApiStandIn {
   /** Other objects (a DaemonSet, a Node), answered to a GET of exactly this path; delete to make them 404. */
   readonly objects = new Map<string, Obj>();
 
+  // Fault modes (the plugin's fault-injection tests), applied before the token check and routing:
+  /** Answer every request with this status and body instead (e.g. 503, or 403 echoing the token). */
+  failWith?: { status: number; body: (authorization: string) => string; headers?: Record<string, string> };
+  /** Hold every answer this long before sending it (a slow API server). */
+  delayMs?: number;
+  /** Hold every answer until this settles (the test decides when the API answers). */
+  gate?: Promise<void>;
+  /** Send the headers at once, then the body one byte every `trickleMs` (a stalled, not silent, server). */
+  trickleMs?: number;
+  /** A run dir holding istio-cni-kubeconfig for this stand-in (startApiStandIn makes it). */
+  runDir = '';
+  private readonly held = new Set<NodeJS.Timeout>();
+  private readonly waiters: { n: number; resolve: () => void }[] = [];
+
   constructor(private readonly tls?: TestPki) {}
+
+  /** The CA that signed the server's certificate (PEM); '' over plain HTTP. */
+  get caPem(): string {
+    return this.tls?.ca ?? '';
+  }
+
+  /** Every request as "METHOD /path[?query]", in order. */
+  get requestLines(): string[] {
+    return this.requests.map((r) => {
+      const q = new URLSearchParams(r.query).toString();
+      return `${r.method} ${r.path}${q ? `?${q}` : ''}`;
+    });
+  }
+
+  /** Requests received (also those still held); resolves once there are at least `n`. */
+  waitForRequests(n: number): Promise<void> {
+    return this.requests.length >= n ? Promise.resolve() : new Promise((resolve) => this.waiters.push({ n, resolve }));
+  }
+
+  /** A pod as the plugin GETs it (stored as given, versioned). */
+  addPod(pod: Pod): void {
+    this.upsert(pod as Obj);
+  }
+
+  /** Stops listening and drops every connection: clients get "connection refused". */
+  async refuse(): Promise<void> {
+    for (const t of this.held) clearTimeout(t);
+    this.held.clear();
+    for (const w of [...this.watchers]) this.endWatch(w);
+    this.server.closeAllConnections();
+    if (this.server.listening) await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  /** Listens again on the same port. */
+  reopen(): Promise<void> {
+    return new Promise((r, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.port, '127.0.0.1', () => (this.server.off('error', reject), r()));
+    });
+  }
+
+  private later(ms: number): Promise<void> {
+    return new Promise((r) => {
+      const t = setTimeout(() => (this.held.delete(t), r()), ms);
+      this.held.add(t);
+    });
+  }
 
   get url(): string {
     return `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
@@ -127,11 +196,8 @@ export class KubeApiStandIn {
   }
 
   async close(): Promise<void> {
-    for (const w of this.watchers) this.endWatch(w);
-    await new Promise<void>((r) => {
-      this.server.close(() => r());
-      this.server.closeAllConnections();
-    });
+    if (this.runDir) fs.rmSync(this.runDir, { recursive: true, force: true });
+    await this.refuse();
   }
 
   get resourceVersion(): number {
@@ -244,8 +310,27 @@ export class KubeApiStandIn {
     w.res.end();
   }
 
-  private json(res: http.ServerResponse, status: number, body: unknown): void {
-    res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  private json(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    this.answer(res, status, typeof body === 'string' ? body : JSON.stringify(body), headers);
+  }
+
+  private answer(res: http.ServerResponse, status: number, text: string, headers: Record<string, string>): void {
+    if (res.destroyed) return;
+    if (!this.trickleMs) {
+      res.writeHead(status, { 'content-type': 'application/json', ...headers }).end(text);
+      return;
+    }
+    const bytes = Buffer.from(text);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': String(bytes.length), ...headers });
+    res.flushHeaders();
+    let i = 0;
+    const step = () => {
+      if (res.destroyed) return;
+      if (i >= bytes.length) return void res.end();
+      res.write(bytes.subarray(i, ++i));
+      void this.later(this.trickleMs ?? 1000).then(step);
+    };
+    step();
   }
 
   private status(res: http.ServerResponse, code: number, reason: string, message: string): void {
@@ -273,6 +358,19 @@ export class KubeApiStandIn {
         body,
       };
       this.requests.push(rec);
+      for (const w of this.waiters.filter((x) => this.requests.length >= x.n)) {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        w.resolve();
+      }
+      void this.serve(rec, res);
+    });
+  }
+
+  private async serve(rec: Recorded, res: http.ServerResponse): Promise<void> {
+    {
+      if (this.gate) await this.gate;
+      if (this.delayMs) await this.later(this.delayMs);
+      if (this.failWith) return this.json(res, this.failWith.status, this.failWith.body(rec.authorization ?? ''), this.failWith.headers);
       if (this.token !== undefined && rec.authorization !== `Bearer ${this.token}`) {
         return this.status(res, 401, 'Unauthorized', 'Unauthorized');
       }
@@ -286,7 +384,7 @@ export class KubeApiStandIn {
       } catch (e) {
         this.status(res, 400, 'BadRequest', (e as Error).message);
       }
-    });
+    }
   }
 
   private route(r: Recorded, res: http.ServerResponse): void {
@@ -472,3 +570,18 @@ export const recovered = {
   state: { terminated: { exitCode: 0, reason: 'Completed' } },
   lastState: { terminated: { exitCode: 126, reason: 'Error', message: 'validation failed' } },
 };
+
+/**
+ * The stand-in as the plugin meets it: HTTPS with a CA made for the run, the bearer token
+ * checked, and a run dir holding the istio-cni-kubeconfig install-cni would write for it.
+ */
+export async function startApiStandIn(token = 'sa-token-never-logged-9c1e77'): Promise<ApiStandIn> {
+  const api = await new KubeApiStandIn(makePki()).start();
+  api.token = token;
+  api.runDir = tempDir(path.join(os.tmpdir(), 'icts-run-'));
+  fs.writeFileSync(path.join(api.runDir, 'istio-cni-kubeconfig'), istioKubeconfig(api.url, { caPem: api.caPem, token }), { mode: 0o600 });
+  return api as ApiStandIn;
+}
+
+/** The stand-in with its token set (startApiStandIn). */
+export type ApiStandIn = KubeApiStandIn & { token: string };

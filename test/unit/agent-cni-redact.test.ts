@@ -8,7 +8,7 @@ import { PassThrough } from 'node:stream';
 import { agentCniHandler } from '../../src/agent/cni-server';
 import { ScopeLevels } from '../../src/log/levels';
 import { agentLogger } from '../../src/log/winston-backend';
-import { startApiStandIn } from '../support/api-standin';
+import { startApiStandIn } from '../support/kube-api';
 
 test('every request through the agent redacts the token, the first one and those on the cached client', async () => {
   const token = `icts-secret-${process.pid}-5f2c9a71`;
@@ -33,7 +33,7 @@ test('every request through the agent redacts the token, the first one and those
       assert.equal(r.exitCode, 1, `request ${n}: ${r.stdout}`);
       assert.ok(!r.stdout.includes(token), `request ${n}: the CNI error carries no token: ${r.stdout}`);
     }
-    assert.equal(api.requests.length, 3, 'one GET per request');
+    assert.equal(api.requestLines.length, 3, 'one GET per request');
     assert.ok(lines.filter((l) => l.includes('pod lookup failed')).length === 3, `each request logged its failure:\n${lines.join('\n')}`);
     assert.deepEqual(lines.filter((l) => l.includes(token)), [], 'no log line holds the token');
   } finally {

@@ -13,7 +13,7 @@ import { ScopeLevels } from '../../src/log/levels';
 import { agentLogger } from '../../src/log/winston-backend';
 import { startLogServer } from '../../src/agent/logserver';
 import { PluginLogger, RollingFile, backupStamp, encodeEntry, istioTimestamp, postLogLines } from '../../src/log';
-import { ApiStandIn, startApiStandIn } from '../support/api-standin';
+import { ApiStandIn, startApiStandIn } from '../support/kube-api';
 import { watchChild } from '../support/child-lines';
 import { BIN, logLines, runPlugin } from '../support/cni-run';
 import { tempDir } from '../support/tmp';
