@@ -13,6 +13,7 @@ import { parseAgentConfig } from '../../src/agent/config';
 import { ScopeLevels } from '../../src/log/levels';
 import { agentLogger } from '../../src/log/winston-backend';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'ptp' }] });
 
@@ -67,14 +68,6 @@ async function apiStandIn(daemonSetExists: boolean): Promise<{ port: number; see
   return { port: (server.address() as net.AddressInfo).port, seen, close: () => server.close() };
 }
 
-async function until(what: string, f: () => boolean, ms = 3000): Promise<void> {
-  const start = Date.now();
-  while (!f()) {
-    if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 function fakeAmbient(): { factory: () => AmbientAgent; started: () => boolean; stoppedWith: () => boolean | undefined; release: () => void } {
   let started = false;
   let stopped: boolean | undefined;
@@ -105,7 +98,7 @@ test('ambient: ready only after the ambient agent started; an upgrade keeps the 
   amb.release();
   const agent = await starting;
   try {
-    await until('ready', () => agent.ready());
+    await until('ready', () => agent.ready(), 3000);
     assert.ok(amb.started());
   } finally {
     await agent.stop();
@@ -124,7 +117,7 @@ test('ambient: the DaemonSet is gone, so this is an uninstall and everything is 
   amb.release();
   const agent = await startAgent(cfg, { log, ambient: amb.factory });
   try {
-    await until('ready', () => agent.ready());
+    await until('ready', () => agent.ready(), 3000);
   } finally {
     await agent.stop();
     api.close();
@@ -139,7 +132,7 @@ test('ambient without an ambient agent in this build: installed but never ready'
   const { cfg, log } = setup(api.port, { AMBIENT_DISABLE_SAFE_UPGRADE: 'true' });
   const agent = await startAgent(cfg, { log });
   try {
-    await until('installed', () => agent.installer.ready);
+    await until('installed', () => agent.installer.ready, 3000);
     assert.equal(agent.ready(), false);
   } finally {
     await agent.stop();

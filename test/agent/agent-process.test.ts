@@ -11,6 +11,7 @@ import { AGENT_BIN as BIN, AgentDirs as Dirs, PRIMARY_LIST as LIST, agentDirs } 
 import { ExitStatus, watchChild } from '../support/child-lines';
 import { freePort, httpGet } from '../support/http-get';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 const created: string[] = [];
 after(() => {
@@ -35,16 +36,6 @@ function dirArgs(d: Dirs): string[] {
 }
 
 const baseEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443' };
-
-async function until<T>(what: string, f: () => T | undefined | false | Promise<T | undefined | false>, ms = 2000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() - start > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 interface Agent {
   proc: ChildProcess;
@@ -94,7 +85,7 @@ test('agent: not ready without a primary config; installs within 2 s of it appea
     const conf = path.join(d.net, '10-k8s.conflist');
     fs.writeFileSync(conf, LIST);
     const t0 = Date.now();
-    await until('ready', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200);
+    await until('ready', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200, 2000);
     assert.ok(Date.now() - t0 < 2000, `ready after ${Date.now() - t0} ms`);
     assert.ok(hasIstio(conf));
     assert.ok(fs.existsSync(path.join(d.bin, 'istio-cni')));
@@ -108,16 +99,16 @@ test('agent: not ready without a primary config; installs within 2 s of it appea
     const sock = path.join(d.run, 'log.sock');
     assert.equal(fs.statSync(sock).mode & 0o777, 0o600);
     assert.equal(await postLog(sock, [{ level: 'info', time: '2024-05-01T10:00:00Z', msg: 'hello from ADD', pod: 'web-1', namespace: 'shop' }]), 200);
-    await until('relayed plugin log', () => a.out.some((l) => l.includes('\tcni-plugin\thello from ADD\tnamespace=shop pod=web-1')));
+    await until('relayed plugin log', () => a.out.some((l) => l.includes('\tcni-plugin\thello from ADD\tnamespace=shop pod=web-1')), 2000);
 
     fs.rmSync(path.join(d.bin, 'istio-cni'));
     const t1 = Date.now();
-    await until('binary re-installed', () => fs.existsSync(path.join(d.bin, 'istio-cni')));
+    await until('binary re-installed', () => fs.existsSync(path.join(d.bin, 'istio-cni')), 2000);
     assert.ok(Date.now() - t1 < 2000);
 
     await until('ready again', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200, 3000);
     fs.writeFileSync(path.join(d.sa, 'token'), 'token-two');
-    await until('kubeconfig follows the rotated token', () => fs.readFileSync(kubeconfig, 'utf8').includes('token: token-two'));
+    await until('kubeconfig follows the rotated token', () => fs.readFileSync(kubeconfig, 'utf8').includes('token: token-two'), 2000);
   } finally {
     a.proc.kill('SIGTERM');
   }
@@ -136,7 +127,7 @@ test('agent: a primary CNI that keeps rewriting its config never exposes a torn 
   fs.writeFileSync(conf, LIST);
   const a = await startAgent(d, ['--monitoring-port', '0']);
   try {
-    await until('installed', () => hasIstio(conf));
+    await until('installed', () => hasIstio(conf), 2000);
     let reads = 0;
     let torn = 0;
     let stop = false;

@@ -15,20 +15,11 @@ import { freePort, httpGet } from '../support/http-get';
 import { KubeApiStandIn, NODE, brokenTerminated, brokenWaiting, healthy, recovered, repairPod } from '../support/kube-api';
 import { makePki } from '../support/tls';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp' }] });
 const pki = makePki();
-
-async function until<T>(what: string, f: () => T | undefined | false | Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() - start > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 interface Agent {
   proc: ChildProcess;
@@ -110,18 +101,18 @@ test('agent process, label mode: broken pods (listed, then watched) are labelled
   api.upsert(repairPod({ name: 'broken-elsewhere', node: 'node-b', initStatus: brokenWaiting }));
   const a = await startAgent(api.port, { REPAIR_LABEL_PODS: 'true' });
   try {
-    await until('broken-early labelled', () => api.pod('shop', 'broken-early')?.metadata.labels?.[LABEL] === 'true');
-    await until('watch open', () => api.openWatches === 1);
+    await until('broken-early labelled', () => api.pod('shop', 'broken-early')?.metadata.labels?.[LABEL] === 'true', 20_000);
+    await until('watch open', () => api.openWatches === 1, 20_000);
     // A pod that breaks after the agent started arrives through the watch.
     api.upsert(repairPod({ name: 'broken-later', namespace: 'payments', initStatus: brokenTerminated }));
-    await until('broken-later labelled', () => api.pod('payments', 'broken-later')?.metadata.labels?.[LABEL] === 'true');
+    await until('broken-later labelled', () => api.pod('payments', 'broken-later')?.metadata.labels?.[LABEL] === 'true', 20_000);
     for (const n of ['healthy', 'recovered', 'broken-elsewhere']) assert.equal(api.pod('shop', n)!.metadata.labels?.[LABEL], undefined, n);
     const m = await until('metrics', async () => {
       const r = await httpGet(`http://${a.metrics}/metrics`);
       return metric(r.body, 'label', 'success') === 2 && r.body;
-    });
+    }, 20_000);
     assert.ok(metric(m, 'label', 'skip') >= 1, 'the MODIFIED event after the patch is a skip');
-    await until('ready (the install runs alongside the repair controller)', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200);
+    await until('ready (the install runs alongside the repair controller)', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200, 20_000);
     for (const r of api.requests) {
       assert.equal(r.authorization, 'Bearer repair-token');
       if (r.method === 'GET') assert.equal(r.query.fieldSelector, `spec.nodeName=${NODE}`);
@@ -134,7 +125,7 @@ test('agent process, label mode: broken pods (listed, then watched) are labelled
   } finally {
     await stop(a);
   }
-  await until('watch closed', () => api.openWatches === 0);
+  await until('watch closed', () => api.openWatches === 0, 20_000);
   assert.ok(a.out.some((l) => /starting CNI sidecar repair controller.*action=label/.test(l)), a.out.join('\n'));
 });
 
@@ -146,8 +137,8 @@ test('agent process, delete mode: the broken pod is deleted with preconditions, 
   api.upsert(repairPod({ name: 'broken', initStatus: brokenWaiting }));
   const a = await startAgent(api.port, { REPAIR_DELETE_PODS: 'true', REPAIR_LABEL_PODS: 'true' });
   try {
-    await until('deleted', () => api.pod('shop', 'broken') === undefined);
-    await until('metric', async () => metric((await httpGet(`http://${a.metrics}/metrics`)).body, 'delete', 'success') === 1);
+    await until('deleted', () => api.pod('shop', 'broken') === undefined, 20_000);
+    await until('metric', async () => metric((await httpGet(`http://${a.metrics}/metrics`)).body, 'delete', 'success') === 1, 20_000);
     assert.deepEqual(api.podNames(), ['shop/healthy']);
     const del = api.requests.find((r) => r.method === 'DELETE')!;
     assert.deepEqual(Object.keys((del.body as { preconditions: object }).preconditions).sort(), ['resourceVersion', 'uid']);
@@ -161,8 +152,8 @@ test('agent process: an unreachable API does not stop the install (logged, retri
   const closedPort = await freePort();
   const a = await startAgent(closedPort, { REPAIR_LABEL_PODS: 'true' });
   try {
-    await until('ready', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200);
-    await until('a retry logged', () => a.out.some((l) => /warn\trepair\t\/api\/v1\/pods: list\/watch failed; retrying/.test(l)));
+    await until('ready', async () => (await httpGet(`http://${a.health}/readyz`)).status === 200, 20_000);
+    await until('a retry logged', () => a.out.some((l) => /warn\trepair\t\/api\/v1\/pods: list\/watch failed; retrying/.test(l)), 20_000);
   } finally {
     await stop(a);
   }
@@ -187,9 +178,9 @@ test('agent process: NODE_NAME starts the fast path\'s pod cache (a watch of thi
 
   const a = await startAgent(api.port, { REPAIR_ENABLED: 'false', NODE_NAME: NODE });
   try {
-    const synced = await until('the node pods synced', () => a.out.find((l) => l.includes('node pods synced')));
+    const synced = await until('the node pods synced', () => a.out.find((l) => l.includes('node pods synced')), 20_000);
     assert.match(synced, /pods=1\b/, synced);
-    await until('the pod watch', () => podWatches().length > 0);
+    await until('the pod watch', () => podWatches().length > 0, 20_000);
     for (const r of api.requests.filter((x) => x.path === '/api/v1/pods')) assert.equal(r.query.fieldSelector, `spec.nodeName=${NODE}`);
     const m = await httpGet(`http://${a.metrics}/metrics`);
     assert.match(m.body, /# TYPE istio_cni_ts_fast_path_pod_lookups_total counter/);
@@ -201,8 +192,8 @@ test('agent process: NODE_NAME starts the fast path\'s pod cache (a watch of thi
     const before = api.requests.length;
     const b = await startAgent(api.port, { REPAIR_ENABLED: 'false', ...env });
     try {
-      await until(`the log says the cache is ${reason}`, () => b.out.find((l) => l.includes(`fast path pod cache ${reason}`)));
-      await until('ready', async () => (await httpGet(`http://${b.health}/readyz`)).status === 200);
+      await until(`the log says the cache is ${reason}`, () => b.out.find((l) => l.includes(`fast path pod cache ${reason}`)), 20_000);
+      await until('ready', async () => (await httpGet(`http://${b.health}/readyz`)).status === 200, 20_000);
       assert.deepEqual(api.requests.slice(before).filter((r) => r.path === '/api/v1/pods'), [], 'no pod list or watch');
     } finally {
       await stop(b);

@@ -14,7 +14,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AgentProc, PRIMARY_LIST, agentDirs, startAgentProcess, until } from '../support/agent-proc';
+import { AgentProc, PRIMARY_LIST, agentDirs, startAgentProcess } from '../support/agent-proc';
+import { until } from '../support/until';
 import { requireRootAndTools } from '../support/root';
 import { tempDir } from '../support/tmp';
 

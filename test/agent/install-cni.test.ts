@@ -6,7 +6,8 @@ import * as assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { AgentDirs, AgentProc, INSTALL_CNI_BIN, agentDirs, startAgentProcess, until } from '../support/agent-proc';
+import { AgentDirs, AgentProc, INSTALL_CNI_BIN, agentDirs, startAgentProcess } from '../support/agent-proc';
+import { until } from '../support/until';
 import { watchChild } from '../support/child-lines';
 import { freePort, httpGet } from '../support/http-get';
 

@@ -16,6 +16,7 @@ import { ApiStandIn, startApiStandIn } from '../support/kube-api';
 import { sidecarPod } from '../support/cni-fakes';
 import { BIN, CniRun, runPlugin } from '../support/cni-run';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 const TOKEN = `icts-secret-${process.pid}-Zq9xT4vK`;
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp', mtu: 1460 }] });
@@ -24,16 +25,6 @@ const cleanups: (() => Promise<void> | void)[] = [];
 after(async () => {
   for (const c of cleanups.reverse()) await c();
 });
-
-async function until<T>(what: string, f: () => T | undefined | false | Promise<T | undefined | false>, ms = 10_000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() - start > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function get(url: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -55,7 +46,7 @@ async function startAgent(args: string[], env: Record<string, string>): Promise<
       await exit;
     }
   });
-  const line = await until('health server address', () => out.find((l) => l.includes('health server listening')));
+  const line = await until('health server address', () => out.find((l) => l.includes('health server listening')), 10_000);
   return { proc, out, exit, health: /address=(\S+)/.exec(line)![1] };
 }
 
@@ -103,8 +94,8 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
     { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: port, REPAIR_ENABLED: 'true', REPAIR_NODE_NAME: 'node-1' },
   );
   const kubeconfig = path.join(d.run, 'istio-cni-kubeconfig');
-  await until('ready', async () => (await get(`http://${a.health}/readyz`)) === 200);
-  await until('the repair controller met the 403', () => api.requestLines.some((r) => r.startsWith('GET /api/v1/pods')));
+  await until('ready', async () => (await get(`http://${a.health}/readyz`)) === 200, 10_000);
+  await until('the repair controller met the 403', () => api.requestLines.some((r) => r.startsWith('GET /api/v1/pods')), 10_000);
 
   // Modes and owners of everything the agent serves or writes with the token.
   assert.ok(fs.readFileSync(kubeconfig, 'utf8').includes(TOKEN), 'the kubeconfig carries the token (the one place it belongs)');

@@ -15,6 +15,7 @@ import { ZdsError, ZtunnelServer } from '../../src/agent/ambient/ztunnel-server'
 import { SeqpacketSocket } from '../../src/netns/seqpacket';
 import { encodeAck, encodeHello, ZtunnelStandIn } from '../support/ztunnel-standin';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 const dir = tempDir(path.join(os.tmpdir(), 'icts-zds-'));
 let n = 0;
@@ -57,14 +58,6 @@ function setup(opts: { timeouts?: Partial<typeof FAST>; pods?: { uid: string; ne
   return { cache, log, server, standIn, counts };
 }
 
-async function until(pred: () => boolean, what: string, ms = 3000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 test('hello, then a snapshot: Add with the netns fd for known netns, Keep for the others, then SnapshotSent', async () => {
   const { server, standIn } = setup({ pods: [{ uid: 'uid-a', netns: true }, { uid: 'uid-b', netns: false }, { uid: 'uid-c', netns: true }] });
   const z = standIn();
@@ -80,7 +73,7 @@ test('hello, then a snapshot: Add with the netns fd for known netns, Keep for th
   assert.equal(a.fdIno, ownNetnsIno, 'the fd that arrived is the pod netns');
   assert.deepEqual(z.snapshots[0], ['uid-a', 'uid-b', 'uid-c']);
   assert.equal(server.connections, 1);
-  await until(() => server.stats.snapshots === 1, 'snapshot acked');
+  await until('snapshot acked', () => server.stats.snapshots === 1, 3000);
 });
 
 test('Adds go to the newest connection, Dels to every connection; no connection: Add fails, Del succeeds', async () => {
@@ -96,7 +89,7 @@ test('Adds go to the newest connection, Dels to every connection; no connection:
   const fresh = standIn();
   await fresh.connect();
   await fresh.waitFor(() => fresh.snapshots.length === 1);
-  await until(() => server.connections === 2, 'two connections');
+  await until('two connections', () => server.connections === 2, 3000);
 
   await server.podAdded('uid-y', wl('y'), h);
   assert.ok(fresh.received.some((r) => r.kind === 'add' && r.uid === 'uid-y'));
@@ -108,7 +101,7 @@ test('Adds go to the newest connection, Dels to every connection; no connection:
 
   // The newest goes away: Adds fall back to the older connection.
   fresh.disconnect();
-  await until(() => server.connections === 1, 'fallback');
+  await until('fallback', () => server.connections === 1, 3000);
   await server.podAdded('uid-z', wl('z'), h);
   assert.ok(old.received.some((r) => r.kind === 'add' && r.uid === 'uid-z'));
 });
@@ -139,14 +132,14 @@ test('a client that never acks: the request fails after the ack deadline, that c
   const silent = standIn({ ack: (r) => (r.kind === 'add' ? 'never' : '') });
   await silent.connect();
   await silent.waitFor(() => silent.snapshots.length === 1);
-  await until(() => server.connections === 2, 'two connections');
+  await until('two connections', () => server.connections === 2, 3000);
 
   const h = NetnsHandle.open('/proc/self/ns/net');
   cleanups.push(() => h.release());
   const t0 = Date.now();
   await assert.rejects(server.podAdded('p1', wl('p1'), h), (e: ZdsError) => e.kind === 'io' && /no ack/.test(e.message));
   assert.ok(Date.now() - t0 >= 350, 'waited for the ack deadline');
-  await until(() => server.connections === 1, 'silent client dropped');
+  await until('silent client dropped', () => server.connections === 1, 3000);
   await silent.waitFor(() => silent.disconnectedByAgent, 2000, 'agent closing the silent client');
   assert.ok(log.has('warn', /ztunnel connection closed/));
   // The retry goes to the remaining connection.
@@ -173,7 +166,7 @@ test('bad hellos: garbage, oversized, none at all, and an empty record are each 
   const ok = standIn();
   await ok.connect();
   await ok.waitFor(() => ok.snapshots.length === 1, 2000, 'a good client still served');
-  await until(() => server.connections === 1, 'only the good one left');
+  await until('only the good one left', () => server.connections === 1, 3000);
 });
 
 test('oversized, garbage and fd-carrying acks close the connection and fail the request', async () => {
@@ -188,7 +181,7 @@ test('oversized, garbage and fd-carrying acks close the connection and fail the 
     const snap = await raw.recv({ maxBytes: 1024, timeoutMs: 2000 }); // SnapshotSent (empty cache)
     assert.ok(snap.data.length > 0);
     await raw.send(encodeAck(''));
-    await until(() => server.connections === 1, 'connected');
+    await until('connected', () => server.connections === 1, 3000);
     await new Promise((r) => setTimeout(r, 50));
     const h = NetnsHandle.open('/proc/self/ns/net');
     const p = server.podAdded('u', wl('u'), h);
@@ -196,7 +189,7 @@ test('oversized, garbage and fd-carrying acks close the connection and fail the 
     for (const fd of req.fds) fs.closeSync(fd);
     await raw.send(reply);
     await assert.rejects(p, (e: ZdsError) => e.kind === 'io', what);
-    await until(() => server.connections === 0, `${what}: connection dropped`);
+    await until(`${what}: connection dropped`, () => server.connections === 0, 3000);
     h.release();
   }
 });
@@ -208,20 +201,20 @@ test('a ztunnel that sends something while nothing was asked is dropped (protoco
   await raw.send(encodeHello(1));
   await raw.recv({ maxBytes: 1024, timeoutMs: 2000 });
   await raw.send(encodeAck(''));
-  await until(() => server.connections === 1, 'connected');
+  await until('connected', () => server.connections === 1, 3000);
   await new Promise((r) => setTimeout(r, 50));
   await raw.send(encodeAck('unsolicited'));
-  await until(() => server.connections === 0, 'dropped');
+  await until('dropped', () => server.connections === 0, 3000);
   assert.ok(log.entries.some((e) => /protocol error/.test(String(e.fields?.reason))));
 
   const quitter = SeqpacketSocket.connect(server.path);
   await quitter.send(encodeHello(1));
   await quitter.recv({ maxBytes: 1024, timeoutMs: 2000 });
   await quitter.send(encodeAck(''));
-  await until(() => server.connections === 1, 'connected');
+  await until('connected', () => server.connections === 1, 3000);
   const t0 = Date.now();
   quitter.close();
-  await until(() => server.connections === 0, 'close noticed');
+  await until('close noticed', () => server.connections === 0, 3000);
   assert.ok(Date.now() - t0 < 1000, 'no keepalive period to wait for');
 });
 

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { after, before, test } from 'node:test';
 import { AmbientEnv, TestPod, rulesetText } from '../support/ambient-env';
+import { until } from '../support/until';
 
 const env = new AmbientEnv();
 const COUNT = 20;
@@ -24,14 +25,6 @@ after(async () => {
   }
   await env.close();
 });
-
-async function until(pred: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 const lastSnapshot = () => env.standIn.snapshots[env.standIn.snapshots.length - 1];
 
@@ -54,7 +47,7 @@ test('agent restart: a snapshot naming all 20, each with its netns found through
   const snapshotsBefore = env.standIn.snapshots.length;
   const receivedBefore = env.standIn.received.length;
   await env.stopAgent(true); // an upgrade: host rule and probe sets stay
-  await until(() => env.standIn.disconnectedByAgent, 'the old agent closing the ztunnel connection');
+  await until('the old agent closing the ztunnel connection', () => env.standIn.disconnectedByAgent, 15_000);
   const agent = await env.startAgent();
   await env.connectZtunnel();
   assert.equal(env.standIn.snapshots.length, snapshotsBefore + 1);
@@ -80,7 +73,7 @@ test('agent restart: a snapshot naming all 20, each with its netns found through
 test('ztunnel reconnect: the same snapshot again, nothing re-applied', async () => {
   const agent = env.agent!;
   env.standIn.disconnect();
-  await until(() => agent.parts().zds.connections === 0, 'the agent noticing ztunnel left');
+  await until('the agent noticing ztunnel left', () => agent.parts().zds.connections === 0, 15_000);
   await env.connectZtunnel();
   assert.deepEqual(lastSnapshot(), pods.map((p) => p.uid).sort());
   assert.equal(agent.parts().dataplane.stats.rulesApplied, 0);
@@ -91,9 +84,9 @@ test('a pod deleted while ztunnel is away is left out of the next snapshot, so z
   const agent = env.agent!;
   const gone = pods[7];
   env.standIn.disconnect();
-  await until(() => agent.parts().zds.connections === 0, 'ztunnel away');
+  await until('ztunnel away', () => agent.parts().zds.connections === 0, 15_000);
   env.api.remove(gone.namespace, gone.name);
-  await until(() => !agent.parts().hostSets.entries().has(gone.ip), 'the probe address removed');
+  await until('the probe address removed', () => !agent.parts().hostSets.entries().has(gone.ip), 15_000);
   assert.ok(env.standIn.workloads.has(gone.uid), 'the stand-in still has it: it heard nothing');
   await env.connectZtunnel();
   assert.deepEqual(lastSnapshot(), pods.filter((p) => p !== gone).map((p) => p.uid).sort());
@@ -104,7 +97,7 @@ test('a pod deleted while ztunnel is away is left out of the next snapshot, so z
 test('ztunnel away: a new pod is refused (ADD fails, annotation pending), then enrolled once ztunnel is back', async () => {
   const agent = env.agent!;
   env.standIn.disconnect();
-  await until(() => agent.parts().zds.connections === 0, 'ztunnel away');
+  await until('ztunnel away', () => agent.parts().zds.connections === 0, 15_000);
   const p = await env.addPod('late');
   await env.startApp(p, 8080);
   const r = await env.cniAdd(p);
@@ -113,9 +106,9 @@ test('ztunnel away: a new pod is refused (ADD fails, annotation pending), then e
   assert.equal(err.code, 108, r.stdout);
   assert.match(err.msg, /failed to contact node Istio CNI agent/);
   assert.match(err.details, /no ztunnel connection/);
-  await until(() => env.redirection(p) === 'pending', 'annotation pending');
+  await until('annotation pending', () => env.redirection(p) === 'pending', 15_000);
   await env.connectZtunnel();
-  await until(() => env.redirection(p) === 'enabled', 'enrolled by the controller after ztunnel came back');
+  await until('enrolled by the controller after ztunnel came back', () => env.redirection(p) === 'enabled', 15_000);
   await env.standIn.waitFor(() => env.standIn.workloads.has(p.uid), 10_000, 'the late pod at ztunnel');
 });
 

@@ -38,6 +38,7 @@ import { AmbientChildConfig } from '../support/ambient-agent-child';
 import { onLines } from '../support/child-lines';
 import { requireRootAndTools } from '../support/root';
 import { Received, ZtunnelStandIn } from '../support/ztunnel-standin';
+import { until } from '../support/until';
 
 const COUNT = 50;
 const KILL_AT = 25;
@@ -152,7 +153,7 @@ async function startAgentProcess(): Promise<AgentProcess> {
     }
   });
   proc.stderr!.on('data', (c: Buffer) => (a.stderr += c));
-  await until(() => a.lines.some((l) => l.msg === 'child ready') || !!a.exit, 'the agent process ready', 30_000).catch((e) => {
+  await until('the agent process ready', () => a.lines.some((l) => l.msg === 'child ready') || !!a.exit, 30_000).catch((e) => {
     throw new Error(`${(e as Error).message}: ${a.stderr}${tail(a)}`);
   });
   assert.ok(!a.exit, `the agent process exited ${JSON.stringify(a.exit)}: ${a.stderr}${tail(a)}`);
@@ -160,14 +161,6 @@ async function startAgentProcess(): Promise<AgentProcess> {
 }
 
 const tail = (a: AgentProcess, n = 30) => `\n--- agent ${a.pid} (last ${n} lines) ---\n${a.lines.slice(-n).map((l) => `${l.level} ${l.msg} ${JSON.stringify(l.fields ?? {})}`).join('\n')}`;
-
-async function until(pred: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 function alive(pid: number): boolean {
   try {
@@ -310,7 +303,7 @@ test(`the agent SIGKILLed while enrolling ${COUNT} pods, restarted: every pod en
   assert.deepEqual(first.exit, { code: null, signal: 'SIGKILL' });
   // The ADDs in flight end (answered just before the kill, or failed by it) and kubelet has
   // reported the IPs of those that succeeded: the state the new agent starts from.
-  await until(() => inFlight === 0, 'the ADDs in flight at the kill to end', 30_000);
+  await until('the ADDs in flight at the kill to end', () => inFlight === 0, 30_000);
   await new Promise((r) => setTimeout(r, 100)); // an API request of the dead agent already on the wire lands
   const enabledAtRestart = annotatedEnabled().map((p) => p.uid).sort();
   const halfEnrolled = [...env.standIn.workloads.keys()].filter((u) => !enabledAtRestart.includes(u));
@@ -364,7 +357,7 @@ test(`the agent SIGKILLed while enrolling ${COUNT} pods, restarted: every pod en
   assert.equal(pods.filter((p) => attempts.has(p.name)).length, COUNT);
 
   // Every pod enrolled exactly once.
-  await until(() => annotatedEnabled().length === COUNT, 'every pod annotated enabled', 10_000);
+  await until('every pod annotated enabled', () => annotatedEnabled().length === COUNT, 10_000);
   await env.standIn.waitFor(() => pods.every((p) => env.standIn.workloads.has(p.uid)), 10_000, 'all pods at ztunnel');
   const rulesets = await Promise.all(pods.map((p) => shAsync(['ip', 'netns', 'exec', p.netns.name, 'nft', 'list', 'ruleset'])));
   pods.forEach((p, i) => assert.equal(rulesets[i], reference, `${p.name}: exactly the in-pod ruleset, once`));

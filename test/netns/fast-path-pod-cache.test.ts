@@ -23,6 +23,7 @@ import { KubeApiStandIn, NODE, Obj } from '../support/kube-api';
 import { inNetns, makeNetns, requireRootAndTools } from '../support/root';
 import { istioKubeconfig, makePki } from '../support/tls';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 const TOKEN = 'pod-cache-test-token';
 let api: KubeApiStandIn;
@@ -37,14 +38,6 @@ function podObj(name: string, uid: string, node = NODE): Obj {
   p.metadata.uid = uid;
   p.spec = { ...p.spec, nodeName: node };
   return p;
-}
-
-async function until(what: string, f: () => boolean, ms = 15_000): Promise<void> {
-  const start = Date.now();
-  while (!f()) {
-    if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 const podGets = (name: string) => api.requests.filter((r) => r.method === 'GET' && r.path === `/api/v1/namespaces/shop/pods/${name}`).length;
@@ -118,7 +111,7 @@ test('a cached pod with the runtime\'s UID: ADD applies the rules with no GET, a
 
 test('a pod created after the list is answered from the watch', async () => {
   api.upsert(podObj('web-2', 'u-2'));
-  await until('the watch delivered web-2', () => pods.informer.get('shop/web-2') !== undefined);
+  await until('the watch delivered web-2', () => pods.informer.get('shop/web-2') !== undefined, 15_000);
   const r = await add('web-2', 'u-2');
   assert.equal(r.exitCode, 0, r.stdout);
   assert.equal(podGets('web-2'), 0);
@@ -142,12 +135,12 @@ test('what the cache cannot vouch for goes to the API: another UID, no UID, anot
 test('after a watch failure the cache is not trusted until a list succeeds again', async () => {
   api.failures.push({ method: 'GET', path: /^\/api\/v1\/pods$/, status: 500, times: 3 });
   api.dropWatches();
-  await until('the informer noticed the failure', () => !pods.informer.isLive());
+  await until('the informer noticed the failure', () => !pods.informer.isLive(), 15_000);
   const before = podGets('web-1');
   const r = await add('web-1', 'u-1');
   assert.equal(r.exitCode, 0, r.stdout);
   assert.equal(podGets('web-1'), before + 1, 'answered by a GET while the cache may be stale');
-  await until('the informer listed again', () => pods.informer.isLive());
+  await until('the informer listed again', () => pods.informer.isLive(), 15_000);
   const r2 = await add('web-1', 'u-1');
   assert.equal(r2.exitCode, 0, r2.stdout);
   assert.equal(podGets('web-1'), before + 1, 'the cache answers again');

@@ -18,6 +18,7 @@ import { AMBIENT_NS_LABEL, AmbientEnv, KUBELET_UID, NODE, SELECTORS_YAML } from 
 import { brokenWaiting, repairPod } from '../support/kube-api';
 import { requireRootAndTools } from '../support/root';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 /** The node netns, run dir and API stand-in of the ambient tests, without their own agent. */
 class Node extends AmbientEnv {
@@ -25,14 +26,6 @@ class Node extends AmbientEnv {
     requireRootAndTools('ip', 'nft');
     await this.startNodeAndApi(path.join(os.tmpdir(), 'icts-shared-'));
     return this;
-  }
-}
-
-async function until(what: string, f: () => boolean, ms = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!f()) {
-    if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
   }
 }
 
@@ -94,10 +87,10 @@ test('fast path + repair + ambient share one list and one watch of the node\'s p
       // Each consumer sees the node's pods through its own view.
       assert.ok(agent.podCache.lookup('shop', 'amb', 'u-amb'), 'the fast path answers from the shared watch');
       assert.equal(agent.podCache.lookup('shop', 'elsewhere', 'u-else'), undefined, 'another node\'s pod is not watched');
-      await until('repair labelled the broken pod', () => env.api.requests.some((r) => r.method === 'PATCH' && r.path === '/api/v1/namespaces/shop/pods/broken/status'));
+      await until('repair labelled the broken pod', () => env.api.requests.some((r) => r.method === 'PATCH' && r.path === '/api/v1/namespaces/shop/pods/broken/status'), 10_000);
       env.api.upsertNamespace('shop', AMBIENT_NS_LABEL);
       env.api.upsert(repairPod({ name: 'later', uid: 'u-later', node: NODE, annotations: null }));
-      await until('a pod added later reaches the fast path', () => agent.podCache!.lookup('shop', 'later', 'u-later') !== undefined);
+      await until('a pod added later reaches the fast path', () => agent.podCache!.lookup('shop', 'later', 'u-later') !== undefined, 10_000);
 
       const podCalls = env.api.requests.filter((r) => r.method === 'GET' && r.path === '/api/v1/pods');
       const lists = podCalls.filter((r) => r.query.watch !== 'true');

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { ExitStatus, stopChild, watchChild } from './child-lines';
 import { PACKAGE_ROOT } from './conformance';
 import { tempDir } from './tmp';
+import { until } from './until';
 
 export const AGENT_BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 /** The agent under the name Istio's chart runs it. */
@@ -57,16 +58,6 @@ export interface AgentProc {
   threads(): number;
   /** SIGTERM, then the exit status (SIGKILL after 10 s). */
   stop(): Promise<ExitStatus>;
-}
-
-export async function until<T>(what: string, f: () => T | undefined | false | Promise<T | undefined | false>, ms = 5000, stepMs = 20): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
 }
 
 /**

@@ -17,6 +17,7 @@ import { ApiStandIn, startApiStandIn } from '../support/kube-api';
 import { watchChild } from '../support/child-lines';
 import { BIN, logLines, runPlugin } from '../support/cni-run';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 const tmp = (tag: string) => tempDir(path.join(os.tmpdir(), `icts-${tag}-`));
 
@@ -29,16 +30,6 @@ function memoryLogger(level: 'debug' | 'info' | 'warn' | 'error' = 'debug') {
     },
   }) as NodeJS.WritableStream;
   return { lines, log: agentLogger({ levels: new ScopeLevels(level), targets: [stream] }).withScope('cni-agent') };
-}
-
-async function until<T>(what: string, f: () => T | undefined | false, ms = 3000): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (Date.now() - start > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe('log line format', () => {
@@ -113,7 +104,7 @@ describe('PluginLogger', () => {
       l.redact(secret);
       l.error(`echo ${secret}`, { header: `Bearer ${secret}` });
       assert.equal(await l.flush(), undefined);
-      await until('relayed', () => lines.some((x) => x.includes('echo [redacted]')));
+      await until('relayed', () => lines.some((x) => x.includes('echo [redacted]')), 3000);
       const all = [err.join(''), fs.readFileSync(path.join(dir, 'istio-cni.log'), 'utf8'), lines.join('\n')];
       for (const text of all) {
         assert.ok(!text.includes('tok"en') && !text.includes('tok\\"en') && !text.includes('1234567'), text);
@@ -238,7 +229,7 @@ describe('the binary', () => {
       const stderr = logLines(r.stderr);
       assert.ok(stderr.every((e) => Object.keys(e).slice(0, 3).join() === 'level,time,msg'), r.stderr);
       assert.ok(stderr.some((e) => e.level === 'info' && /no sidecar capture/.test(String(e.msg)) && e.pod === 'shop/plain'), r.stderr);
-      const relayed = await until('relayed', () => agentOut.lines.filter((l) => l.includes('\tcni-plugin\t')).length >= stderr.length && agentOut.lines);
+      const relayed = await until('relayed', () => agentOut.lines.filter((l) => l.includes('\tcni-plugin\t')).length >= stderr.length && agentOut.lines, 3000);
       // Every line the plugin printed reaches the agent, with the plugin's own time.
       for (const e of stderr) {
         assert.ok(relayed.some((l) => l.startsWith(`${e.time}\t${e.level}\tcni-plugin\t${e.msg}`)), `${JSON.stringify(e)} in\n${relayed.join('\n')}`);
@@ -255,7 +246,7 @@ describe('the binary', () => {
       r = await runPlugin(env('ADD', 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=ghost'), conf(api.runDir, { plugin_log_level: 'error', pod_lookup_attempts: 1 }));
       assert.equal(JSON.parse(r.stdout).code, 102);
       assert.deepEqual(logLines(r.stderr).map((e) => e.level), ['error']);
-      await until('error relayed', () => agentOut.lines.slice(seen).some((l) => /\terror\tcni-plugin\tADD failed/.test(l)));
+      await until('error relayed', () => agentOut.lines.slice(seen).some((l) => /\terror\tcni-plugin\tADD failed/.test(l)), 3000);
       assert.match(fs.readFileSync(logFile, 'utf8').slice(before.length), /"level":"error"/);
     } finally {
       await server.close();
@@ -269,7 +260,7 @@ describe('the binary', () => {
     try {
       const r = await runPlugin(env('ADD', 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1'), conf(api.runDir, { plugin_log_level: 'debug', pod_lookup_attempts: 2, pod_lookup_interval_ms: 10 }));
       assert.equal(JSON.parse(r.stdout).code, 102);
-      await until('relayed', () => agentOut.lines.some((l) => l.includes('ADD failed')));
+      await until('relayed', () => agentOut.lines.some((l) => l.includes('ADD failed')), 3000);
       const texts = { stdout: r.stdout, stderr: r.stderr, file: fs.readFileSync(path.join(api.runDir, 'istio-cni.log'), 'utf8'), agent: agentOut.lines.join('\n') };
       for (const [where, text] of Object.entries(texts)) {
         assert.ok(!text.includes(api.token), `token in ${where}: ${text}`);
@@ -353,7 +344,7 @@ test('agent process + plugin process: the plugin\'s log lines appear in the agen
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const [line] = logLines(r.stderr).filter((e) => /passed through/.test(String(e.msg)));
     assert.ok(line, r.stderr);
-    const relayed = await until('relayed line', () => out.find((l) => l.includes('\tcni-plugin\tADD: pod passed through (excluded-namespace)')));
+    const relayed = await until('relayed line', () => out.find((l) => l.includes('\tcni-plugin\tADD: pod passed through (excluded-namespace)')), 3000);
     assert.ok(relayed.startsWith(`${line.time}\tinfo\tcni-plugin\t`), relayed);
     assert.match(relayed, /\tcontainerId=c0ffee .*pod=kube-system\/coredns-5d78c/);
     assert.match(fs.readFileSync(path.join(d.run, 'istio-cni.log'), 'utf8'), /passed through \(excluded-namespace\)/);

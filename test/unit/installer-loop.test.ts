@@ -12,18 +12,10 @@ import { InstallThrottle, Installer, installOnce } from '../../src/installer/ins
 import { createKubeConfig, writeKubeConfigFile } from '../../src/installer/kubeconfig';
 import { MemoryLogger } from '../../src/log/logger';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 function tmp(): string {
   return tempDir(path.join(os.tmpdir(), 'icts-loop-'));
-}
-
-async function until(what: string, cond: () => boolean, ms = 2000): Promise<number> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return Date.now() - start;
 }
 
 test('atomicWrite: exact mode whatever the umask, no temp file left, target untouched on failure', async () => {
@@ -209,21 +201,21 @@ test('install loop: ready once installed; re-installs a removed binary, a stripp
   const ac = new AbortController();
   const done = installer.run(ac.signal);
   try {
-    await until('ready', () => ready);
+    await until('ready', () => ready, 2000);
     const conf = path.join(e.net, '10-k8s.conflist');
     assert.ok(hasIstio(conf));
 
     fs.rmSync(path.join(e.bin, 'istio-cni'));
-    await until('binary back', () => fs.existsSync(path.join(e.bin, 'istio-cni')));
+    await until('binary back', () => fs.existsSync(path.join(e.bin, 'istio-cni')), 2000);
 
     await until('ready again', () => ready, 3000);
     fs.writeFileSync(conf, LIST); // the primary CNI rewrites its config without us
-    await until('config re-chained', () => hasIstio(conf));
+    await until('config re-chained', () => hasIstio(conf), 2000);
 
     const kc = path.join(e.run, 'istio-cni-kubeconfig');
     await until('ready again', () => ready, 3000);
     fs.writeFileSync(path.join(e.sa, 'token'), 'token-bar');
-    await until('kubeconfig rewritten', () => fs.readFileSync(kc, 'utf8').includes('token: token-bar'));
+    await until('kubeconfig rewritten', () => fs.readFileSync(kc, 'utf8').includes('token: token-bar'), 2000);
     assert.ok(results.includes('SUCCESS'));
   } finally {
     ac.abort();
@@ -245,7 +237,7 @@ test('install loop: a bad net dir does not stop the loop; it installs once a val
     assert.equal(ready, false);
     assert.equal(fs.readFileSync(path.join(e.net, '05-garbage.conflist'), 'utf8'), '{{{', 'untouched');
     fs.writeFileSync(path.join(e.net, '10-k8s.conflist'), LIST);
-    await until('ready', () => ready);
+    await until('ready', () => ready, 2000);
     assert.ok(hasIstio(path.join(e.net, '10-k8s.conflist')));
   } finally {
     ac.abort();
@@ -264,11 +256,11 @@ test('install loop: a missing token fails the pass (counted), then recovers when
   const ac = new AbortController();
   const done = installer.run(ac.signal);
   try {
-    await until('failure counted', () => results.includes('CREATE_KUBECONFIG_FAILURE'));
+    await until('failure counted', () => results.includes('CREATE_KUBECONFIG_FAILURE'), 2000);
     assert.ok(log.has('error', /installation failed, will retry: write kubeconfig/));
     assert.equal(ready, false);
     fs.writeFileSync(path.join(e.sa, 'token'), 'late-token');
-    await until('ready', () => ready);
+    await until('ready', () => ready, 2000);
   } finally {
     ac.abort();
     await done;

@@ -14,16 +14,9 @@ import { parseAgentConfig } from '../../src/agent/config';
 import { KubeApiStandIn, NODE, Obj, repairPod } from '../support/kube-api';
 import { makePki } from '../support/tls';
 import { tempDir } from '../support/tmp';
+import { until } from '../support/until';
 
 const pki = makePki();
-
-async function until(what: string, f: () => boolean, ms = 15_000): Promise<void> {
-  const start = Date.now();
-  while (!f()) {
-    if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 interface Seen {
   log: string[];
@@ -72,7 +65,7 @@ test('paged list with selectors, then a chunked watch: adds, updates, deletes, o
     assert.equal(r.query.labelSelector, 'app!=skip');
     assert.equal(r.authorization, 'Bearer tok');
   }
-  await until('watch open', () => api.openWatches === 1);
+  await until('watch open', () => api.openWatches === 1, 15_000);
   const w = api.requests.find((r) => r.query.watch === 'true')!;
   assert.equal(w.query.resourceVersion, String(api.resourceVersion));
   assert.equal(w.query.allowWatchBookmarks, 'true');
@@ -83,7 +76,7 @@ test('paged list with selectors, then a chunked watch: adds, updates, deletes, o
   api.upsert({ ...p1, status: { phase: 'Running' } });
   api.remove('shop', 'p2');
   api.upsert(repairPod({ name: 'p5', node: 'node-b' }));
-  await until('three events', () => seen.log.length === 6);
+  await until('three events', () => seen.log.length === 6, 15_000);
   assert.deepEqual(seen.log.slice(3), ['add p4', `update p1 ${p1.metadata.resourceVersion}->${Number(p1.metadata.resourceVersion) + 6}`, 'delete p2']);
   assert.equal(inf.get('shop/p1')?.status?.phase, 'Running');
   assert.equal(inf.get('shop/p2'), undefined);
@@ -91,7 +84,7 @@ test('paged list with selectors, then a chunked watch: adds, updates, deletes, o
   ac.abort();
   await running;
   rest.close();
-  await until('watch closed on stop', () => api.openWatches === 0);
+  await until('watch closed on stop', () => api.openWatches === 0, 15_000);
 });
 
 test('a watch the server ends is re-opened from the last version seen; changes in between are not lost', async (t) => {
@@ -101,13 +94,13 @@ test('a watch the server ends is re-opened from the last version seen; changes i
   const { inf, seen, ac, run, rest, log } = setup(api);
   const running = run();
   await inf.synced;
-  await until('watch open', () => api.openWatches === 1);
+  await until('watch open', () => api.openWatches === 1, 15_000);
   api.upsert(repairPod({ name: 'p2' }));
-  await until('p2', () => seen.log.includes('add p2'));
+  await until('p2', () => seen.log.includes('add p2'), 15_000);
   const rvAfterP2 = api.resourceVersion;
   api.dropWatches();
   api.upsert(repairPod({ name: 'p3' })); // while no watch is open
-  await until('p3', () => seen.log.includes('add p3'));
+  await until('p3', () => seen.log.includes('add p3'), 15_000);
   const watches = api.requests.filter((r) => r.query.watch === 'true');
   assert.equal(watches.length, 2);
   assert.equal(watches[1].query.resourceVersion, String(rvAfterP2));
@@ -126,18 +119,18 @@ test('410 Gone (ERROR event or answer) relists and emits deletes for pods that v
   const { inf, seen, ac, run, rest } = setup(api);
   const running = run();
   await inf.synced;
-  await until('watch open', () => api.openWatches === 1);
+  await until('watch open', () => api.openWatches === 1, 15_000);
   // As after a long disconnect: history compacted, the watch expires, the pod went meanwhile.
   api.dropWatches();
   api.remove('shop', 'gone');
   api.compact();
-  await until('relist', () => inf.stats.relistsAfterGone === 1 && seen.log.includes('delete gone'));
+  await until('relist', () => inf.stats.relistsAfterGone === 1 && seen.log.includes('delete gone'), 15_000);
   assert.deepEqual(inf.list().map((p) => p.metadata.name), ['keep']);
-  await until('watch open again', () => api.openWatches === 1);
+  await until('watch open again', () => api.openWatches === 1, 15_000);
   // Now the ERROR-event form.
   api.expireWatches();
   api.compact();
-  await until('second relist', () => inf.stats.relistsAfterGone === 2);
+  await until('second relist', () => inf.stats.relistsAfterGone === 2, 15_000);
   assert.ok(seen.log.includes(`update keep ${api.pod('shop', 'keep')!.metadata.resourceVersion}->${api.pod('shop', 'keep')!.metadata.resourceVersion}`));
   ac.abort();
   await running;
@@ -151,12 +144,12 @@ test('reflector: a watch ended by the server at timeoutSeconds resumes from the 
   const { inf, seen, ac, run, rest } = setup(api, { watchTimeoutSeconds: 1 });
   const running = run();
   await inf.synced;
-  await until('watch open', () => api.openWatches === 1);
+  await until('watch open', () => api.openWatches === 1, 15_000);
   // Changes the selection does not see (another node) move the version on; the server's closing
   // bookmark carries it.
   api.upsert(repairPod({ name: 'elsewhere', node: 'node-b' }));
   const rv = api.resourceVersion;
-  await until('the server ended the first watch at its timeout', () => api.sent.timeouts >= 1 && api.requests.filter((r) => r.query.watch === 'true').length >= 2);
+  await until('the server ended the first watch at its timeout', () => api.sent.timeouts >= 1 && api.requests.filter((r) => r.query.watch === 'true').length >= 2, 15_000);
   const watches = api.requests.filter((r) => r.query.watch === 'true');
   assert.equal(watches[0].query.timeoutSeconds, '1');
   assert.equal(watches[1].query.resourceVersion, String(rv), 'resumed from the bookmark\'s version');
@@ -176,7 +169,7 @@ test('reflector: BOOKMARK events advance the version, so a later watch survives 
   const { inf, ac, run, rest } = setup(api);
   const running = run();
   await inf.synced;
-  await until('watch open', () => api.openWatches === 1);
+  await until('watch open', () => api.openWatches === 1, 15_000);
   for (let i = 0; i < 5; i++) api.upsert(repairPod({ name: `other-${i}`, node: 'node-b' })); // invisible to this watch
   api.bookmark();
   const rv = api.resourceVersion;
@@ -185,7 +178,7 @@ test('reflector: BOOKMARK events advance the version, so a later watch survives 
   // version would be 410 and a full relist.
   api.compact();
   api.dropWatches();
-  await until('watch again', () => api.requests.filter((r) => r.query.watch === 'true').length === 2 && api.openWatches === 1);
+  await until('watch again', () => api.requests.filter((r) => r.query.watch === 'true').length === 2 && api.openWatches === 1, 15_000);
   assert.equal(api.requests.filter((r) => r.query.watch === 'true')[1].query.resourceVersion, String(rv));
   assert.equal(inf.stats.lists, 1, 'no relist');
   assert.equal(inf.stats.relistsAfterGone, 0);
@@ -229,7 +222,7 @@ test('API errors are retried with back-off and logged; the token is re-read for 
   api.token = 'new';
   const { inf, ac, run, rest, log } = setup(api, { token: () => token });
   const running = run();
-  await until('two failures', () => inf.stats.failures >= 2);
+  await until('two failures', () => inf.stats.failures >= 2, 15_000);
   assert.equal(inf.hasSynced(), false);
   token = 'new'; // rotated on disk
   await inf.synced;

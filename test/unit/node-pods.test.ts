@@ -10,14 +10,7 @@ import { RestClient } from '../../src/kube/rest';
 import { SelectorError, labelSelector, podFieldSelector } from '../../src/kube/selectors';
 import { MemoryLogger } from '../../src/log/logger';
 import { KubeApiStandIn, NODE, repairPod } from '../support/kube-api';
-
-async function until(what: string, f: () => boolean, ms = 10_000): Promise<void> {
-  const start = Date.now();
-  while (!f()) {
-    if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+import { until } from '../support/until';
 
 test('label selectors: equality, inequality, set-based, existence, as the API server reads them', () => {
   const l = { app: 'web', tier: 'front', 'istio.io/rev': 'canary' };
@@ -63,7 +56,7 @@ test('subscribers: filtered views and events as their own selector would give; l
   // b starts matching (an add for this view), a stops matching (a delete), both are updates to `all`.
   api.upsert({ ...api.pod('shop', 'b')!, metadata: { ...api.pod('shop', 'b')!.metadata, labels: { app: 'web' } } });
   api.upsert({ ...api.pod('shop', 'a')!, metadata: { ...api.pod('shop', 'a')!.metadata, labels: { app: 'db' } } });
-  await until('two transitions', () => events.length === 3);
+  await until('two transitions', () => events.length === 3, 10_000);
   assert.deepEqual(events, ['add a', 'add b', 'delete a']);
   assert.deepEqual(view.list().map((p) => p.metadata?.name), ['b']);
 

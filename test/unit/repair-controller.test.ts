@@ -12,6 +12,7 @@ import { RestClient } from '../../src/kube/rest';
 import { MemoryLogger } from '../../src/log/logger';
 import { KubeApiStandIn, NODE, brokenTerminated, brokenWaiting, healthy, recovered, repairPod } from '../support/kube-api';
 import { makePki } from '../support/tls';
+import { until } from '../support/until';
 
 const pki = makePki();
 
@@ -29,14 +30,6 @@ const base: RepairControllerSettings = {
   initTerminationMsg: '',
   initExitCode: 126,
 };
-
-async function until(what: string, f: () => boolean, ms = 15_000): Promise<void> {
-  const start = Date.now();
-  while (!f()) {
-    if (Date.now() - start > ms) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 class FakeRepairer implements PodRepairer {
   readonly calls: string[] = [];
@@ -114,7 +107,7 @@ test('label: broken pods get the label through a merge patch on pods/status; oth
   populate(h.api);
   h.start();
   await until('labels', () => h.api.pod('shop', 'broken-waiting')?.metadata.labels?.['cni.istio.io/uninitialized'] === 'true'
-    && h.api.pod('shop', 'broken-terminated')?.metadata.labels?.['cni.istio.io/uninitialized'] === 'true');
+    && h.api.pod('shop', 'broken-terminated')?.metadata.labels?.['cni.istio.io/uninitialized'] === 'true', 15_000);
   await h.settle();
   assert.deepEqual(writes(h.api).sort(), [
     'PATCH /api/v1/namespaces/shop/pods/broken-terminated/status',
@@ -150,7 +143,7 @@ test('delete: broken pods are deleted with UID and resourceVersion preconditions
   const h = await harness(t, { deletePods: true, labelPods: true });
   populate(h.api);
   h.start();
-  await until('deleted', () => h.api.pod('shop', 'broken-waiting') === undefined && h.api.pod('shop', 'broken-terminated') === undefined);
+  await until('deleted', () => h.api.pod('shop', 'broken-waiting') === undefined && h.api.pod('shop', 'broken-terminated') === undefined, 15_000);
   await h.settle();
   assert.deepEqual(h.api.podNames(), ['shop/healthy', 'shop/no-sidecar', 'shop/other-node', 'shop/recovered']);
   const del = h.api.requests.filter((r) => r.method === 'DELETE');
@@ -174,7 +167,7 @@ test('delete: a pod that changed since it was judged is not deleted (preconditio
   assert.equal(h.counts.get('delete/fail'), 1);
   assert.ok(h.api.pod('shop', 'broken'), 'still there');
   h.start();
-  await until('deleted through the queue', () => h.api.pod('shop', 'broken') === undefined && h.counts.get('delete/success') === 1);
+  await until('deleted through the queue', () => h.api.pod('shop', 'broken') === undefined && h.counts.get('delete/success') === 1, 15_000);
   assert.ok(h.api.events.some((e) => /failed to delete: .*409/.test(String(e.message))));
 });
 
@@ -183,7 +176,7 @@ test('repair: the repairer is called once per pod instance; healthy pods never',
   const h = await harness(t, { repairPods: true, deletePods: true }, r);
   populate(h.api);
   h.start();
-  await until('two repairs', () => (h.counts.get('repair/success') ?? 0) === 2);
+  await until('two repairs', () => (h.counts.get('repair/success') ?? 0) === 2, 15_000);
   // More status churn of the crash-looping pods: no second repair.
   const b = h.api.pod('shop', 'broken-waiting')!;
   h.api.upsert({ ...b, status: { ...b.status, message: 'still backing off' } });
@@ -195,7 +188,7 @@ test('repair: the repairer is called once per pod instance; healthy pods never',
   h.api.remove('shop', 'broken-waiting');
   await h.settle();
   h.api.upsert(repairPod({ name: 'broken-waiting', initStatus: brokenWaiting, uid: 'uid-second' }));
-  await until('third repair', () => (h.counts.get('repair/success') ?? 0) === 3);
+  await until('third repair', () => (h.counts.get('repair/success') ?? 0) === 3, 15_000);
   h.assertWithinRbac();
 });
 
@@ -205,7 +198,7 @@ test('repair: failures are retried, at most 5 attempts, each counted; a skip is 
   const h = await harness(t, { repairPods: true }, r);
   h.api.upsert(repairPod({ name: 'broken', initStatus: brokenWaiting }));
   h.start();
-  await until('gave up', () => h.log.entries.some((e) => /giving up on shop\/broken after 5 attempts/.test(e.msg)));
+  await until('gave up', () => h.log.entries.some((e) => /giving up on shop\/broken after 5 attempts/.test(e.msg)), 15_000);
   await h.settle();
   assert.equal(r.calls.length, 5);
   assert.equal(h.counts.get('repair/fail'), 5);
@@ -214,7 +207,7 @@ test('repair: failures are retried, at most 5 attempts, each counted; a skip is 
   r.skip = 'pod has no istio-proxy container';
   const p = h.api.pod('shop', 'broken')!;
   h.api.upsert({ ...p, status: { ...p.status, phase: 'Pending' } });
-  await until('skip', () => h.counts.get('repair/skip') === 1);
+  await until('skip', () => h.counts.get('repair/skip') === 1, 15_000);
 });
 
 test('none of the actions set: pods are watched, nothing is written', async (t) => {
@@ -231,7 +224,7 @@ test('extra selectors are sent as given, after the node selector', async (t) => 
   const h = await harness(t, { labelPods: true, labelSelectors: 'app=web', fieldSelectors: 'metadata.namespace=shop' });
   populate(h.api);
   h.start();
-  await until('label', () => h.api.pod('shop', 'broken-terminated')?.metadata.labels?.['cni.istio.io/uninitialized'] === 'true');
+  await until('label', () => h.api.pod('shop', 'broken-terminated')?.metadata.labels?.['cni.istio.io/uninitialized'] === 'true', 15_000);
   await h.settle();
   assert.equal(h.api.pod('shop', 'broken-waiting')!.metadata.labels?.['cni.istio.io/uninitialized'], undefined, 'no app=web label: not watched');
   const list = h.api.requests.find((r) => r.method === 'GET')!;
