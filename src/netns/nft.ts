@@ -47,16 +47,20 @@ async function runJob(
   shownAs: string,
   ifAbsent?: readonly TableRef[],
 ): Promise<RunResult> {
+  let r: Awaited<ReturnType<ReturnType<typeof addon>['nftRun']>>;
   try {
     const opts = ifAbsent && { ifAbsent: ifAbsent.map((t) => `${t.family} ${t.table}`) };
-    const r = await addon().nftRun(netnsPath, script, dryRun, json, opts);
-    return r.applied ? { applied: true, output: r.output } : { applied: false, listing: r.listing ?? '' };
+    r = await addon().nftRun(netnsPath, script, dryRun, json, opts);
   } catch (e) {
     const n = e as NativeError;
     // Through a handle the addon names /proc/self/fd/N; the caller knows the path it gave.
     const message = shownAs === netnsPath ? n.message : n.message.split(netnsPath).join(shownAs);
     throw new NftError(message, n.code ?? 'ENFT', shownAs, script, n.nftError ?? '', n.nftStage ?? 'apply');
   }
+  // An addon built before opts existed ignores them and runs the script: say so, rather than
+  // plan from an empty "listing" and send the script a second time.
+  if (typeof r.applied !== 'boolean') throw new Error('the native addon predates nftRun(..., {ifAbsent}): rebuild it (npm run install)');
+  return r.applied ? { applied: true, output: r.output } : { applied: false, listing: r.listing ?? '' };
 }
 
 async function run(netnsPath: string, script: string, dryRun: boolean, json: boolean, shownAs = netnsPath): Promise<string> {
