@@ -31,7 +31,7 @@ import { BenchNetns, freshNetns, nftTables } from './support/netns';
 import { startDeployedAgent } from './support/node-agent';
 import { BIN, GO_LOOPBACK, payloadNode } from './support/paths';
 import { load, machine, median, ms, p90, ratio } from './support/stats';
-import { KubeApiStandIn, injectedPod } from './support/testbed';
+import { KubeApiStandIn, injectedPod, makePki } from './support/testbed';
 
 const args = process.argv.slice(2);
 const positional = args.filter((a) => !a.startsWith('--'));
@@ -73,7 +73,7 @@ async function main(): Promise<void> {
 
   // The API stand-in (TLS, token) holds the pod, bound to this node; the agent's watch lists it.
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'icts-bench-cni-'));
-  const api = new KubeApiStandIn(`bench-token-${process.pid}`);
+  const api = Object.assign(new KubeApiStandIn(makePki()), { token: `bench-token-${process.pid}` });
   await api.start();
   const spec = injectedPod(POD);
   api.addPod(spec.pod, NODE);

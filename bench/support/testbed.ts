@@ -6,10 +6,9 @@
 // benchmarks need lives beside this file in bench/support.
 export { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, requirePrerequisites, sweepStaleRuns } from '../../test/e2e/harness';
 export type { RunningPod } from '../../test/e2e/harness';
-export { KubeApiStandIn } from '../../test/e2e/kube-api';
 export { injectedPod } from '../../test/e2e/pods';
 export type { PodSpecLite } from '../../test/e2e/pods';
-export { KubeApiStandIn as AmbientApiStandIn } from '../../test/support/kube-api';
+export { KubeApiStandIn, KubeApiStandIn as AmbientApiStandIn } from '../../test/support/kube-api';
 export { ZtunnelStandIn } from '../../test/support/ztunnel-standin';
 export { makePki } from '../../test/support/tls';
 export { freePort, httpGet } from '../../test/support/http-get';

@@ -11,7 +11,8 @@ import { createKubeConfig } from '../../src/installer/kubeconfig';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { PrivateContainerd, killStrays, processes } from './containerd';
 import { SandboxStatus, kubeletSandboxConfig, sandboxNetnsPath } from './cri';
-import { KubeApiStandIn } from './kube-api';
+import { KubeApiStandIn } from '../support/kube-api';
+import { makePki } from '../support/tls';
 import { buildPauseImage } from './pause-image';
 import { PodSpecLite } from './pods';
 
@@ -91,7 +92,7 @@ export class E2eWorld {
   readonly subnet = '10.253.7.0/24';
   readonly sandboxImage = 'localhost/icts-e2e/pause:1';
   readonly token = `e2e-token-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  readonly api = new KubeApiStandIn(this.token);
+  readonly api = Object.assign(new KubeApiStandIn(makePki()), { token: this.token });
   readonly ctrd: PrivateContainerd;
   readonly conflist = path.join(this.cniConfDir, '10-e2e.conflist');
   /** The node agent's service account mount (token, ca.crt) for the API stand-in. */

@@ -1,5 +1,4 @@
-// The local Kubernetes API stand-in of the unit, agent and root tests (the e2e harness still has
-// its own, test/e2e/kube-api.ts), listening on 127.0.0.1 only, over TLS with a generated CA (or
+// The one local Kubernetes API stand-in of the tests (unit, agent, root, e2e) and benches, listening on 127.0.0.1 only, over TLS with a generated CA (or
 // plain HTTP). Pods with GET, list (field/label selectors, paging) and watch (chunked stream of
 // ADDED/MODIFIED/DELETED from a resourceVersion, ended at the client's timeoutSeconds, BOOKMARK
 // events for clients that ask, 410 for versions and continue tokens it no longer holds),
@@ -42,6 +41,10 @@ export interface Recorded {
   contentType?: string;
   authorization?: string;
   body?: unknown;
+  /** The bearer token was the one the stand-in accepts (always, without a token set). */
+  authorized: boolean;
+  /** The status answered, once the answer is complete. */
+  status?: number;
 }
 
 interface Watcher {
@@ -154,9 +157,21 @@ export class KubeApiStandIn {
     return this.requests.length >= n ? Promise.resolve() : new Promise((resolve) => this.waiters.push({ n, resolve }));
   }
 
-  /** A pod as the plugin GETs it (stored as given, versioned). */
-  addPod(pod: Pod): void {
-    this.upsert(pod as Obj);
+  /** A pod as the plugin GETs it (stored as given, versioned), bound to `nodeName` when given (as the scheduler binds it). */
+  addPod(pod: Pod, nodeName?: string): void {
+    this.upsert({ ...pod, spec: { ...pod.spec, ...(nodeName ? { nodeName } : {}) } } as Obj);
+  }
+
+  /** Requests for one pod's path. */
+  requestsFor(namespace: string, name: string): Recorded[] {
+    return this.requests.filter((r) => r.path === `/api/v1/namespaces/${namespace}/pods/${name}`);
+  }
+
+  /** The files a pod's service account mount holds (token, ca.crt), which install-cni reads to write the plugin's kubeconfig. */
+  writeServiceAccount(dir: string): void {
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'token'), this.token ?? '', { mode: 0o600 });
+    fs.writeFileSync(path.join(dir, 'ca.crt'), this.caPem);
   }
 
   /** Stops listening and drops every connection: clients get "connection refused". */
@@ -356,7 +371,9 @@ export class KubeApiStandIn {
         contentType: req.headers['content-type'],
         authorization: req.headers.authorization,
         body,
+        authorized: this.token === undefined || req.headers.authorization === `Bearer ${this.token}`,
       };
+      res.once('finish', () => (rec.status = res.statusCode));
       this.requests.push(rec);
       for (const w of this.waiters.filter((x) => this.requests.length >= x.n)) {
         this.waiters.splice(this.waiters.indexOf(w), 1);
