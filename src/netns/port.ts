@@ -21,31 +21,29 @@ export interface DataplanePort {
 }
 
 // Loaded on first use only: unit tests and dry runs never load the addon or netlink.
-/* eslint-disable @typescript-eslint/no-require-imports */
-const nftModule = () => require('./nft') as typeof import('./nft');
-const routesModule = () => require('./tproxy-routes') as typeof import('./tproxy-routes');
-/* eslint-enable @typescript-eslint/no-require-imports */
+const nftModule = () => import('./nft');
+const routesModule = () => import('./tproxy-routes');
 
 /** The port over the native addon (nft) and rtnetlink; every apply replaces all of `owned`. */
 export function addonDataplane(owned: readonly TableRef[]): DataplanePort {
   return {
     async apply(p, tx) {
-      await nftModule().applyTransaction(p, tx, { replace: owned });
+      await (await nftModule()).applyTransaction(p, tx, { replace: owned });
     },
     async remove(p, tables) {
-      await nftModule().deleteTables(p, tables);
+      await (await nftModule()).deleteTables(p, tables);
     },
     async listTables(p) {
-      return (await nftModule().listNftState(p)).map((t) => ({ family: t.family, table: t.table }));
+      return (await (await nftModule()).listNftState(p)).map((t) => ({ family: t.family, table: t.table }));
     },
-    setupRoutes: (p, plan) =>
-      routesModule().configureRoutesIn(p, {
+    setupRoutes: async (p, plan) =>
+      (await routesModule()).configureRoutesIn(p, {
         tproxy: plan.tproxy !== undefined,
         // Unused without TPROXY (then only ::6 on lo is set up).
         mark: plan.tproxy?.mark ?? 0,
         table: plan.tproxy?.table ?? 0,
         ipv6: plan.loopbackV6,
       }),
-    removeRoutes: (p, tproxy) => routesModule().removeRoutesIn(p, tproxy),
+    removeRoutes: async (p, tproxy) => (await routesModule()).removeRoutesIn(p, tproxy),
   };
 }

@@ -14,12 +14,11 @@ import { ambientBranch } from './ambient';
 import { PluginDeps, PodNetns, RuleApplier } from './ports';
 
 // Loaded on first use only: unit tests and dry runs never load netlink.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const dualStackModule = () => require('../netns/dualstack') as typeof import('../netns/dualstack');
+const dualStackModule = () => import('../netns/dualstack');
 
 export const realNetns = (): PodNetns => ({
   resolve: async (netnsPath) => ({ state: inspectNetns(netnsPath), path: netnsPath }),
-  isDualStack: (netnsPath) => dualStackModule().isDualStack(netnsPath),
+  isDualStack: async (netnsPath) => (await dualStackModule()).isDualStack(netnsPath),
 });
 
 /** The sidecar tables: every apply replaces all of them, so a table a new config no longer needs goes. */

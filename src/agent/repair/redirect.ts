@@ -59,8 +59,7 @@ export function netnsRepairer(d: NetnsRepairerDeps): PodRepairer {
 export const rtnlProbe = (): NetnsProbe => ({
   async addressesIn(nsPath) {
     // Loaded on first use: the netlink binding and the addon are only needed in repair mode.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { withRtnl } = require('../../netns/rtnl') as typeof import('../../netns/rtnl');
+    const { withRtnl } = await import('../../netns/rtnl');
     return withRtnl(nsPath, async (rt) => {
       const out: string[] = [];
       for (const a of await rt.getAddresses()) {
