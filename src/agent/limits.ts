@@ -61,3 +61,42 @@ export class ByteBudget {
     this.used = Math.max(0, this.used - n);
   }
 }
+
+/** What readBody got: the body's text, or why it was dropped (its bytes are never kept). */
+export type BodyRead = { readonly text: string } | { readonly refused: 'too-large' | 'over-budget'; readonly size: number };
+
+/**
+ * Reads a request body of at most `maxBody` bytes, holding its bytes against `budget` only while
+ * it is read: past either limit the chunks are dropped at once (the rest is drained, not kept).
+ * Calls `done` once, at the end of the body.
+ */
+export function readBody(req: NodeJS.ReadableStream, maxBody: number, budget: ByteBudget, done: (r: BodyRead) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let held = 0;
+  let refused: 'too-large' | 'over-budget' | undefined;
+  const release = () => {
+    budget.give(held);
+    held = 0;
+  };
+  req.on('data', (c: Buffer) => {
+    size += c.length;
+    if (refused) return;
+    if (size > maxBody) refused = 'too-large';
+    else if (!budget.take(c.length)) refused = 'over-budget';
+    else {
+      held += c.length;
+      chunks.push(c);
+      return;
+    }
+    chunks.length = 0;
+    release();
+  });
+  req.on('close', release);
+  req.on('end', () => {
+    if (refused) return done({ refused, size });
+    const text = Buffer.concat(chunks).toString('utf8');
+    release();
+    done({ text });
+  });
+}

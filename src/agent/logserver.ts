@@ -16,7 +16,7 @@ import * as path from 'node:path';
 import { LogFields, LogLevel } from '../log/logger';
 import { LIMITS, plainValue, istioTimestamp } from '../log/format';
 import { ScopedLogger } from '../log/scoped';
-import { ByteBudget, LIMITS as SERVER_LIMITS } from './limits';
+import { ByteBudget, LIMITS as SERVER_LIMITS, readBody } from './limits';
 import { httpServerOptions, serveHttp } from './listener';
 
 export const LOG_SOCKET_NAME = 'log.sock';
@@ -106,42 +106,19 @@ export async function startLogServer(
       res.writeHead(404).end();
       return;
     }
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let held = 0;
-    let tooLarge = false;
-    let overBudget = false;
-    const release = () => {
-      budget.give(held);
-      held = 0;
-    };
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (tooLarge || overBudget) return;
-      if (size > MAX_BODY) tooLarge = true;
-      else if (!budget.take(c.length)) overBudget = true;
-      else {
-        held += c.length;
-        chunks.push(c);
-        return;
-      }
-      chunks.length = 0;
-      release();
-    });
-    req.on('close', release);
-    req.on('end', () => {
+    readBody(req, MAX_BODY, budget, (body) => {
       res.writeHead(200).end();
-      if (tooLarge || overBudget) {
+      if ('refused' in body) {
         onDrop('report_too_large', 1);
         agentLog.warn(
-          tooLarge ? 'dropped a CNI plugin log report larger than 1 MiB' : 'dropped a CNI plugin log report: too many bytes of reports are buffered at once',
-          { bytes: size, ...(overBudget ? { limit: budget.max } : {}) },
+          body.refused === 'too-large'
+            ? 'dropped a CNI plugin log report larger than 1 MiB'
+            : 'dropped a CNI plugin log report: too many bytes of reports are buffered at once',
+          { bytes: body.size, ...(body.refused === 'over-budget' ? { limit: budget.max } : {}) },
         );
         return;
       }
-      const text = Buffer.concat(chunks).toString('utf8');
-      release();
-      const report = parsePluginLogBody(text);
+      const report = parsePluginLogBody(body.text);
       if (report === undefined) {
         onDrop('unparsable', 1);
         agentLog.error('failed to parse CNI plugin logs: expected a JSON array of strings');

@@ -12,7 +12,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { CNI_ADD_EVENT_PATH, CniAddEvent, CniEventError, parseCniAddEvent } from '../../ambient/cni-event';
 import { Logger } from '../../log/logger';
-import { ByteBudget, LIMITS } from '../limits';
+import { ByteBudget, LIMITS, readBody } from '../limits';
 import { httpServerOptions, serveHttp } from '../listener';
 
 /** Largest body read (the plugin's events are a few hundred bytes). */
@@ -40,37 +40,14 @@ export function startCniEventServer(
     const url = (req.url ?? '').split('?')[0];
     if (url !== CNI_ADD_EVENT_PATH) return answer(res, 404, `no handler for ${url}`);
     if (req.method !== 'POST') return answer(res, 405, 'POST only');
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let held = 0;
-    let tooBig = false;
-    let busy = false;
-    const release = () => {
-      budget.give(held);
-      held = 0;
-    };
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (tooBig || busy) return;
-      if (size > MAX_BODY) tooBig = true;
-      else if (!budget.take(c.length)) busy = true;
-      else {
-        held += c.length;
-        chunks.push(c);
-        return;
+    readBody(req, MAX_BODY, budget, (body) => {
+      if ('refused' in body) {
+        if (body.refused === 'too-large') return answer(res, 400, `request body larger than ${MAX_BODY} bytes`);
+        return answer(res, 503, `the agent already buffers ${budget.max} bytes of events; try again`);
       }
-      chunks.length = 0;
-      release();
-    });
-    req.on('close', release);
-    req.on('end', () => {
-      if (tooBig) return answer(res, 400, `request body larger than ${MAX_BODY} bytes`);
-      if (busy) return answer(res, 503, `the agent already buffers ${budget.max} bytes of events; try again`);
-      const text = Buffer.concat(chunks).toString('utf8');
-      release();
       let ev: CniAddEvent;
       try {
-        ev = parseCniAddEvent(text);
+        ev = parseCniAddEvent(body.text);
       } catch (e) {
         log.error('failed to process CNI event payload', { error: (e as Error).message });
         return answer(res, 400, (e as CniEventError).message);
