@@ -34,22 +34,6 @@ function takeE2eLock(): void {
   if (r.status !== 0) throw new Error(`flock ${E2E_LOCK} failed (exit ${r.status})`);
 }
 
-/** containerd's CNI ADD time per sandbox id, from its debug log ("begin cni setup" to "cni result"). */
-function cniSetupMs(log: string): Map<string, number> {
-  const begin = new Map<string, number>();
-  const out = new Map<string, number>();
-  for (const line of log.split('\n')) {
-    const isBegin = line.includes('msg="begin cni setup"');
-    if (!isBegin && !line.includes('msg="cni result: ')) continue;
-    const t = Date.parse(/^time="([^"]+)"/.exec(line)?.[1] ?? '');
-    const id = / podsandboxid=([0-9a-f]+)\s*$/.exec(line)?.[1];
-    if (Number.isNaN(t) || !id) continue;
-    if (isBegin) begin.set(id, t);
-    else if (begin.has(id)) out.set(id, t - begin.get(id)!);
-  }
-  return out;
-}
-
 async function main(): Promise<number> {
   const refPlugins = requirePrerequisites();
   takeE2eLock();
@@ -111,7 +95,7 @@ async function main(): Promise<number> {
     }
     // The agent served every ADD of a chained pod (no fall-back to the standalone plugin).
     const served = agent.out.filter((l) => l.includes('ADD: sidecar capture applied') && /bench\/web-\d+-with/.test(l)).length;
-    const setup = cniSetupMs(world.ctrd.logText());
+    const setup = world.cniAddMsBySandbox();
     const cniMs = (ids: string[]) => ids.map((id) => setup.get(id)).filter((x): x is number => x !== undefined);
     const mW = median(times.with);
     const mWo = median(times.without);

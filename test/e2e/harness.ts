@@ -251,8 +251,13 @@ export class E2eWorld {
    * ("begin cni setup" to "cni result").
    */
   cniAddMs(): number[] {
+    return [...this.cniAddMsBySandbox().values()];
+  }
+
+  /** The same, keyed by pod sandbox id. */
+  cniAddMsBySandbox(): Map<string, number> {
     const begin = new Map<string, number>();
-    const out: number[] = [];
+    const out = new Map<string, number>();
     for (const line of this.ctrd.logText().split('\n')) {
       const isBegin = line.includes('msg="begin cni setup"');
       if (!isBegin && !line.includes('msg="cni result: ')) continue;
@@ -260,7 +265,7 @@ export class E2eWorld {
       const id = / podsandboxid=([0-9a-f]+)\s*$/.exec(line)?.[1];
       if (Number.isNaN(t) || !id) continue;
       if (isBegin) begin.set(id, t);
-      else if (begin.has(id)) out.push(t - begin.get(id)!);
+      else if (begin.has(id)) out.set(id, t - begin.get(id)!);
     }
     return out;
   }

@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { sidecarPod } from '../support/cni-fakes';
-import { PodApi, ensureDebianRoot, ensurePayload, runAsync, runInRoot, standaloneArgv, startPodApi } from '../support/payload';
+import { ensureDebianRoot, ensurePayload, PodApi, runAsync, runInRoot, SIDECAR_PREV_RESULT, sidecarConf, sidecarEnv, standaloneArgv, startPodApi } from '../support/payload';
 import { inNetns, makeNetns, requireRootAndTools } from '../support/root';
 
 const ROOT_RUN_DIR = '/run/istio-cni';
@@ -40,14 +40,9 @@ after(async () => {
   await api?.close();
 });
 
-const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/run/netns/x' }], ips: [{ address: '10.0.0.2/24', interface: 0 }] };
-const conf = (runDir: string) =>
-  JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni', cni_agent_run_dir: runDir, plugin_log_level: 'debug',
-    exclude_namespaces: ['kube-system'], pod_namespace: 'istio-system', prevResult });
-const env = (command: string, netns: string) => ({
-  CNI_COMMAND: command, CNI_CONTAINERID: 'c0ffee', CNI_NETNS: netns, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin',
-  CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1',
-});
+const prevResult = SIDECAR_PREV_RESULT;
+const conf = sidecarConf;
+const env = sidecarEnv;
 
 function inRoot(root: string, cmd: string | string[], e: Record<string, string>, stdin: string, netns: string[] = []) {
   return runInRoot(root, { payload, runDir: api.runDir, netns, cmd, env: e, stdin });

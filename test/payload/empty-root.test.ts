@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { sidecarPod } from '../support/cni-fakes';
-import { PodApi, SHIM_NAME, ensurePayload, runAsync, runInRoot, startPodApi } from '../support/payload';
+import { ensurePayload, PodApi, runAsync, runInRoot, SHIM_NAME, SIDECAR_PREV_RESULT, sidecarConf, sidecarEnv, startPodApi } from '../support/payload';
 import { inNetns, makeNetns, requireRootAndTools } from '../support/root';
 import { tempDir } from '../support/tmp';
 
@@ -35,14 +35,9 @@ after(async () => {
   if (root) fs.rmSync(root, { recursive: true, force: true });
 });
 
-const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/run/netns/x' }], ips: [{ address: '10.0.0.2/24', interface: 0 }] };
-const conf = (runDir: string) =>
-  JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni', cni_agent_run_dir: runDir, plugin_log_level: 'debug',
-    exclude_namespaces: ['kube-system'], pod_namespace: 'istio-system', prevResult });
-const env = (command: string, netns: string) => ({
-  CNI_COMMAND: command, CNI_CONTAINERID: 'c0ffee', CNI_NETNS: netns, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin',
-  CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1',
-});
+const prevResult = SIDECAR_PREV_RESULT;
+const conf = sidecarConf;
+const env = sidecarEnv;
 const SHIM_IN_ROOT = `/opt/cni/bin/${SHIM_NAME}`;
 
 function inRoot(e: Record<string, string>, stdin: string, netns: string[] = []) {
