@@ -157,7 +157,9 @@ export async function startDeployedAgent(o: {
   };
   try {
     await until('the CNI fast-path server', () => out.some((l) => l.includes('CNI fast-path server listening')), 30_000, proc, out);
-    await until('the node pods (the fast path pod cache) to sync', () => out.some((l) => l.includes('node pods synced')), 30_000, proc, out);
+    // 'fast path pod cache synced': agents before 695b324 (an --agent-root A/B of an older commit).
+    const synced = (l: string) => l.includes('node pods synced') || l.includes('fast path pod cache synced');
+    await until('the node pods (the fast path pod cache) to sync', () => out.some(synced), 30_000, proc, out);
     await until(`the shim installed as ${shim}`, () => fs.existsSync(shim) && fs.existsSync(path.join(o.dirs.bin, 'istio-cni-ts', 'istio-cni-plugin')), 60_000, proc, out);
     await until('our entry chained into the primary conflist', conflist, 30_000, proc, out);
   } catch (e) {
