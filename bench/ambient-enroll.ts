@@ -122,18 +122,24 @@ async function main(): Promise<void> {
     }
 
     const cfgFile = path.join(runDir, 'child.json');
-    fs.writeFileSync(cfgFile, JSON.stringify({
-      apiUrl: api.url,
-      ca: pki.ca,
-      token: 'bench',
-      nodeNetns: `/run/netns/${TAG}-node`,
-      runDir,
-      zdsPath: path.join(runDir, 'ztunnel.sock'),
-      nodeName: NODE,
-      selectorsYaml: SELECTORS,
-      kubeletUid: 0,
-    }));
-    child = fork(path.join(__dirname, 'support', 'ambient-agent-child.js'), [cfgFile], { execArgv: ['--expose-gc'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    fs.writeFileSync(
+      cfgFile,
+      JSON.stringify({
+        apiUrl: api.url,
+        ca: pki.ca,
+        token: 'bench',
+        nodeNetns: `/run/netns/${TAG}-node`,
+        runDir,
+        zdsPath: path.join(runDir, 'ztunnel.sock'),
+        nodeName: NODE,
+        selectorsYaml: SELECTORS,
+        kubeletUid: 0,
+      }),
+    );
+    child = fork(path.join(__dirname, 'support', 'ambient-agent-child.js'), [cfgFile], {
+      execArgv: ['--expose-gc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     await new Promise<void>((resolve, reject) => {
       child!.once('message', () => resolve());
       child!.once('exit', (code) => reject(new Error(`agent exited ${code}`)));
@@ -167,7 +173,11 @@ async function main(): Promise<void> {
     for (let i = 0; i < half; i++) await nftExec(`/run/netns/${baseNs(i)}`, script);
     const serialMs = (Number(process.hrtime.bigint() - t0) / 1e6) * (N / half);
     t0 = process.hrtime.bigint();
-    await pool(Array.from({ length: N - half }, (_, i) => half + i), CONCURRENCY, (i) => nftExec(`/run/netns/${baseNs(i)}`, script));
+    await pool(
+      Array.from({ length: N - half }, (_, i) => half + i),
+      CONCURRENCY,
+      (i) => nftExec(`/run/netns/${baseNs(i)}`, script),
+    );
     const parallelMs = (Number(process.hrtime.bigint() - t0) / 1e6) * (N / (N - half));
     const loadBaseline = load();
 
@@ -181,13 +191,25 @@ async function main(): Promise<void> {
     const rate = (ms: number, n: number) => (n / (ms / 1000)).toFixed(1);
     const mb = (b: number) => (b / 1048576).toFixed(1);
     console.log(`\nambient enrollment, ${N} pods, ${CONCURRENCY} in flight; ${machine()}`);
-    console.log(`agent (CNI event -> rules+routes -> ZDS ack -> probe set -> annotation): ${agentMs.toFixed(0)} ms = ${rate(agentMs, N)} pods/s (acked ${acked}/${N}, annotated ${annotated}/${N}; load after ${loadAgent})`);
-    console.log(`baseline, one nsenter+nft -f exec per pod (Istio's text), ${CONCURRENCY} in flight: ${parallelMs.toFixed(0)} ms = ${rate(parallelMs, N)} pods/s (from ${N - half} pods; load after ${loadBaseline})`);
-    console.log(`baseline, one nsenter+nft -f exec per pod, one at a time:          ${serialMs.toFixed(0)} ms = ${rate(serialMs, N)} pods/s (from ${half} pods)`);
-    console.log(`ratio agent / baseline (same concurrency): ${(parallelMs / agentMs).toFixed(2)}x (target >= 3x: ${parallelMs / agentMs >= 3 ? 'met' : 'NOT met'}); agent / serial baseline: ${(serialMs / agentMs).toFixed(2)}x`);
+    console.log(
+      `agent (CNI event -> rules+routes -> ZDS ack -> probe set -> annotation): ${agentMs.toFixed(0)} ms = ${rate(agentMs, N)} pods/s (acked ${acked}/${N}, annotated ${annotated}/${N}; load after ${loadAgent})`,
+    );
+    console.log(
+      `baseline, one nsenter+nft -f exec per pod (Istio's text), ${CONCURRENCY} in flight: ${parallelMs.toFixed(0)} ms = ${rate(parallelMs, N)} pods/s (from ${N - half} pods; load after ${loadBaseline})`,
+    );
+    console.log(
+      `baseline, one nsenter+nft -f exec per pod, one at a time:          ${serialMs.toFixed(0)} ms = ${rate(serialMs, N)} pods/s (from ${half} pods)`,
+    );
+    console.log(
+      `ratio agent / baseline (same concurrency): ${(parallelMs / agentMs).toFixed(2)}x (target >= 3x: ${parallelMs / agentMs >= 3 ? 'met' : 'NOT met'}); agent / serial baseline: ${(serialMs / agentMs).toFixed(2)}x`,
+    );
     console.log(`next ${rest.length} pods: ${restMs.toFixed(0)} ms = ${rate(restMs, rest.length)} pods/s`);
-    console.log(`agent RSS: idle ${mb(idle.rss)} MB; with ${full.enrolled} enrolled pods ${mb(full.rss)} MB (${mb(full.rssAfterGc)} MB after a GC; heap used ${mb(full.heapUsed)} MB)`);
-    console.log(`agent work: ${full.rulesApplied} in-pod applies, ${full.hostNftRuns} host nft runs, ${full.zdsRequests} ZDS requests, ${full.cached} netns held`);
+    console.log(
+      `agent RSS: idle ${mb(idle.rss)} MB; with ${full.enrolled} enrolled pods ${mb(full.rss)} MB (${mb(full.rssAfterGc)} MB after a GC; heap used ${mb(full.heapUsed)} MB)`,
+    );
+    console.log(
+      `agent work: ${full.rulesApplied} in-pod applies, ${full.hostNftRuns} host nft runs, ${full.zdsRequests} ZDS requests, ${full.cached} netns held`,
+    );
     if (full.errors.length > 0) console.log(`agent warnings/errors (first ${full.errors.length}):\n  ${full.errors.join('\n  ')}`);
   } finally {
     if (child && child.exitCode === null) {

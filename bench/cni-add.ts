@@ -81,10 +81,17 @@ async function main(): Promise<void> {
   for (const d of [dirs.net, dirs.bin]) fs.mkdirSync(d, { recursive: true });
   api.writeServiceAccount(dirs.sa);
   // The node's primary network, which the agent chains into.
-  fs.writeFileSync(path.join(dirs.net, '10-bench.conflist'), JSON.stringify({
-    cniVersion: '1.0.0', name: 'k8s-pod-network',
-    plugins: [{ type: 'bridge', bridge: 'cni0', ipam: { type: 'host-local', subnet: '10.22.0.0/16' } }, { type: 'portmap', capabilities: { portMappings: true } }],
-  }));
+  fs.writeFileSync(
+    path.join(dirs.net, '10-bench.conflist'),
+    JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'k8s-pod-network',
+      plugins: [
+        { type: 'bridge', bridge: 'cni0', ipam: { type: 'host-local', subnet: '10.22.0.0/16' } },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    }),
+  );
   const launcher = new Launcher();
   const cleanup = async () => {
     await agent?.stop();
@@ -110,14 +117,21 @@ async function main(): Promise<void> {
     const confDown = JSON.stringify({ ...JSON.parse(conf), cni_agent_run_dir: downDir });
     const want = `${JSON.stringify(prevResult)}\n`;
     const cniEnv = (command: string, ifName = 'eth0') => ({
-      PATH: '/usr/sbin:/usr/bin:/sbin:/bin', CNI_COMMAND: command, CNI_CONTAINERID: 'c0ffee', CNI_IFNAME: ifName, CNI_PATH: dirs.bin,
+      PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: 'c0ffee',
+      CNI_IFNAME: ifName,
+      CNI_PATH: dirs.bin,
       CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${POD.namespace};K8S_POD_NAME=${POD.name};K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=${spec.uid}`,
     });
 
     // What Istio's plugin sends for this pod: the golden text.
     const podFile = path.join(root, 'pod.json');
     fs.writeFileSync(podFile, JSON.stringify(spec.pod));
-    const golden = execFileSync(process.execPath, [BIN, 'rules', '--dry-run', '--pod', podFile], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    const golden = execFileSync(process.execPath, [BIN, 'rules', '--dry-run', '--pod', podFile], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    });
     const goldenFile = path.join(root, 'golden.nft');
     fs.writeFileSync(goldenFile, golden);
 
@@ -127,7 +141,11 @@ async function main(): Promise<void> {
       add: { program: agent.shim, env: cniEnv('ADD'), stdin: conf },
       del: { program: agent.shim, env: cniEnv('DEL'), stdin: conf },
       addDown: { program: agent.shim, env: cniEnv('ADD'), stdin: confDown },
-      loopback: { program: GO_LOOPBACK, env: { ...cniEnv('ADD', 'lo'), CNI_PATH: path.dirname(GO_LOOPBACK) }, stdin: '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}' },
+      loopback: {
+        program: GO_LOOPBACK,
+        env: { ...cniEnv('ADD', 'lo'), CNI_PATH: path.dirname(GO_LOOPBACK) },
+        stdin: '{"cniVersion":"1.0.0","name":"lo","type":"loopback"}',
+      },
       nft: { program: 'nsenter', args: ['--net=@NETNS@', 'nft', '-f', goldenFile], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdin: '' },
       node0: { program: node.bin, args: ['-e', '0'], env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdin: '' },
     } satisfies Record<string, LaunchSpec>;
@@ -152,7 +170,14 @@ async function main(): Promise<void> {
 
     type Case = { name: string; run: (ns: BenchNetns) => Promise<number> };
     const cases: Case[] = [
-      { name: 'shim -> agent ADD', run: async (ns) => { const [t, r] = await once(L.add, ns); checkAdd('shim ADD')(r, ns); return t; } },
+      {
+        name: 'shim -> agent ADD',
+        run: async (ns) => {
+          const [t, r] = await once(L.add, ns);
+          checkAdd('shim ADD')(r, ns);
+          return t;
+        },
+      },
       {
         name: 'shim -> agent DEL',
         run: async (ns) => {
@@ -162,10 +187,38 @@ async function main(): Promise<void> {
           return t;
         },
       },
-      { name: 'standalone ADD (agent down)', run: async (ns) => { const [t, r] = await once(L.addDown, ns); checkAdd('standalone ADD')(r, ns); return t; } },
-      { name: 'go loopback ADD', run: async (ns) => { const [t, r] = await once(L.loopback, ns); checkOk('loopback', '127.0.0.1/8')(r); return t; } },
-      { name: 'nsenter --net nft -f (golden text)', run: async (ns) => { const [t, r] = await once(L.nft, ns); checkOk('nsenter nft')(r, ns); return t; } },
-      { name: NODE0, run: async (ns) => { const [t, r] = await once(L.node0, ns); checkOk('node -e 0')(r); return t; } },
+      {
+        name: 'standalone ADD (agent down)',
+        run: async (ns) => {
+          const [t, r] = await once(L.addDown, ns);
+          checkAdd('standalone ADD')(r, ns);
+          return t;
+        },
+      },
+      {
+        name: 'go loopback ADD',
+        run: async (ns) => {
+          const [t, r] = await once(L.loopback, ns);
+          checkOk('loopback', '127.0.0.1/8')(r);
+          return t;
+        },
+      },
+      {
+        name: 'nsenter --net nft -f (golden text)',
+        run: async (ns) => {
+          const [t, r] = await once(L.nft, ns);
+          checkOk('nsenter nft')(r, ns);
+          return t;
+        },
+      },
+      {
+        name: NODE0,
+        run: async (ns) => {
+          const [t, r] = await once(L.node0, ns);
+          checkOk('node -e 0')(r);
+          return t;
+        },
+      },
     ];
     const times = new Map(cases.map((c) => [c.name, [] as number[]]));
     process.stderr.write(`bench/cni-add: agent ${agent.pid} up; ${N} interleaved runs of each (+${WARMUP} warm-up), load ${load()}\n`);
@@ -198,37 +251,70 @@ async function main(): Promise<void> {
     const rssMb = () => Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${agent.pid}/status`, 'utf8'))?.[1]) / 1024;
     const rssBefore = rssMb();
     for (let r = 0; r < ROUNDS; r++) {
-      R.burstShim.push(await many(BURST, async (nss) => {
-        const b = await launcher.run(L.add, nss.map((n) => n.path));
-        checkAll(b, nss, checkAdd('burst ADD'));
-        return b.wallMs;
-      }));
-      R.burstLoop.push(await many(BURST, async (nss) => {
-        const b = await launcher.run(L.loopback, nss.map((n) => n.path));
-        checkAll(b, nss, checkOk('loopback burst', '127.0.0.1/8'));
-        return b.wallMs;
-      }));
+      R.burstShim.push(
+        await many(BURST, async (nss) => {
+          const b = await launcher.run(
+            L.add,
+            nss.map((n) => n.path),
+          );
+          checkAll(b, nss, checkAdd('burst ADD'));
+          return b.wallMs;
+        }),
+      );
+      R.burstLoop.push(
+        await many(BURST, async (nss) => {
+          const b = await launcher.run(
+            L.loopback,
+            nss.map((n) => n.path),
+          );
+          checkAll(b, nss, checkOk('loopback burst', '127.0.0.1/8'));
+          return b.wallMs;
+        }),
+      );
       // Pods whose rules are in: CONC concurrent re-ADDs, then CONC concurrent DELs, through the agent.
       await many(CONC, async (nss) => {
-        checkAll(await launcher.run(L.add, nss.map((n) => n.path)), nss, checkAdd('ADD before re-ADD'));
+        checkAll(
+          await launcher.run(
+            L.add,
+            nss.map((n) => n.path),
+          ),
+          nss,
+          checkAdd('ADD before re-ADD'),
+        );
         const one = await launcher.run(L.add, [nss[0].path]);
         checkAdd('single re-ADD')(one.runs[0], nss[0]);
         R.reAddOne.push(one.wallMs);
-        const re = await launcher.run(L.add, nss.map((n) => n.path));
+        const re = await launcher.run(
+          L.add,
+          nss.map((n) => n.path),
+        );
         checkAll(re, nss, checkAdd('concurrent re-ADD'));
         R.reAddShim.push(re.wallMs);
-        const del = await launcher.run(L.del, nss.map((n) => n.path));
+        const del = await launcher.run(
+          L.del,
+          nss.map((n) => n.path),
+        );
         checkAll(del, nss, checkDel);
         R.delShim.push(del.wallMs);
         return 0;
       });
       // The same with the nft CLI: netns holding the golden rules, re-applied (Istio's flush form).
       await many(CONC, async (nss) => {
-        checkAll(await launcher.run(L.nft, nss.map((n) => n.path)), nss, checkOk('nsenter nft'));
+        checkAll(
+          await launcher.run(
+            L.nft,
+            nss.map((n) => n.path),
+          ),
+          nss,
+          checkOk('nsenter nft'),
+        );
         const one = await launcher.run(L.nft, [nss[0].path]);
         checkOk('nsenter nft')(one.runs[0], nss[0]);
         R.reNftOne.push(one.wallMs);
-        const re = await launcher.run(L.nft, nss.map((n) => n.path));
+        const re = await launcher.run(
+          L.nft,
+          nss.map((n) => n.path),
+        );
         checkAll(re, nss, checkOk('nsenter nft'));
         R.reNft.push(re.wallMs);
         return 0;
@@ -285,7 +371,10 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => process.exit(0), (e) => {
-  process.stderr.write(`bench/cni-add: ${(e as Error).stack ?? String(e)}\n`);
-  process.exit(1);
-});
+main().then(
+  () => process.exit(0),
+  (e) => {
+    process.stderr.write(`bench/cni-add: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -46,13 +46,19 @@ async function main(): Promise<number> {
   fs.mkdirSync(plainDir, { recursive: true });
   fs.writeFileSync(path.join(plainDir, '10-e2e.conflist'), world.primaryConflist());
   await world.setup({ installPlugin: false });
-  const agent = await startDeployedAgent({ node: NODE, apiPort: world.api.port, dirs: { net: world.cniConfDir, bin: world.cniBinDir, run: world.agentRunDir, sa: world.saDir } });
+  const agent = await startDeployedAgent({
+    node: NODE,
+    apiPort: world.api.port,
+    dirs: { net: world.cniConfDir, bin: world.cniBinDir, run: world.agentRunDir, sa: world.saDir },
+  });
   world.daemons.push(agent.proc); // killed by the harness's emergency clean-up too
   const problems: string[] = [];
   try {
     // containerd reloads the chained conflist by itself.
     for (let i = 0; ; i++) {
-      const cni = JSON.parse((await world.cri.statusInfo()).cniconfig ?? '{}') as { Networks?: { IFName: string; Config: { Plugins: { Network: { type: string } }[] } }[] };
+      const cni = JSON.parse((await world.cri.statusInfo()).cniconfig ?? '{}') as {
+        Networks?: { IFName: string; Config: { Plugins: { Network: { type: string } }[] } }[];
+      };
       const types = cni.Networks?.find((n) => n.IFName === 'eth0')?.Config.Plugins.map((p) => p.Network.type) ?? [];
       if (types.join() === `bridge,portmap,${PLUGIN_TYPE}`) break;
       if (i > 200) throw new Error(`containerd did not load the chained conflist: ${types.join()}`);
@@ -117,7 +123,10 @@ async function main(): Promise<number> {
       `ADDs the agent logged as served: ${served} of ${WARMUP + PAIRS}; pod GETs the API served (0 when the agent's watch answered every lookup): ${gets}`,
     ];
     const raw = `/tmp/icts-bench-pod-start-${process.pid}.json`;
-    fs.writeFileSync(raw, JSON.stringify({ runPodSandboxMs: times, cniAddMs: { with: cniMs(cni.with), without: cniMs(cni.without) }, stopMs, pairedDiffMs: diffs }));
+    fs.writeFileSync(
+      raw,
+      JSON.stringify({ runPodSandboxMs: times, cniAddMs: { with: cniMs(cni.with), without: cniMs(cni.without) }, stopMs, pairedDiffMs: diffs }),
+    );
     out.push(`Every sample: ${raw}`);
     process.stdout.write(`${out.join('\n')}\n`);
   } finally {
@@ -128,7 +137,10 @@ async function main(): Promise<number> {
   return problems.length ? 1 : 0;
 }
 
-main().then((code) => process.exit(code), (e) => {
-  process.stderr.write(`bench/pod-start: ${(e as Error).stack ?? String(e)}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`bench/pod-start: ${(e as Error).stack ?? String(e)}\n`);
+    process.exit(1);
+  },
+);

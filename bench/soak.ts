@@ -1,10 +1,10 @@
 // Soak (issue 8, item 5): pod churn through a private containerd with the node agent running,
 // for `--minutes` (default 30). Not part of `npm test`: `npm run bench:soak -- --minutes 30`.
 //
-// The node is the e2e harness's (test/e2e/harness.ts: private containerd in its own mount
+// The node is the e2e harness's (test/root/e2e/harness.ts: private containerd in its own mount
 // namespace, bridge → portmap as the primary network, the HTTPS API stand-in). The real
 // `istio-cni-ts agent` process installs the self-contained payload (the C shim as `istio-cni`)
-// and chains our entry, as in test/e2e/containerd-agent.test.ts, so every ADD and DEL goes
+// and chains our entry, as in test/root/e2e/containerd-agent.test.ts, so every ADD and DEL goes
 // shim → agent (cni-shim.sock, the pod netns passed as a descriptor). Then, with `--inflight`
 // pods in flight (default 3), each worker loops: RunPodSandbox of a sidecar-injected pod →
 // the pod netns holds exactly the reference ruleset (`rules --dry-run --pod`, applied by nft in a
@@ -27,7 +27,20 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { PACKAGE_ROOT, PAYLOAD_DIR } from './support/paths';
-import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, PodSpecLite, RunningPod, freePort, httpGet, injectedPod, onLines, requirePrerequisites, sweepStaleRuns } from './support/testbed';
+import {
+  BIN,
+  E2eWorld,
+  EXCLUDED_NAMESPACES,
+  PLUGIN_TYPE,
+  PodSpecLite,
+  RunningPod,
+  freePort,
+  httpGet,
+  injectedPod,
+  onLines,
+  requirePrerequisites,
+  sweepStaleRuns,
+} from './support/testbed';
 
 const execFileP = promisify(execFile);
 
@@ -35,7 +48,9 @@ const execFileP = promisify(execFile);
 // Options.
 
 function usage(msg: string): never {
-  process.stderr.write(`soak: ${msg}\nusage: node dist/bench/soak.js [--minutes N (30)] [--inflight N (3)] [--sample-seconds N (5)] [--warmup-minutes N] [--out FILE] [--pod-cache true|false (false)]\n`);
+  process.stderr.write(
+    `soak: ${msg}\nusage: node dist/bench/soak.js [--minutes N (30)] [--inflight N (3)] [--sample-seconds N (5)] [--warmup-minutes N] [--out FILE] [--pod-cache true|false (false)]\n`,
+  );
   process.exit(2);
 }
 
@@ -54,8 +69,10 @@ function parseArgs(argv: string[]): { minutes: number; inflight: number; sampleS
     if (!Number.isFinite(n) || n < min) usage(`--${k} ${JSON.stringify(o[k])}: expected a number >= ${min}`);
     return n;
   };
-  for (const k of Object.keys(o)) if (!['minutes', 'inflight', 'sample-seconds', 'warmup-minutes', 'out', 'pod-cache'].includes(k)) usage(`unknown option --${k}`);
-  if (o['pod-cache'] !== undefined && !['true', 'false'].includes(o['pod-cache'])) usage(`--pod-cache ${JSON.stringify(o['pod-cache'])}: expected true or false`);
+  for (const k of Object.keys(o))
+    if (!['minutes', 'inflight', 'sample-seconds', 'warmup-minutes', 'out', 'pod-cache'].includes(k)) usage(`unknown option --${k}`);
+  if (o['pod-cache'] !== undefined && !['true', 'false'].includes(o['pod-cache']))
+    usage(`--pod-cache ${JSON.stringify(o['pod-cache'])}: expected true or false`);
   const minutes = num('minutes', 30, 0.1);
   return {
     minutes,
@@ -146,36 +163,57 @@ interface Agent {
 
 async function startAgent(world: E2eWorld, bin: string, payload: string, logFile: string): Promise<Agent> {
   const metricsPort = await freePort();
-  const proc = spawn(process.execPath, [bin, 'agent',
-    '--mounted-cni-net-dir', world.cniConfDir,
-    '--cni-bin-dir', world.cniBinDir,
-    '--cni-bin-source-dir', payload,
-    '--cni-agent-run-dir', world.agentRunDir,
-    '--service-account-dir', world.saDir,
-  ], {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      KUBERNETES_SERVICE_HOST: '127.0.0.1',
-      KUBERNETES_SERVICE_PORT: String(world.api.port),
-      LISTEN_ADDRESS: '127.0.0.1',
-      HEALTH_PORT: '0',
-      MONITORING_PORT: String(metricsPort),
-      CHAINED_CNI_PLUGIN: 'true',
-      EXCLUDE_NAMESPACES: EXCLUDED_NAMESPACES.join(','),
-      POD_NAMESPACE: 'istio-system',
-      NATIVE_NFTABLES: 'true',
-      PLUGIN_LOG_LEVEL: 'info',
-      AGENT_LOG_LEVEL: 'info',
-      // No repair controller (as in the containerd agent e2e test).
-      REPAIR_ENABLED: 'false',
-      // --pod-cache: NODE_NAME, as the DaemonSet sets it, turns on the fast path's pod cache.
-      ...(opts.podCache ? { NODE_NAME: SOAK_NODE } : {}),
+  const proc = spawn(
+    process.execPath,
+    [
+      bin,
+      'agent',
+      '--mounted-cni-net-dir',
+      world.cniConfDir,
+      '--cni-bin-dir',
+      world.cniBinDir,
+      '--cni-bin-source-dir',
+      payload,
+      '--cni-agent-run-dir',
+      world.agentRunDir,
+      '--service-account-dir',
+      world.saDir,
+    ],
+    {
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        KUBERNETES_SERVICE_HOST: '127.0.0.1',
+        KUBERNETES_SERVICE_PORT: String(world.api.port),
+        LISTEN_ADDRESS: '127.0.0.1',
+        HEALTH_PORT: '0',
+        MONITORING_PORT: String(metricsPort),
+        CHAINED_CNI_PLUGIN: 'true',
+        EXCLUDE_NAMESPACES: EXCLUDED_NAMESPACES.join(','),
+        POD_NAMESPACE: 'istio-system',
+        NATIVE_NFTABLES: 'true',
+        PLUGIN_LOG_LEVEL: 'info',
+        AGENT_LOG_LEVEL: 'info',
+        // No repair controller (as in the containerd agent e2e test).
+        REPAIR_ENABLED: 'false',
+        // --pod-cache: NODE_NAME, as the DaemonSet sets it, turns on the fast path's pod cache.
+        ...(opts.podCache ? { NODE_NAME: SOAK_NODE } : {}),
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  );
   world.daemons.push(proc);
   const logFd = fs.openSync(logFile, 'a');
-  const ag: Agent = { proc, pid: proc.pid ?? 0, tail: [], lines: 0, warnOrError: 0, adds: 0, exited: Promise.resolve(), health: '', metrics: `127.0.0.1:${metricsPort}` };
+  const ag: Agent = {
+    proc,
+    pid: proc.pid ?? 0,
+    tail: [],
+    lines: 0,
+    warnOrError: 0,
+    adds: 0,
+    exited: Promise.resolve(),
+    health: '',
+    metrics: `127.0.0.1:${metricsPort}`,
+  };
   ag.exited = new Promise((r) => {
     proc.on('exit', (code, signal) => {
       ag.exit = { code, signal };
@@ -189,7 +227,10 @@ async function startAgent(world: E2eWorld, bin: string, payload: string, logFile
     ag.tail.push(prefix + l);
     if (ag.tail.length > 200) ag.tail.shift();
   };
-  for (const [stream, prefix] of [[proc.stdout!, ''], [proc.stderr!, 'STDERR ']] as const) {
+  for (const [stream, prefix] of [
+    [proc.stdout!, ''],
+    [proc.stderr!, 'STDERR '],
+  ] as const) {
     stream.on('data', (c: Buffer) => fs.writeSync(logFd, c));
     onLines(stream, count(prefix));
   }
@@ -254,7 +295,7 @@ async function main(): Promise<number> {
   log(`agent ${agent.pid} ready (health ${agent.health}, log ${agentLog})`);
   if (opts.podCache) {
     for (let i = 0; world.api.openWatches === 0; i++) {
-      if (i > 400) throw new Error('--pod-cache: the agent did not open its watch of the node\'s pods within 20 s');
+      if (i > 400) throw new Error("--pod-cache: the agent did not open its watch of the node's pods within 20 s");
       await sleep(50);
     }
     log(`the agent's pod cache watches node ${SOAK_NODE}`);
@@ -401,7 +442,11 @@ async function main(): Promise<number> {
 
   // Figures.
   const warm = samples.filter((s) => s.t >= opts.warmupMin * 60);
-  const per10 = (k: 'rssKb' | 'fds' | 'heapUsedKb' | 'heapTotalKb') => slope(warm.map((s) => s.t), warm.map((s) => s[k])) * 600;
+  const per10 = (k: 'rssKb' | 'fds' | 'heapUsedKb' | 'heapTotalKb') =>
+    slope(
+      warm.map((s) => s.t),
+      warm.map((s) => s[k]),
+    ) * 600;
   const first = samples[0];
   const lastS = samples[samples.length - 1];
   const firstWarm = warm[0] ?? first;
@@ -419,8 +464,20 @@ async function main(): Promise<number> {
     podCache: opts.podCache,
     podsFromCache: fromCache,
     failures: failures.length,
-    rssKb: { start: first.rssKb, afterWarmup: firstWarm.rssKb, end: lastS.rssKb, min: Math.min(...samples.map((s) => s.rssKb)), max: Math.max(...samples.map((s) => s.rssKb)) },
-    fds: { start: first.fds, afterWarmup: firstWarm.fds, end: lastS.fds, min: Math.min(...samples.map((s) => s.fds)), max: Math.max(...samples.map((s) => s.fds)) },
+    rssKb: {
+      start: first.rssKb,
+      afterWarmup: firstWarm.rssKb,
+      end: lastS.rssKb,
+      min: Math.min(...samples.map((s) => s.rssKb)),
+      max: Math.max(...samples.map((s) => s.rssKb)),
+    },
+    fds: {
+      start: first.fds,
+      afterWarmup: firstWarm.fds,
+      end: lastS.fds,
+      min: Math.min(...samples.map((s) => s.fds)),
+      max: Math.max(...samples.map((s) => s.fds)),
+    },
     heapUsedKb: { start: first.heapUsedKb, afterWarmup: firstWarm.heapUsedKb, end: lastS.heapUsedKb },
     heapTotalKb: { start: first.heapTotalKb, afterWarmup: firstWarm.heapTotalKb, end: lastS.heapTotalKb },
     slopePer10Min: {
@@ -446,17 +503,30 @@ async function main(): Promise<number> {
   p(`  ADDs served by the agent (fast path): ${agent.adds}; failures: ${failures.length}`);
   if (opts.podCache) p(`  pods the agent's pod cache answered (no GET): ${fromCache} of ${churned}`);
   for (const f of failures.slice(0, 20)) p(`    ${f.pod} at ${f.at} s: ${f.error.split('\n')[0]}`);
-  p(`  agent RSS kB: start ${summary.rssKb.start}, after warm-up ${summary.rssKb.afterWarmup}, end ${summary.rssKb.end} (min ${summary.rssKb.min}, max ${summary.rssKb.max})`);
-  p(`  agent fds: start ${summary.fds.start}, after warm-up ${summary.fds.afterWarmup}, end ${summary.fds.end} (min ${summary.fds.min}, max ${summary.fds.max})`);
-  p(`  agent V8 heap used kB: start ${summary.heapUsedKb.start}, after warm-up ${summary.heapUsedKb.afterWarmup}, end ${summary.heapUsedKb.end}; heap total kB: ${summary.heapTotalKb.start}, ${summary.heapTotalKb.afterWarmup}, ${summary.heapTotalKb.end}`);
-  p(`  least-squares slope per 10 min after ${opts.warmupMin} min warm-up (${warm.length} samples): RSS ${summary.slopePer10Min.rssKb} kB, fds ${summary.slopePer10Min.fds}, heap used ${summary.slopePer10Min.heapUsedKb} kB, heap total ${summary.slopePer10Min.heapTotalKb} kB`);
-  p(`  RunPodSandbox p50/p95/max ${summary.runPodSandboxMs.p50}/${summary.runPodSandboxMs.p95}/${summary.runPodSandboxMs.max} ms; cycle p50/p95 ${summary.cycleMs.p50}/${summary.cycleMs.p95} ms`);
+  p(
+    `  agent RSS kB: start ${summary.rssKb.start}, after warm-up ${summary.rssKb.afterWarmup}, end ${summary.rssKb.end} (min ${summary.rssKb.min}, max ${summary.rssKb.max})`,
+  );
+  p(
+    `  agent fds: start ${summary.fds.start}, after warm-up ${summary.fds.afterWarmup}, end ${summary.fds.end} (min ${summary.fds.min}, max ${summary.fds.max})`,
+  );
+  p(
+    `  agent V8 heap used kB: start ${summary.heapUsedKb.start}, after warm-up ${summary.heapUsedKb.afterWarmup}, end ${summary.heapUsedKb.end}; heap total kB: ${summary.heapTotalKb.start}, ${summary.heapTotalKb.afterWarmup}, ${summary.heapTotalKb.end}`,
+  );
+  p(
+    `  least-squares slope per 10 min after ${opts.warmupMin} min warm-up (${warm.length} samples): RSS ${summary.slopePer10Min.rssKb} kB, fds ${summary.slopePer10Min.fds}, heap used ${summary.slopePer10Min.heapUsedKb} kB, heap total ${summary.slopePer10Min.heapTotalKb} kB`,
+  );
+  p(
+    `  RunPodSandbox p50/p95/max ${summary.runPodSandboxMs.p50}/${summary.runPodSandboxMs.p95}/${summary.runPodSandboxMs.max} ms; cycle p50/p95 ${summary.cycleMs.p50}/${summary.cycleMs.p95} ms`,
+  );
   p(`  agent log: ${agent.lines} lines, ${agent.warnOrError} warn/error (${agentLog}); load ${summary.loadavg}`);
   p(`  samples: ${opts.out}`);
   return failures.length === 0 ? 0 : 1;
 }
 
-main().then((code) => process.exit(code), (e) => {
-  process.stderr.write(`soak failed: ${(e as Error).stack}\n`);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    process.stderr.write(`soak failed: ${(e as Error).stack}\n`);
+    process.exit(1);
+  },
+);

@@ -3,7 +3,7 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(libnftables-dev nftables iproute2 util-linux python3 make g++ pkg-config ca-certificates
-  # test/e2e: a private containerd (CRI plugin) runs the CNI chain; gcc + libc6-dev build its static pause binary
+  # test/root/e2e: a private containerd (CRI plugin) runs the CNI chain; gcc + libc6-dev build its static pause binary
   containerd runc containernetworking-plugins gcc libc6-dev
   # npm run package / npm run image (docs/payload.md, docs/image.md): patchelf removes RUNPATHs,
   # binutils strips and objdump checks symbol versions, tar and gzip pack the image; the payload

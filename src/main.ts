@@ -20,13 +20,21 @@ export async function main(args: string[], program: Program = 'istio-cni-ts'): P
     'duplicate-arguments-array': false,
   };
   // Istio's flags (pflag) have no --no-<flag> negation: install-cni takes `--no-x` as unknown.
-  const cli = yargs(args).scriptName(program).parserConfiguration(program === 'install-cni' ? { ...parser, 'boolean-negation': false } : parser);
+  const cli = yargs(args)
+    .scriptName(program)
+    .parserConfiguration(program === 'install-cni' ? { ...parser, 'boolean-negation': false } : parser);
   if (program === 'install-cni') {
     const [{ agentCommand }, { versionCommand }] = await Promise.all([import('./cli/agent'), import('./cli/version')]);
-    cli.command({ ...agentCommand, command: '$0', describe: 'Install the Istio CNI plugin on this node and keep it installed (the node agent)' }).command(versionCommand);
+    cli
+      .command({ ...agentCommand, command: '$0', describe: 'Install the Istio CNI plugin on this node and keep it installed (the node agent)' })
+      .command(versionCommand);
   } else {
     const [{ rulesCommand }, { initCommand }, { installCommand }, { agentCommand }, { versionCommand }] = await Promise.all([
-      import('./cli/rules'), import('./cli/init'), import('./cli/install'), import('./cli/agent'), import('./cli/version'),
+      import('./cli/rules'),
+      import('./cli/init'),
+      import('./cli/install'),
+      import('./cli/agent'),
+      import('./cli/version'),
     ]);
     cli.command(rulesCommand).command(initCommand).command(installCommand).command(agentCommand).command(versionCommand).demandCommand(1, 'name a command');
   }

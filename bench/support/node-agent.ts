@@ -55,7 +55,8 @@ interface EnvVar {
 export function daemonSetContainer(node: string, mode = 'sidecar'): { command: string[]; args: string[]; env: Record<string, string> } {
   const read = (f: string) => parse(fs.readFileSync(path.join(MANIFESTS, mode, f), 'utf8')) as unknown;
   const cm = read('configmap.yaml') as { data: Record<string, string> };
-  const c = (read('daemonset.yaml') as { spec: { template: { spec: { containers: { command?: string[]; args?: string[]; env?: EnvVar[] }[] } } } }).spec.template.spec.containers[0];
+  const c = (read('daemonset.yaml') as { spec: { template: { spec: { containers: { command?: string[]; args?: string[]; env?: EnvVar[] }[] } } } }).spec
+    .template.spec.containers[0];
   const fields: Record<string, string> = { 'metadata.name': AGENT_POD.name, 'metadata.namespace': AGENT_POD.namespace, 'spec.nodeName': node };
   // No limits in the manifest: the downward API gives the node's allocatable amounts.
   const resources: Record<string, string> = { 'limits.memory': String(os.totalmem()), 'limits.cpu': String(os.cpus().length) };
@@ -76,7 +77,10 @@ function agentCommand(command: string[], args: string[], root = PACKAGE_ROOT): {
   const bins = (JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
   const entry = bins[command[0] ?? ''];
   if (entry) return { argv: [path.join(root, entry), ...command.slice(1), ...args] };
-  return { argv: [path.join(root, path.relative(PACKAGE_ROOT, BIN)), 'agent'], note: `the manifest's command ${JSON.stringify([...command, ...args])} is not in package.json "bin": ran istio-cni-ts agent` };
+  return {
+    argv: [path.join(root, path.relative(PACKAGE_ROOT, BIN)), 'agent'],
+    note: `the manifest's command ${JSON.stringify([...command, ...args])} is not in package.json "bin": ran istio-cni-ts agent`,
+  };
 }
 
 async function until<T>(what: string, f: () => T | undefined | false, ms: number, proc: ChildProcess, out: string[]): Promise<T> {
@@ -84,7 +88,8 @@ async function until<T>(what: string, f: () => T | undefined | false, ms: number
   for (;;) {
     const v = f();
     if (v) return v;
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`the agent exited (${proc.exitCode ?? proc.signalCode}) while the bench waited for ${what}:\n${out.slice(-30).join('\n')}`);
+    if (proc.exitCode !== null || proc.signalCode !== null)
+      throw new Error(`the agent exited (${proc.exitCode ?? proc.signalCode}) while the bench waited for ${what}:\n${out.slice(-30).join('\n')}`);
     if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}:\n${out.slice(-30).join('\n')}`);
     await sleep(50);
   }
@@ -138,7 +143,10 @@ export async function startDeployedAgent(o: {
   const type = o.pluginType ?? env.CNI_PLUGIN_TYPE ?? 'istio-cni';
   const shim = path.join(o.dirs.bin, type);
   const conflist = () => {
-    for (const f of fs.readdirSync(o.dirs.net).filter((x) => x.endsWith('.conflist')).sort()) {
+    for (const f of fs
+      .readdirSync(o.dirs.net)
+      .filter((x) => x.endsWith('.conflist'))
+      .sort()) {
       try {
         const c = JSON.parse(fs.readFileSync(path.join(o.dirs.net, f), 'utf8')) as { cniVersion: string; name: string; plugins: { type: string }[] };
         if (c.plugins.some((p) => p.type === type)) return c;
@@ -160,7 +168,13 @@ export async function startDeployedAgent(o: {
     // 'fast path pod cache synced': agents before 695b324 (an --agent-root A/B of an older commit).
     const synced = (l: string) => l.includes('node pods synced') || l.includes('fast path pod cache synced');
     await until('the node pods (the fast path pod cache) to sync', () => out.some(synced), 30_000, proc, out);
-    await until(`the shim installed as ${shim}`, () => fs.existsSync(shim) && fs.existsSync(path.join(o.dirs.bin, 'istio-cni-ts', 'istio-cni-plugin')), 60_000, proc, out);
+    await until(
+      `the shim installed as ${shim}`,
+      () => fs.existsSync(shim) && fs.existsSync(path.join(o.dirs.bin, 'istio-cni-ts', 'istio-cni-plugin')),
+      60_000,
+      proc,
+      out,
+    );
     await until('our entry chained into the primary conflist', conflist, 30_000, proc, out);
   } catch (e) {
     proc.kill('SIGKILL');

@@ -4,10 +4,10 @@
 // node's pods, the service-account files); the pods Istio's injector makes; the ambient API and
 // ztunnel stand-ins; a throwaway PKI; free ports, plain GETs and line splitting. What only the
 // benchmarks need lives beside this file in bench/support.
-export { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, requirePrerequisites, sweepStaleRuns } from '../../test/e2e/harness';
-export type { RunningPod } from '../../test/e2e/harness';
-export { injectedPod } from '../../test/e2e/pods';
-export type { PodSpecLite } from '../../test/e2e/pods';
+export { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, requirePrerequisites, sweepStaleRuns } from '../../test/root/e2e/harness';
+export type { RunningPod } from '../../test/root/e2e/harness';
+export { injectedPod } from '../../test/root/e2e/pods';
+export type { PodSpecLite } from '../../test/root/e2e/pods';
 export { KubeApiStandIn, KubeApiStandIn as AmbientApiStandIn } from '../../test/support/kube-api';
 export { ZtunnelStandIn } from '../../test/support/ztunnel-standin';
 export { makePki } from '../../test/support/tls';

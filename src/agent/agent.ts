@@ -64,7 +64,10 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
   if (cfg.repair.enabled && !deps.repair?.api) {
     // As upstream, the repair controller cannot start without the API's address: say so before
     // anything listens.
-    for (const [v, value] of [['KUBERNETES_SERVICE_HOST', cfg.install.k8sServiceHost], ['KUBERNETES_SERVICE_PORT', cfg.install.k8sServicePort]]) {
+    for (const [v, value] of [
+      ['KUBERNETES_SERVICE_HOST', cfg.install.k8sServiceHost],
+      ['KUBERNETES_SERVICE_PORT', cfg.install.k8sServicePort],
+    ]) {
       if (!value) throw new InputError(v, value, 'must be set when REPAIR_ENABLED is true (the repair controller watches pods)');
     }
   }
@@ -81,11 +84,8 @@ export async function startAgent(cfg: AgentConfig, deps: AgentDeps): Promise<Run
     log.info('metrics server listening', { address: metricsServer.address, path: '/metrics' });
   }
 
-  const logServer = await startLogServer(
-    path.join(cfg.install.cniAgentRunDir, LOG_SOCKET_NAME),
-    deps.log.withScope('cni-plugin'),
-    log,
-    (reason, lines) => metrics.logLinesDropped.inc({ reason }, lines),
+  const logServer = await startLogServer(path.join(cfg.install.cniAgentRunDir, LOG_SOCKET_NAME), deps.log.withScope('cni-plugin'), log, (reason, lines) =>
+    metrics.logLinesDropped.inc({ reason }, lines),
   );
 
   const podCache = startPodCache(cfg, nodePods, log, metrics);
@@ -206,11 +206,11 @@ function startNodePods(cfg: AgentConfig, deps: AgentDeps, log: ScopedLogger): No
   ].filter((u) => u !== '');
   if (users.length === 0) return undefined;
   if (!deps.podsApi && !(cfg.install.k8sServiceHost && cfg.install.k8sServicePort)) {
-    log.info('no watch of the node\'s pods: KUBERNETES_SERVICE_HOST/PORT is not set');
+    log.info("no watch of the node's pods: KUBERNETES_SERVICE_HOST/PORT is not set");
     return undefined;
   }
   const pods = new NodePods(deps.podsApi ?? inClusterRest(cfg.install), cfg.nodeName, log.withScope('node-pods'), deps.podsTuning).start();
-  log.info('watching the node\'s pods (one list+watch, shared)', { node: cfg.nodeName, users: users.join(',') });
+  log.info("watching the node's pods (one list+watch, shared)", { node: cfg.nodeName, users: users.join(',') });
   pods.informer.synced.then(() => log.info('node pods synced', { node: cfg.nodeName, pods: pods.informer.list().length }));
   return pods;
 }

@@ -137,10 +137,7 @@ export function foreignRunDir(stdin: string, runDir: string): string | undefined
  * that one's kubeconfig, so the agent must not quietly answer from its own.
  * With `pods` (this node's pods, watched), a pod lookup the cache can vouch for costs no GET.
  */
-export function agentCniHandler(
-  pluginLog: ScopedLogger,
-  opts: { runDir: string; pods?: Pick<NodePodCache, 'lookup'> },
-): CniHandler & { close(): void } {
+export function agentCniHandler(pluginLog: ScopedLogger, opts: { runDir: string; pods?: Pick<NodePodCache, 'lookup'> }): CniHandler & { close(): void } {
   const { pods } = opts;
   const runDir = path.resolve(opts.runDir);
   let current: { text: string; token?: string; client: HttpsKubeClient } | undefined;
@@ -238,7 +235,7 @@ async function serveOne(sock: SeqpacketSocket, handle: CniHandler, agentLog: Sco
     }
     held = total;
     const parts: Buffer[] = [];
-    for (let got = 0; got < total; ) {
+    for (let got = 0; got < total;) {
       const rec = await sock.recv({ maxBytes: CHUNK, timeoutMs: left() });
       if (rec.data.length === 0 || rec.truncated || got + rec.data.length > total) throw new Error('request body cut short or too long');
       parts.push(rec.data);

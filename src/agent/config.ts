@@ -80,7 +80,12 @@ export const PARAMS: readonly Param[] = [
   P('health-port', 'port', '8000', 'HTTP port for /healthz and /readyz (0 = any free port)'),
   P('listen-address', 'ip', '', 'IP address the health and metrics servers bind to (empty = all interfaces)'),
   P('agent-log-level', 'log-level', 'info', "The agent's own log level (plugin logs relayed through log.sock follow it)"),
-  P('fast-path-pod-cache', 'bool', 'true', "Fast path: answer the plugin's pod lookups from a watch of this node's pods (needs NODE_NAME and the API address); false = a GET per ADD, as Istio's plugin does"),
+  P(
+    'fast-path-pod-cache',
+    'bool',
+    'true',
+    "Fast path: answer the plugin's pod lookups from a watch of this node's pods (needs NODE_NAME and the API address); false = a GET per ADD, as Istio's plugin does",
+  ),
   // Ambient
   P('ambient-enabled', 'bool', 'false', 'Ambient mode'),
   P('ambient-enablement-selector', 'selector', '', 'YAML list of {podSelector, namespaceSelector} that enable ambient'),
@@ -93,7 +98,12 @@ export const PARAMS: readonly Param[] = [
   P('host-probe-snat-ip', 'string', '169.254.7.127', "Ambient: the address kubelet's probes to pods are SNATed to"),
   P('host-probe-snat-ipv6', 'string', 'fd16:9254:7127:1337:ffff:ffff:ffff:ffff', "Ambient: the IPv6 address kubelet's probes are SNATed to"),
   P('system-namespace', 'string', 'istio-system', 'Ambient: the namespace ztunnel runs in (its pods, label app=ztunnel, are never captured)'),
-  P('allow-switch-to-host-ns', 'bool', 'false', "Do host-side work (ambient probe rules) in the node's netns (HOST_NETNS) rather than this pod's; Istio's chart sets it unless the pod uses hostNetwork"),
+  P(
+    'allow-switch-to-host-ns',
+    'bool',
+    'false',
+    "Do host-side work (ambient probe rules) in the node's netns (HOST_NETNS) rather than this pod's; Istio's chart sets it unless the pod uses hostNetwork",
+  ),
   P('host-netns', 'dir', '/host/proc/1/ns/net', "The node's network namespace as seen from this container"),
   // Repair controller (src/agent/repair)
   P('repair-enabled', 'bool', 'true', 'Repair controller'),
@@ -117,7 +127,9 @@ export const PARAMS: readonly Param[] = [
   // Set by Istio's chart, read by nothing in Istio's install-cni either: accepted without a warning.
   P('current-agent-version', 'string', '', "Unused (the chart's image tag)", { unused: true, quiet: true }),
   P('repair-run-as-daemon', 'string', '', 'Unused (the repair controller always runs inside the agent)', { unused: true, quiet: true }),
-  P('istio-owned-cni-conf-filename', 'string', '', 'Unused (the chart misspells ISTIO_OWNED_CNI_CONFIG_FILENAME; as in Istio, it has no effect)', { unused: true }),
+  P('istio-owned-cni-conf-filename', 'string', '', 'Unused (the chart misspells ISTIO_OWNED_CNI_CONFIG_FILENAME; as in Istio, it has no effect)', {
+    unused: true,
+  }),
   P('gomemlimit', 'string', '', "Unused (the Go runtime's memory limit; the chart fills it from limits.memory)", { unused: true, quiet: true }),
   P('gomaxprocs', 'string', '', "Unused (the Go runtime's CPU count; the chart fills it from limits.cpu)", { unused: true, quiet: true }),
 ];
@@ -298,7 +310,11 @@ export function parseAgentConfig(argv: Record<string, unknown>, env: NodeJS.Proc
 
   // As Istio: the plugin logs at the cni-plugin scope's level, unless PLUGIN_LOG_LEVEL (ours) says otherwise.
   const logging = parseLogOptions(argv, s('agent-log-level') as Threshold);
-  const pluginLevelSet = flagText(argv['plugin-log-level'], PARAMS.find((p) => p.flag === 'plugin-log-level')!) !== undefined || (env.PLUGIN_LOG_LEVEL ?? '') !== '';
+  const pluginLevelSet =
+    flagText(
+      argv['plugin-log-level'],
+      PARAMS.find((p) => p.flag === 'plugin-log-level')!,
+    ) !== undefined || (env.PLUGIN_LOG_LEVEL ?? '') !== '';
   const pluginLogLevel: PluginLogLevel = pluginLevelSet ? (s('plugin-log-level') as PluginLogLevel) : logging.levels.of('cni-plugin');
 
   const istioOwned = b('istio-owned-cni-config');

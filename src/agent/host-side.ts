@@ -52,7 +52,7 @@ export function planHostSide(allowSwitch: boolean, nodeNetns: string, ownNetns =
   if (node === own) return { netns: ownNetns, switched: false };
   throw new HostPathError(
     `host-side work refused: this agent runs in a network namespace of its own, not the node's (${nodeNetns}), ` +
-      'and ALLOW_SWITCH_TO_HOST_NS is not true; set ALLOW_SWITCH_TO_HOST_NS=true (Istio\'s chart does) or run the pod with hostNetwork: true',
+      "and ALLOW_SWITCH_TO_HOST_NS is not true; set ALLOW_SWITCH_TO_HOST_NS=true (Istio's chart does) or run the pod with hostNetwork: true",
   );
 }
 

@@ -31,10 +31,21 @@ interface Flag {
 
 /** Istio 1.28.1's flags with their defaults (pkg/log DefaultOptions, pkg/ctrlz DefaultOptions). */
 export const LOG_FLAGS: readonly Flag[] = [
-  { name: 'log_output_level', def: '', honoured: true, describe: 'Comma-separated minimum per-scope level: <scope>:<level>,... (a bare <level> is the default scope; `all` sets every scope). Scopes: default, cni-agent, cni-plugin, repair, pod-cache, ambient; levels: debug, info, warn, error, fatal, none' },
+  {
+    name: 'log_output_level',
+    def: '',
+    honoured: true,
+    describe:
+      'Comma-separated minimum per-scope level: <scope>:<level>,... (a bare <level> is the default scope; `all` sets every scope). Scopes: default, cni-agent, cni-plugin, repair, pod-cache, ambient; levels: debug, info, warn, error, fatal, none',
+  },
   { name: 'log_as_json', def: 'false', honoured: true, describe: 'Write JSON lines (time, level, scope, msg, then the fields) instead of text' },
   { name: 'log_caller', def: '', honoured: true, describe: 'Comma-separated scopes whose lines carry the caller (file:line); `all` for every scope' },
-  { name: 'log_stacktrace_level', def: 'default:none', honoured: true, describe: 'Comma-separated minimum per-scope level at which a stack trace is added, as --log_output_level' },
+  {
+    name: 'log_stacktrace_level',
+    def: 'default:none',
+    honoured: true,
+    describe: 'Comma-separated minimum per-scope level at which a stack trace is added, as --log_output_level',
+  },
   { name: 'log_target', def: 'stdout', array: true, honoured: true, describe: 'Where lines go: stdout, stderr or a file path (several: --log_target a b)' },
   { name: 'ctrlz_port', def: '9876', honoured: false, describe: "Istio's ControlZ introspection port (accepted; no ControlZ server here)" },
   { name: 'ctrlz_address', def: 'localhost', honoured: false, describe: "Istio's ControlZ listen address (accepted; no ControlZ server here)" },
@@ -52,7 +63,11 @@ function text(argv: Record<string, unknown>, f: Flag): string | undefined {
 }
 
 export function parseLogOptions(argv: Record<string, unknown>, startLevel: Threshold = 'info'): LogOptions {
-  const get = (name: string) => text(argv, LOG_FLAGS.find((f) => f.name === name)!);
+  const get = (name: string) =>
+    text(
+      argv,
+      LOG_FLAGS.find((f) => f.name === name)!,
+    );
 
   const levels = new ScopeLevels(startLevel);
   const out = get('log_output_level');

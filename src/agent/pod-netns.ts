@@ -72,7 +72,10 @@ export function podFromCgroups(text: string): { uid: string; containerId: string
 export function parseStartTime(stat: string): bigint | undefined {
   const i = stat.lastIndexOf(')');
   if (i < 0) return undefined;
-  const f = stat.slice(i + 1).trim().split(/\s+/);
+  const f = stat
+    .slice(i + 1)
+    .trim()
+    .split(/\s+/);
   // f[0] is field 3 (state), so field 22 is f[19].
   return f.length >= 20 && /^\d+$/.test(f[19]) ? BigInt(f[19]) : undefined;
 }

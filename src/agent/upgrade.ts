@@ -106,8 +106,7 @@ export async function shouldStopCleanup(c: UpgradeCheck): Promise<boolean> {
       if (r.status === 200 && !deleting) {
         const n = await c.api.get(`/api/v1/nodes/${encodeURIComponent(c.nodeName)}`);
         if (n.status !== 200) throw new Error(`get node ${c.nodeName}: HTTP ${n.status}`);
-        const affinity = obj(obj(obj(obj(obj(obj(r.body)?.spec)?.template)?.spec)?.affinity)?.nodeAffinity)
-          ?.requiredDuringSchedulingIgnoredDuringExecution;
+        const affinity = obj(obj(obj(obj(obj(obj(r.body)?.spec)?.template)?.spec)?.affinity)?.nodeAffinity)?.requiredDuringSchedulingIgnoredDuringExecution;
         if (affinity != null && !nodeSelectorMatches(affinity, n.body)) {
           c.log.info(`terminating, and parent DaemonSet ${ds} will not schedule to node ${c.nodeName} due to node affinity; shutting down normally`);
           return false;

@@ -6,9 +6,7 @@ import { RuleBuilder } from '../nft/rule-builder';
 import { Op, Transaction } from '../nft/transaction';
 import { AmbientConfig, AmbientRulesInput, HostRuleParams, PodOverrides } from './config';
 import { createProbeSets } from './probe-sets';
-import {
-  Chain, HOST_TABLE, INPOD_MARK, INPOD_MASK, INPOD_TPROXY_MARK, INPOD_TPROXY_MASK, MANGLE, NAT, POD_TABLES, Ports, RAW, hex,
-} from './tables';
+import { Chain, HOST_TABLE, INPOD_MARK, INPOD_MASK, INPOD_TPROXY_MARK, INPOD_TPROXY_MASK, MANGLE, NAT, POD_TABLES, Ports, RAW, hex } from './tables';
 
 const COUNTER = 'counter';
 const LOOPBACK_V4 = '127.0.0.1/32';
@@ -87,10 +85,38 @@ function collectInpodRules(cfg: AmbientConfig, pod: PodOverrides): RuleBuilder {
   // Inbound: everything not for loopback, not HBONE and not from ztunnel goes to the plaintext
   // port. Istio's IPv4 rule has a trailing space in one token; reproduced for byte equality.
   if (!pod.ingressMode) {
-    rb.append(NAT, Chain.istioPrerouting, 'ip daddr', '!=', LOOPBACK_V4, 'tcp dport', '!=', String(Ports.hbone),
-      `mark and ${mask} `, '!=', mark, COUNTER, 'redirect to', to(Ports.inboundPlaintext));
-    rb.appendV6(NAT, Chain.istioPrerouting, 'ip6 daddr', '!=', LOOPBACK_V6, 'tcp dport', '!=', String(Ports.hbone),
-      `mark and ${mask}`, '!=', mark, COUNTER, 'redirect to', to(Ports.inboundPlaintext));
+    rb.append(
+      NAT,
+      Chain.istioPrerouting,
+      'ip daddr',
+      '!=',
+      LOOPBACK_V4,
+      'tcp dport',
+      '!=',
+      String(Ports.hbone),
+      `mark and ${mask} `,
+      '!=',
+      mark,
+      COUNTER,
+      'redirect to',
+      to(Ports.inboundPlaintext),
+    );
+    rb.appendV6(
+      NAT,
+      Chain.istioPrerouting,
+      'ip6 daddr',
+      '!=',
+      LOOPBACK_V6,
+      'tcp dport',
+      '!=',
+      String(Ports.hbone),
+      `mark and ${mask}`,
+      '!=',
+      mark,
+      COUNTER,
+      'redirect to',
+      to(Ports.inboundPlaintext),
+    );
   }
 
   // Outbound packets of a connection ztunnel accepted get its mark back from the connection.
@@ -98,13 +124,10 @@ function collectInpodRules(cfg: AmbientConfig, pod: PodOverrides): RuleBuilder {
 
   if (dns) {
     // Queries not sent over lo and not from ztunnel go to its DNS proxy: UDP for any family...
-    rb.append(NAT, Chain.istioOutput, 'oifname', '!=', 'lo', 'mark and', mask, '!=', mark,
-      'udp dport', '53', COUNTER, 'redirect to', to(Ports.dns));
+    rb.append(NAT, Chain.istioOutput, 'oifname', '!=', 'lo', 'mark and', mask, '!=', mark, 'udp dport', '53', COUNTER, 'redirect to', to(Ports.dns));
     // ...TCP per family, except to loopback.
-    rb.append(NAT, Chain.istioOutput, 'ip daddr', '!=', LOOPBACK_V4, 'tcp dport', '53',
-      'mark and', mask, '!=', mark, COUNTER, 'redirect to', to(Ports.dns));
-    rb.appendV6(NAT, Chain.istioOutput, 'ip6 daddr', '!=', LOOPBACK_V6, 'tcp dport', '53',
-      'mark and', mask, '!=', mark, COUNTER, 'redirect to', to(Ports.dns));
+    rb.append(NAT, Chain.istioOutput, 'ip daddr', '!=', LOOPBACK_V4, 'tcp dport', '53', 'mark and', mask, '!=', mark, COUNTER, 'redirect to', to(Ports.dns));
+    rb.appendV6(NAT, Chain.istioOutput, 'ip6 daddr', '!=', LOOPBACK_V6, 'tcp dport', '53', 'mark and', mask, '!=', mark, COUNTER, 'redirect to', to(Ports.dns));
     // ztunnel's own queries upstream, and their answers, live in conntrack zone 1 so they cannot
     // collide with the app's queries to ztunnel.
     rb.append(RAW, Chain.istioOutput, 'udp dport', '53', 'meta mark and', mask, '==', mark, COUNTER, 'ct zone set', '1');
@@ -117,10 +140,36 @@ function collectInpodRules(cfg: AmbientConfig, pod: PodOverrides): RuleBuilder {
   rb.append(NAT, Chain.istioOutput, 'oifname', 'lo', 'ip daddr', '!=', LOOPBACK_V4, COUNTER, 'accept');
   rb.appendV6(NAT, Chain.istioOutput, 'oifname', 'lo', 'ip6 daddr', '!=', LOOPBACK_V6, COUNTER, 'accept');
   // Everything else outbound over TCP, not from ztunnel, goes to ztunnel's outbound port.
-  rb.append(NAT, Chain.istioOutput, 'meta l4proto tcp', 'ip daddr', '!=', LOOPBACK_V4,
-    'mark and', mask, '!=', mark, COUNTER, 'redirect to', to(Ports.outbound));
-  rb.appendV6(NAT, Chain.istioOutput, 'meta l4proto tcp', 'ip6 daddr', '!=', LOOPBACK_V6,
-    'mark and', mask, '!=', mark, COUNTER, 'redirect to', to(Ports.outbound));
+  rb.append(
+    NAT,
+    Chain.istioOutput,
+    'meta l4proto tcp',
+    'ip daddr',
+    '!=',
+    LOOPBACK_V4,
+    'mark and',
+    mask,
+    '!=',
+    mark,
+    COUNTER,
+    'redirect to',
+    to(Ports.outbound),
+  );
+  rb.appendV6(
+    NAT,
+    Chain.istioOutput,
+    'meta l4proto tcp',
+    'ip6 daddr',
+    '!=',
+    LOOPBACK_V6,
+    'mark and',
+    mask,
+    '!=',
+    mark,
+    COUNTER,
+    'redirect to',
+    to(Ports.outbound),
+  );
   return rb;
 }
 
@@ -137,10 +186,34 @@ export function deleteInpodRules(): Transaction {
 export function buildHostRules(cfg: AmbientConfig, host: HostRuleParams): Transaction {
   const rb = new RuleBuilder(cfg.enableIPv6);
   const uid = String(host.kubeletUID);
-  rb.append(NAT, Chain.postrouting, 'meta l4proto tcp', 'skuid', uid, 'ip', 'daddr', `@${host.probeIPSetName}-v4`,
-    COUNTER, 'snat', 'to', cfg.hostProbeSNATAddress.text);
-  rb.appendV6(NAT, Chain.postrouting, 'meta l4proto tcp', 'skuid', uid, 'ip6', 'daddr', `@${host.probeIPSetName}-v6`,
-    COUNTER, 'snat', 'to', cfg.hostProbeV6SNATAddress.text);
+  rb.append(
+    NAT,
+    Chain.postrouting,
+    'meta l4proto tcp',
+    'skuid',
+    uid,
+    'ip',
+    'daddr',
+    `@${host.probeIPSetName}-v4`,
+    COUNTER,
+    'snat',
+    'to',
+    cfg.hostProbeSNATAddress.text,
+  );
+  rb.appendV6(
+    NAT,
+    Chain.postrouting,
+    'meta l4proto tcp',
+    'skuid',
+    uid,
+    'ip6',
+    'daddr',
+    `@${host.probeIPSetName}-v6`,
+    COUNTER,
+    'snat',
+    'to',
+    cfg.hostProbeV6SNATAddress.text,
+  );
   return assembleTable(HOST_TABLE, rb.rules(NAT), AMBIENT_POLICY);
 }
 

@@ -45,7 +45,7 @@ export function eventFromPrevResult(netns: string, podName: string, podNamespace
       interface: ip.interface ?? null,
       address: p.addr,
       prefixLength: p.bits,
-      gateway: ip.gateway ? parseIp(ip.gateway) ?? null : null,
+      gateway: ip.gateway ? (parseIp(ip.gateway) ?? null) : null,
     };
   });
   return { netns, podName, podNamespace, ips };
@@ -113,7 +113,7 @@ export function parseCniAddEvent(body: string): CniAddEvent {
     }
     const bits = maskText === '' ? (ip.family === 4 ? 32 : 128) : maskBits.indexOf('0') === -1 ? maskBits.length : maskBits.indexOf('0');
     const gwText = str(x, 'Gateway');
-    const gateway = gwText === '' ? null : parseIp(gwText) ?? null;
+    const gateway = gwText === '' ? null : (parseIp(gwText) ?? null);
     if (gwText !== '' && !gateway) throw new CniEventError(`IPs[${i}].Gateway: ${quote(gwText)} is not an IP address`);
     return { interface: iface === undefined ? null : (iface as number), address: ip, prefixLength: bits, gateway };
   });

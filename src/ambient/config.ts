@@ -3,9 +3,7 @@
 // overrides, and what the host rules need. Every value is parsed once here; an error names the
 // key (or annotation) and the value.
 import { InputError } from '../values/errors';
-import {
-  Id, IfName, IpAddress, NftName, parseId, parseIfName, parseIpAddress, parseNftName, splitList,
-} from '../values/typed';
+import { Id, IfName, IpAddress, NftName, parseId, parseIfName, parseIpAddress, parseNftName, splitList } from '../values/typed';
 import { DEFAULT_PROBE_SNAT_V4, DEFAULT_PROBE_SNAT_V6, PROBE_SET_PREFIX } from './tables';
 
 export interface AmbientConfig {
@@ -48,8 +46,14 @@ export type KeySource = (key: string) => string;
 export const keySource: KeySource = (key) => `config key "${key}"`;
 
 export const AMBIENT_CONFIG_KEYS = [
-  'traceLogging', 'enableIPv6', 'redirectDNS', 'hostProbeSNATAddress', 'hostProbeV6SNATAddress',
-  'reconcile', 'cleanupOnly', 'forceApply',
+  'traceLogging',
+  'enableIPv6',
+  'redirectDNS',
+  'hostProbeSNATAddress',
+  'hostProbeV6SNATAddress',
+  'reconcile',
+  'cleanupOnly',
+  'forceApply',
 ] as const;
 export const POD_OVERRIDE_KEYS = ['virtualInterfaces', 'ingressMode', 'dnsProxy'] as const;
 export const HOST_RULE_KEYS = ['kubeletUID', 'probeIPSetName'] as const;
@@ -102,7 +106,10 @@ export function parseAmbientConfig(raw: RawObject, src: KeySource = keySource): 
 export function parseVirtualInterfaces(source: string, v: unknown): IfName[] {
   if (typeof v === 'string') return splitList(v).map((x) => parseIfName(source, x));
   if (Array.isArray(v) && v.every((x) => typeof x === 'string')) {
-    return (v as string[]).map((x) => x.trim()).filter((x) => x !== '').map((x) => parseIfName(source, x));
+    return (v as string[])
+      .map((x) => x.trim())
+      .filter((x) => x !== '')
+      .map((x) => parseIfName(source, x));
   }
   throw new InputError(source, v, 'expected a list of interface names');
 }
@@ -181,10 +188,7 @@ function goParseBool(s: string): boolean | undefined {
  * does not parse is ignored with a warning (as upstream); a virtual interface name that is not a
  * valid interface name is an error naming the annotation (upstream pastes it into the rules).
  */
-export function podOverridesFromAnnotations(
-  annotations: Readonly<Record<string, string>>,
-  warn: (message: string) => void = () => {},
-): PodOverrides {
+export function podOverridesFromAnnotations(annotations: Readonly<Record<string, string>>, warn: (message: string) => void = () => {}): PodOverrides {
   const boolAnnotation = (name: string): boolean | undefined => {
     const v = annotations[name];
     if (v === undefined) return undefined;

@@ -41,7 +41,10 @@ export function findKubeletUid(procPath: string = HOST_PROC): Id {
   } catch (e) {
     throw new Error(`cannot read processes from ${procPath}: ${(e as Error).message}`);
   }
-  const pids = names.filter((n) => /^[0-9]+$/.test(n)).map(Number).sort((a, b) => a - b);
+  const pids = names
+    .filter((n) => /^[0-9]+$/.test(n))
+    .map(Number)
+    .sort((a, b) => a - b);
   for (const pid of pids) {
     const dir = path.join(procPath, String(pid));
     const comm = read(path.join(dir, 'comm'))?.replace(/\n$/, '');

@@ -33,7 +33,6 @@ export function createProbeSets(s: ProbeSets): Transaction {
   return ops;
 }
 
-
 /** The set an address belongs in, or undefined for IPv6 when IPv6 is off (Istio skips those). */
 function target(s: ProbeSets, ip: IpAddr): { set: string; key: string } | undefined {
   const a = unmap(ip);

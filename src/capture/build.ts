@@ -91,14 +91,45 @@ function collectCaptureRules(cfg: CaptureConfig): RuleBuilder {
   const loopbackIncluded = include.loopback;
   const addOwner = (match: 'skuid' | 'skgid', id: string, skipDnsPort: boolean) => {
     const dport = skipDnsPort ? `{ 53, ${tunnel} }` : tunnel;
-    rb.append(NAT, Chain.istioOutput, 'oifname', 'lo', 'meta l4proto tcp', 'ip daddr', '!=', L,
-      'tcp dport', '!=', dport, match, id, COUNTER, 'jump', Chain.inRedirect);
-    rb.appendV6(NAT, Chain.istioOutput, 'oifname', 'lo', 'meta l4proto tcp', 'ip6 daddr', '!=', LOOPBACK_V6,
-      'tcp dport', '!=', dport, match, id, COUNTER, 'jump', Chain.inRedirect);
+    rb.append(
+      NAT,
+      Chain.istioOutput,
+      'oifname',
+      'lo',
+      'meta l4proto tcp',
+      'ip daddr',
+      '!=',
+      L,
+      'tcp dport',
+      '!=',
+      dport,
+      match,
+      id,
+      COUNTER,
+      'jump',
+      Chain.inRedirect,
+    );
+    rb.appendV6(
+      NAT,
+      Chain.istioOutput,
+      'oifname',
+      'lo',
+      'meta l4proto tcp',
+      'ip6 daddr',
+      '!=',
+      LOOPBACK_V6,
+      'tcp dport',
+      '!=',
+      dport,
+      match,
+      id,
+      COUNTER,
+      'jump',
+      Chain.inRedirect,
+    );
     if (!loopbackIncluded) {
       if (redirectDNS) {
-        rb.append(NAT, Chain.istioOutput, 'oifname', 'lo', 'meta l4proto tcp', 'tcp dport', '!=', '53',
-          match, '!=', id, COUNTER, 'return');
+        rb.append(NAT, Chain.istioOutput, 'oifname', 'lo', 'meta l4proto tcp', 'tcp dport', '!=', '53', match, '!=', id, COUNTER, 'return');
       } else {
         rb.append(NAT, Chain.istioOutput, 'oifname', 'lo', match, '!=', id, COUNTER, 'return');
       }
@@ -159,10 +190,8 @@ function addInbound(rb: RuleBuilder, cfg: CaptureConfig, L: string): void {
   if (tproxy) {
     rb.append(MANGLE, Chain.divert, COUNTER, 'meta mark set', mark);
     rb.append(MANGLE, Chain.divert, COUNTER, 'accept');
-    rb.append(MANGLE, Chain.tproxy, 'meta l4proto tcp', 'ip daddr', '!=', L, 'tproxy ip to', capture,
-      'meta mark set', mark, COUNTER, 'accept');
-    rb.appendV6(MANGLE, Chain.tproxy, 'meta l4proto tcp', 'ip6 daddr', '!=', LOOPBACK_V6, 'tproxy ip6 to', capture,
-      'meta mark set', mark, COUNTER, 'accept');
+    rb.append(MANGLE, Chain.tproxy, 'meta l4proto tcp', 'ip daddr', '!=', L, 'tproxy ip to', capture, 'meta mark set', mark, COUNTER, 'accept');
+    rb.appendV6(MANGLE, Chain.tproxy, 'meta l4proto tcp', 'ip6 daddr', '!=', LOOPBACK_V6, 'tproxy ip6 to', capture, 'meta mark set', mark, COUNTER, 'accept');
   }
   const table = tproxy ? MANGLE : NAT;
   rb.append(table, Chain.prerouting, 'meta l4proto tcp', COUNTER, 'jump', Chain.inbound);
@@ -181,8 +210,7 @@ function addInbound(rb: RuleBuilder, cfg: CaptureConfig, L: string): void {
   for (const p of ports) {
     const port = String(p);
     if (tproxy) {
-      rb.append(MANGLE, Chain.inbound, 'meta l4proto tcp', 'ct state', 'related,established', 'tcp dport', port,
-        COUNTER, 'jump', Chain.divert);
+      rb.append(MANGLE, Chain.inbound, 'meta l4proto tcp', 'ct state', 'related,established', 'tcp dport', port, COUNTER, 'jump', Chain.divert);
       rb.append(MANGLE, Chain.inbound, 'meta l4proto tcp', 'tcp dport', port, COUNTER, 'jump', Chain.tproxy);
     } else {
       rb.append(NAT, Chain.inbound, 'meta l4proto tcp', 'tcp dport', port, COUNTER, 'jump', Chain.inRedirect);
@@ -208,7 +236,10 @@ function addDnsRedirect(rb: RuleBuilder, cfg: CaptureConfig, uids: string[], gid
   }
 
   // Conntrack zones keep proxy<->upstream (1) and app<->proxy (2) DNS flows apart.
-  for (const [match, ids] of [['skuid', uids], ['skgid', gids]] as const) {
+  for (const [match, ids] of [
+    ['skuid', uids],
+    ['skgid', gids],
+  ] as const) {
     for (const id of ids) {
       rb.append(RAW, Chain.outputDns, 'udp dport', '53', 'meta', match, id, COUNTER, 'ct', 'zone', 'set', '1');
       rb.append(RAW, Chain.outputDns, 'udp sport', DNS_PROXY_PORT, 'meta', match, id, COUNTER, 'ct', 'zone', 'set', '2');
@@ -235,12 +266,27 @@ function addTproxyMarks(rb: RuleBuilder, L: string, uids: string[], gids: string
   // Save the mark original_src sets as the connection mark.
   rb.append(MANGLE, Chain.prerouting, 'meta l4proto tcp', 'mark', mark, COUNTER, 'ct mark set mark');
   rb.append(MANGLE, Chain.output, 'oifname', 'lo', 'meta l4proto tcp', 'mark', mark, COUNTER, 'return');
-  for (const [match, ids] of [['skuid', uids], ['skgid', gids]] as const) {
+  for (const [match, ids] of [
+    ['skuid', uids],
+    ['skgid', gids],
+  ] as const) {
     for (const id of ids) {
-      rb.append(MANGLE, Chain.output, 'oifname', 'lo', 'meta l4proto tcp', 'ip daddr', '!=', L,
-        match, id, COUNTER, 'meta mark set', OUTBOUND_MARK);
-      rb.appendV6(MANGLE, Chain.output, 'oifname', 'lo', 'meta l4proto tcp', 'ip6 daddr', '!=', LOOPBACK_V6,
-        match, id, COUNTER, 'meta mark set', OUTBOUND_MARK);
+      rb.append(MANGLE, Chain.output, 'oifname', 'lo', 'meta l4proto tcp', 'ip daddr', '!=', L, match, id, COUNTER, 'meta mark set', OUTBOUND_MARK);
+      rb.appendV6(
+        MANGLE,
+        Chain.output,
+        'oifname',
+        'lo',
+        'meta l4proto tcp',
+        'ip6 daddr',
+        '!=',
+        LOOPBACK_V6,
+        match,
+        id,
+        COUNTER,
+        'meta mark set',
+        OUTBOUND_MARK,
+      );
     }
   }
   rb.append(MANGLE, Chain.output, 'meta l4proto tcp', 'ct', 'mark', mark, COUNTER, 'meta mark set', 'ct', 'mark');

@@ -1,10 +1,28 @@
 // CaptureConfig: the typed form of Istio's config.Config, as the sidecar capture reads it.
 import { InputError } from '../values/errors';
 import {
-  Cidr, Group, Id, IfName, InterceptionMode, IpText, Port, U32,
-  parseCidrSelection, parseGroupSelection, parseGroup, parseIPv4LoopbackCidr, parseIdList,
-  parseIfNameList, parseInterceptionMode, parseIpText, parsePort, parsePortList, parsePortSelection, parseU32,
-  ipString, splitList,
+  Cidr,
+  Group,
+  Id,
+  IfName,
+  InterceptionMode,
+  IpText,
+  Port,
+  U32,
+  parseCidrSelection,
+  parseGroupSelection,
+  parseGroup,
+  parseIPv4LoopbackCidr,
+  parseIdList,
+  parseIfNameList,
+  parseInterceptionMode,
+  parseIpText,
+  parsePort,
+  parsePortList,
+  parsePortSelection,
+  parseU32,
+  ipString,
+  splitList,
 } from '../values/typed';
 import { FIELDS, FIELD_BY_KEY, RawConfig, defaultRawConfig } from './fields';
 
@@ -126,8 +144,7 @@ export function parseCaptureConfig(partial: RawConfig, src: SourceOf = configKey
 
   const ownerInclude = parseGroupSelection(src('ownerGroupsInclude'), S('ownerGroupsInclude'));
   if (ownerInclude !== '*' && ownerInclude.length > MAX_OWNER_GROUPS_INCLUDE) {
-    throw new InputError(src('ownerGroupsInclude'), S('ownerGroupsInclude'),
-      `at most ${MAX_OWNER_GROUPS_INCLUDE} groups, got ${ownerInclude.length}`);
+    throw new InputError(src('ownerGroupsInclude'), S('ownerGroupsInclude'), `at most ${MAX_OWNER_GROUPS_INCLUDE} groups, got ${ownerInclude.length}`);
   }
 
   const probePortRaw = raw.iptablesProbePort;
@@ -156,9 +173,7 @@ export function parseCaptureConfig(partial: RawConfig, src: SourceOf = configKey
     rerouteVirtualInterfaces: parseIfNameList(src('rerouteVirtualInterfaces'), S('rerouteVirtualInterfaces')),
     excludeInterfaces: parseIfNameList(src('excludeInterfaces'), S('excludeInterfaces')),
     // 0 is Istio's "not set" in tests; any other value must be a real port.
-    iptablesProbePort: (probePortRaw === 0 || probePortRaw === '0'
-      ? 0
-      : parsePort(src('iptablesProbePort'), String(probePortRaw))) as Port,
+    iptablesProbePort: (probePortRaw === 0 || probePortRaw === '0' ? 0 : parsePort(src('iptablesProbePort'), String(probePortRaw))) as Port,
     probeTimeoutNs: parseDurationNs(src('probeTimeout'), raw.probeTimeout),
     dryRun: B('dryRun'),
     skipRuleApply: B('skipRuleApply'),
@@ -181,4 +196,3 @@ export function parseCaptureConfig(partial: RawConfig, src: SourceOf = configKey
     forceIptablesBinary: forceBinary,
   };
 }
-

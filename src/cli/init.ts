@@ -14,17 +14,24 @@ export const initCommand = {
     const cfg = captureConfigFromArgv(argv);
     const netnsPath = (argv.netns as string | undefined) ?? (cfg.networkNamespace || undefined);
     if (netnsPath !== undefined && cfg.runValidation) {
-      throw new InputError('--run-validation', 'true',
-        'validation checks the current network namespace; run it inside the pod (e.g. nsenter --net=PATH istio-cni-ts init --run-validation)');
+      throw new InputError(
+        '--run-validation',
+        'true',
+        'validation checks the current network namespace; run it inside the pod (e.g. nsenter --net=PATH istio-cni-ts init --run-validation)',
+      );
     }
-    const code = await runInit(cfg, {
-      netnsPath,
-      cleanup: argv.cleanup === true,
-      ipv6Override: argv.ipv6 as boolean | undefined,
-    }, {
-      out: (t) => process.stdout.write(t),
-      log: (l) => process.stderr.write(`istio-cni-ts init: ${l}\n`),
-    });
+    const code = await runInit(
+      cfg,
+      {
+        netnsPath,
+        cleanup: argv.cleanup === true,
+        ipv6Override: argv.ipv6 as boolean | undefined,
+      },
+      {
+        out: (t) => process.stdout.write(t),
+        log: (l) => process.stderr.write(`istio-cni-ts init: ${l}\n`),
+      },
+    );
     process.exitCode = code;
   },
 };

@@ -17,9 +17,11 @@ export const installCommand = {
   command: 'install',
   describe: 'Install the plugin, its kubeconfig and the chained CNI config once (agent configuration)',
   builder: (y: Argv) =>
-    withAgentOptions(y)
-      .option('once', { type: 'boolean', demandOption: true, describe: 'Run one install pass and exit' })
-      .option('timeout', { type: 'string', describe: 'Give up after this many seconds (0 = wait for a primary CNI config forever)', defaultDescription: '"0"' }),
+    withAgentOptions(y).option('once', { type: 'boolean', demandOption: true, describe: 'Run one install pass and exit' }).option('timeout', {
+      type: 'string',
+      describe: 'Give up after this many seconds (0 = wait for a primary CNI config forever)',
+      defaultDescription: '"0"',
+    }),
   handler: async (argv: Record<string, unknown>) => {
     const cfg = parseAgentConfig(argv, process.env);
     const timeout = Number(argv.timeout ?? 0);

@@ -12,16 +12,22 @@ export const rulesCommand = {
   command: 'rules',
   describe: 'Print the nftables transaction for a capture config (istio-init rules), for a pod as the CNI plugin sees it, or ambient in-pod/host rules',
   builder: (y: Argv) =>
-    withPodOptions(withCaptureOptions(y))
-      .option('ambient', {
-        type: 'string',
-        describe:
-          'Print ambient rules instead: "pod" (in-pod redirection to ztunnel) or "host" (kubelet probe SNAT). ' +
-          'Settings come from --config only: a JSON object of AmbientConfig keys (enableIPv6, redirectDNS, ' +
-          'hostProbeSNATAddress, ...) plus virtualInterfaces, ingressMode, dnsProxy (pod) or kubeletUID, probeIPSetName (host)',
-      }),
+    withPodOptions(withCaptureOptions(y)).option('ambient', {
+      type: 'string',
+      describe:
+        'Print ambient rules instead: "pod" (in-pod redirection to ztunnel) or "host" (kubelet probe SNAT). ' +
+        'Settings come from --config only: a JSON object of AmbientConfig keys (enableIPv6, redirectDNS, ' +
+        'hostProbeSNATAddress, ...) plus virtualInterfaces, ingressMode, dnsProxy (pod) or kubeletUID, probeIPSetName (host)',
+    }),
   handler: async (argv: Record<string, unknown>) => {
-    if (await runPodDryRun(argv, (t) => process.stdout.write(t), (t) => process.stderr.write(t))) return;
+    if (
+      await runPodDryRun(
+        argv,
+        (t) => process.stdout.write(t),
+        (t) => process.stderr.write(t),
+      )
+    )
+      return;
     if (argv.ambient === undefined) {
       process.stdout.write(render(buildCapture(captureConfigFromArgv(argv))));
       return;

@@ -36,8 +36,7 @@ export function parseCommand(env: Env): CniCommand {
     throw new CniError(ErrorCode.InvalidEnvironment, 'required env variables [CNI_COMMAND] missing');
   }
   if (!(COMMANDS as readonly string[]).includes(cmd)) {
-    throw new CniError(ErrorCode.InvalidEnvironment, `unknown CNI_COMMAND: ${JSON.stringify(cmd)}`,
-      `CNI_COMMAND must be one of ${COMMANDS.join(', ')}`);
+    throw new CniError(ErrorCode.InvalidEnvironment, `unknown CNI_COMMAND: ${JSON.stringify(cmd)}`, `CNI_COMMAND must be one of ${COMMANDS.join(', ')}`);
   }
   return cmd as CniCommand;
 }
@@ -55,13 +54,19 @@ export function parseCniEnv(env: Env, command: CniCommand): CniRequest {
   const get = (k: string) => env[k] ?? '';
   const missing = REQUIRED[command].filter((k) => get(k) === '');
   if (missing.length > 0) {
-    throw new CniError(ErrorCode.InvalidEnvironment, `required env variables [${missing.join(',')}] missing`,
-      `${command} needs ${REQUIRED[command].join(', ')}`);
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `required env variables [${missing.join(',')}] missing`,
+      `${command} needs ${REQUIRED[command].join(', ')}`,
+    );
   }
   const containerId = get('CNI_CONTAINERID');
   if (REQUIRED[command].includes('CNI_CONTAINERID') && !CNI_NAME_RE.test(containerId)) {
-    throw new CniError(ErrorCode.InvalidEnvironment, 'invalid characters in CNI_CONTAINERID',
-      `${JSON.stringify(containerId)}: must start with a letter or digit, then letters, digits, "_", "." or "-"`);
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      'invalid characters in CNI_CONTAINERID',
+      `${JSON.stringify(containerId)}: must start with a letter or digit, then letters, digits, "_", "." or "-"`,
+    );
   }
   const ifName = get('CNI_IFNAME');
   if (REQUIRED[command].includes('CNI_IFNAME')) {

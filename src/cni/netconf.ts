@@ -39,8 +39,7 @@ export function decodeStdin(stdin: string): JsonObject {
     throw new CniError(ErrorCode.DecodingFailure, 'error decoding network config from stdin', (e as Error).message);
   }
   if (!isObject(v)) {
-    throw new CniError(ErrorCode.DecodingFailure, 'error decoding network config from stdin',
-      `expected a JSON object, got ${jsonType(v)}`);
+    throw new CniError(ErrorCode.DecodingFailure, 'error decoding network config from stdin', `expected a JSON object, got ${jsonType(v)}`);
   }
   return v;
 }
@@ -61,8 +60,11 @@ export function configVersion(obj: JsonObject): string {
 export function requireSupportedVersion(version: string): CniVersion {
   if (isSupportedVersion(version)) return version;
   const why = parseSemver(version) ? 'not supported' : 'not a version';
-  throw new CniError(ErrorCode.IncompatibleVersion, 'incompatible CNI versions',
-    `config is ${JSON.stringify(version)} (${why}), plugin supports [${SUPPORTED_VERSIONS.join(' ')}]`);
+  throw new CniError(
+    ErrorCode.IncompatibleVersion,
+    'incompatible CNI versions',
+    `config is ${JSON.stringify(version)} (${why}), plugin supports [${SUPPORTED_VERSIONS.join(' ')}]`,
+  );
 }
 
 export function parseNetConf(obj: JsonObject, version: CniVersion): NetConf {

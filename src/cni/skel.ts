@@ -92,8 +92,11 @@ function checkConfig(obj: JsonObject, asked: string, command: CniCommand): NetCo
   }
   const min = MIN_VERSION[command];
   if (min && compareVersions(asked, min) < 0) {
-    throw new CniError(ErrorCode.IncompatibleVersion, `config version does not allow ${command}`,
-      `${command} needs cniVersion ${min} or later, config is ${asked}`);
+    throw new CniError(
+      ErrorCode.IncompatibleVersion,
+      `config version does not allow ${command}`,
+      `${command} needs cniVersion ${min} or later, config is ${asked}`,
+    );
   }
   return parseNetConf(obj, requireSupportedVersion(asked));
 }

@@ -70,7 +70,12 @@ const red = paint('31');
 const dim = paint('2');
 
 const say = (s = '') => process.stdout.write(`${s}\n`);
-const indent = (text: string, pad = '      ') => text.replace(/\n$/, '').split('\n').map((l) => `${pad}${l}`).join('\n');
+const indent = (text: string, pad = '      ') =>
+  text
+    .replace(/\n$/, '')
+    .split('\n')
+    .map((l) => `${pad}${l}`)
+    .join('\n');
 
 interface Check {
   what: string;
@@ -121,7 +126,23 @@ function makePki(dir: string): { ca: string; cert: string; key: string } {
   ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.crt'), '-days', '1', '-subj', '/CN=istio-cni-ts demo CA');
   ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('api.key'), '-out', f('api.csr'), '-subj', '/CN=kube-apiserver');
   fs.writeFileSync(f('ext'), 'subjectAltName=IP:127.0.0.1\n');
-  ossl('x509', '-req', '-in', f('api.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('api.crt'), '-days', '1', '-extfile', f('ext'));
+  ossl(
+    'x509',
+    '-req',
+    '-in',
+    f('api.csr'),
+    '-CA',
+    f('ca.crt'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    f('api.crt'),
+    '-days',
+    '1',
+    '-extfile',
+    f('ext'),
+  );
   return { ca: fs.readFileSync(f('ca.crt'), 'utf8'), cert: fs.readFileSync(f('api.crt'), 'utf8'), key: fs.readFileSync(f('api.key'), 'utf8') };
 }
 
@@ -269,7 +290,9 @@ function showPluginRun(r: PluginRun): void {
 }
 
 function nftTables(ns: string): string[] {
-  const doc = JSON.parse(execFileSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset'], { encoding: 'utf8' })) as { nftables: { table?: { family: string; name: string } }[] };
+  const doc = JSON.parse(execFileSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset'], { encoding: 'utf8' })) as {
+    nftables: { table?: { family: string; name: string } }[];
+  };
   return doc.nftables.filter((x) => x.table).map((x) => `${x.table!.family} ${x.table!.name}`);
 }
 
@@ -280,7 +303,7 @@ function parseArgs(argv: string[]): { plugin: string } {
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--plugin' && argv[i + 1]) plugin = path.resolve(argv[++i]);
     else if (argv[i] === '--help' || argv[i] === '-h') {
-      say('usage: npm run demo [-- --plugin PATH]\n  Runs the CNI plugin\'s sidecar flow on this machine (root needed) and prints PASS or FAIL.');
+      say("usage: npm run demo [-- --plugin PATH]\n  Runs the CNI plugin's sidecar flow on this machine (root needed) and prints PASS or FAIL.");
       process.exit(0);
     } else throw new DemoFailure(`unknown argument ${JSON.stringify(argv[i])} (usage: demo [--plugin PATH])`);
   }
@@ -337,10 +360,7 @@ async function run(opts: { plugin: string }): Promise<void> {
   say(`      pod   netns ${podNs} (${podPath}): eth0 ${POD_IP}/24`);
   say(`      world netns ${worldNs}: eth0 ${WORLD_IP}/24 and ${WORLD_EXCLUDED_IP}/24, a web server on :${WEB_PORT}`);
   say(`      in the pod, a stand-in for Envoy's outbound listener on :${ENVOY_OUTBOUND}`);
-  await Promise.all([
-    startServer(worldNs, WEB_PORT, `web server in the world netns`),
-    startServer(podNs, ENVOY_OUTBOUND, `Envoy outbound :${ENVOY_OUTBOUND}`),
-  ]);
+  await Promise.all([startServer(worldNs, WEB_PORT, `web server in the world netns`), startServer(podNs, ENVOY_OUTBOUND, `Envoy outbound :${ENVOY_OUTBOUND}`)]);
 
   step('Before the plugin runs: the pod talks to the world directly');
   let r = connect(podNs, WORLD_IP, WEB_PORT);
@@ -355,21 +375,22 @@ async function run(opts: { plugin: string }): Promise<void> {
     routes: [{ dst: '0.0.0.0/0' }],
     dns: {},
   };
-  const netconf = (over: Record<string, unknown> = {}) => JSON.stringify({
-    cniVersion: '1.0.0',
-    name: 'k8s-pod-network',
-    type: 'istio-cni',
-    plugin_log_level: 'info',
-    cni_agent_run_dir: runDir,
-    ambient_enabled: false,
-    exclude_namespaces: ['kube-system'],
-    pod_namespace: 'istio-system',
-    native_nftables: true,
-    pod_lookup_attempts: 3,
-    pod_lookup_interval_ms: 200,
-    prevResult,
-    ...over,
-  });
+  const netconf = (over: Record<string, unknown> = {}) =>
+    JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'k8s-pod-network',
+      type: 'istio-cni',
+      plugin_log_level: 'info',
+      cni_agent_run_dir: runDir,
+      ambient_enabled: false,
+      exclude_namespaces: ['kube-system'],
+      pod_namespace: 'istio-system',
+      native_nftables: true,
+      pod_lookup_attempts: 3,
+      pod_lookup_interval_ms: 200,
+      prevResult,
+      ...over,
+    });
   fs.writeFileSync(path.join(work, 'netconf.json'), `${JSON.stringify(JSON.parse(netconf()), null, 2)}\n`);
   say(dim(`      network config (the conflist entry install-cni writes, plus prevResult from the main plugin): ${path.join(work, 'netconf.json')}`));
   const add = await runPlugin(cniBin, 'ADD', podPath, netconf());
@@ -382,7 +403,7 @@ async function run(opts: { plugin: string }): Promise<void> {
     addResult = undefined;
   }
   const addOk = check('ADD succeeded and passed the previous result through', add.code === 0 && JSON.stringify(addResult) === JSON.stringify(prevResult));
-  if (!addOk) throw new DemoFailure('the plugin\'s ADD failed (its output is above); nothing further to show');
+  if (!addOk) throw new DemoFailure("the plugin's ADD failed (its output is above); nothing further to show");
 
   step('The rules the plugin applied in the pod netns (nft list ruleset)');
   const ruleset = execFileSync('ip', ['netns', 'exec', podNs, 'nft', 'list', 'ruleset'], { encoding: 'utf8' });
@@ -392,13 +413,18 @@ async function run(opts: { plugin: string }): Promise<void> {
   step('After ADD: the same connection is redirected to the sidecar');
   r = connect(podNs, WORLD_IP, WEB_PORT);
   say(`      pod -> ${WORLD_IP}:${WEB_PORT}  ${describeReply(r)}`);
-  check(`redirected to :${ENVOY_OUTBOUND}, SO_ORIGINAL_DST = ${WORLD_IP}:${WEB_PORT}`,
-    typeof r !== 'string' && r.label.startsWith('Envoy') && r.originalDst?.address === WORLD_IP && r.originalDst?.port === WEB_PORT);
+  check(
+    `redirected to :${ENVOY_OUTBOUND}, SO_ORIGINAL_DST = ${WORLD_IP}:${WEB_PORT}`,
+    typeof r !== 'string' && r.label.startsWith('Envoy') && r.originalDst?.address === WORLD_IP && r.originalDst?.port === WEB_PORT,
+  );
   r = connect(podNs, WORLD_EXCLUDED_IP, WEB_PORT);
   say(`      pod -> ${WORLD_EXCLUDED_IP}:${WEB_PORT}  ${describeReply(r)}`);
   check('the excluded CIDR (pod annotation) is not redirected', typeof r !== 'string' && r.label.startsWith('web server'));
-  const counted = (spawnSync('ip', ['netns', 'exec', podNs, 'nft', 'list', 'chain', 'inet', 'istio-proxy-nat', 'istio-redirect'], { encoding: 'utf8' }).stdout ?? '')
-    .split('\n').find((l) => l.includes('redirect to'));
+  const counted = (
+    spawnSync('ip', ['netns', 'exec', podNs, 'nft', 'list', 'chain', 'inet', 'istio-proxy-nat', 'istio-redirect'], { encoding: 'utf8' }).stdout ?? ''
+  )
+    .split('\n')
+    .find((l) => l.includes('redirect to'));
   if (counted) say(dim(`      the rule that did it, with its counters now: ${counted.trim()}`));
 
   step('CHECK: the runtime asks whether the pod is still set up');
@@ -417,7 +443,8 @@ async function run(opts: { plugin: string }): Promise<void> {
   say(`      pod -> ${WORLD_IP}:${WEB_PORT}  ${describeReply(r)}`);
   check('the pod talks to the world directly again', typeof r !== 'string' && r.label.startsWith('web server'));
   const logFile = path.join(runDir, 'istio-cni.log');
-  if (fs.existsSync(logFile)) say(dim(`      the plugin also logged to ${logFile} (${fs.readFileSync(logFile, 'utf8').split('\n').filter(Boolean).length} lines)`));
+  if (fs.existsSync(logFile))
+    say(dim(`      the plugin also logged to ${logFile} (${fs.readFileSync(logFile, 'utf8').split('\n').filter(Boolean).length} lines)`));
 }
 
 async function main(): Promise<number> {
@@ -456,7 +483,9 @@ async function main(): Promise<number> {
   if (interrupted) return 130;
   if (undo.length > 0) say(`\n${bold('Cleanup')}`);
   cleanup();
-  const leftover = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').filter((l) => l.includes(`icts-demo-`) && l.includes(`-${process.pid}`));
+  const leftover = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+    .stdout.split('\n')
+    .filter((l) => l.includes(`icts-demo-`) && l.includes(`-${process.pid}`));
   if (workDir !== undefined || leftover.length > 0) {
     const files = workDir !== undefined && fs.existsSync(workDir) ? [workDir] : [];
     check('network namespaces, servers, API stand-in and temp files removed', leftover.length === 0 && files.length === 0, [...leftover, ...files].join(', '));
@@ -465,14 +494,16 @@ async function main(): Promise<number> {
 
   say();
   if (error) {
-    say(`${red('error:')} ${error instanceof DemoFailure ? error.message : (error as Error).stack ?? String(error)}`);
+    say(`${red('error:')} ${error instanceof DemoFailure ? error.message : ((error as Error).stack ?? String(error))}`);
   }
   const failed = checks.filter((c) => !c.ok);
   if (error || failed.length > 0 || checks.length === 0) {
     say(`${bold(red('FAIL'))}${failed.length ? `: ${failed.map((c) => c.what).join('; ')}` : ''}`);
     return 1;
   }
-  say(`${bold(green('PASS'))}: ${checks.length} checks; a sidecar pod's outbound traffic was redirected to ${ENVOY_OUTBOUND} by the rules our CNI plugin applied, and removed on DEL`);
+  say(
+    `${bold(green('PASS'))}: ${checks.length} checks; a sidecar pod's outbound traffic was redirected to ${ENVOY_OUTBOUND} by the rules our CNI plugin applied, and removed on DEL`,
+  );
   return 0;
 }
 

@@ -25,12 +25,14 @@ async function originalDst(sock: net.Socket): Promise<OriginalDst> {
 function server(port: number, label: string): void {
   const srv = net.createServer(async (c) => {
     const dst = await originalDst(c);
-    c.end(`${JSON.stringify({
-      label,
-      local: `${c.localAddress}:${c.localPort}`,
-      remote: `${c.remoteAddress}:${c.remotePort}`,
-      originalDst: dst,
-    })}\n`);
+    c.end(
+      `${JSON.stringify({
+        label,
+        local: `${c.localAddress}:${c.localPort}`,
+        remote: `${c.remoteAddress}:${c.remotePort}`,
+        originalDst: dst,
+      })}\n`,
+    );
   });
   srv.on('error', (e) => {
     process.stderr.write(`${label}: ${e.message}\n`);

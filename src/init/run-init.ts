@@ -25,12 +25,7 @@ export interface InitIo {
 const CURRENT_NETNS = '/proc/self/ns/net';
 
 /** Returns the process exit code. */
-export async function runInit(
-  cfg: CaptureConfig,
-  opts: InitOptions,
-  io: InitIo,
-  port: DataplanePort = addonDataplane(SIDECAR_TABLE_REFS),
-): Promise<number> {
+export async function runInit(cfg: CaptureConfig, opts: InitOptions, io: InitIo, port: DataplanePort = addonDataplane(SIDECAR_TABLE_REFS)): Promise<number> {
   const nsPath = opts.netnsPath ?? CURRENT_NETNS;
   const tproxyTable = { mark: cfg.inboundTProxyMark, table: cfg.inboundTProxyRouteTable };
 

@@ -108,12 +108,7 @@ export async function removePayloadDirs(srcDir: string, targetDirs: readonly str
  * payload directory (the self-contained plugin behind the shim) is copied first, so the binary
  * the runtime executes never points at a missing one.
  */
-export async function copyBinaries(
-  srcDir: string,
-  targetDirs: readonly string[],
-  pluginType: string,
-  log: Logger = nullLogger,
-): Promise<Set<string>> {
+export async function copyBinaries(srcDir: string, targetDirs: readonly string[], pluginType: string, log: Logger = nullLogger): Promise<Set<string>> {
   const installed = new Set<string>();
   const entries = await fsp.readdir(srcDir, { withFileTypes: true });
   if (entries.some((e) => e.name === PLUGIN_PAYLOAD_DIR && (e.isDirectory() || e.isSymbolicLink()))) {

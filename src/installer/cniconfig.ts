@@ -3,13 +3,7 @@
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import {
-  InstallConfig,
-  STANDALONE_CONF_NAME,
-  cniConfFileMode,
-  pluginConfigText,
-  useIstioOwnedCNIConfig,
-} from './config';
+import { InstallConfig, STANDALONE_CONF_NAME, cniConfFileMode, pluginConfigText, useIstioOwnedCNIConfig } from './config';
 import { StaleSourceError, atomicWrite, exists, fileVersion } from './fsutil';
 import { JsonObject, JsonValue, isJsonObject, marshalIndent, objectFrom, parseGoJson, without, hasOwn } from './gojson';
 import { confFiles, confListFromConfFile, confListFromFile, sortGo } from './libcni';
@@ -189,12 +183,7 @@ export async function createCNIConfigFile(signal: AbortSignal | undefined, cfg: 
  * every instant the directory holds a valid config. A chained write lands only if the primary's
  * file is still the version we merged into; otherwise we merge again.
  */
-export async function writeCNIConfig(
-  signal: AbortSignal | undefined,
-  pluginConfig: string,
-  cfg: InstallConfig,
-  deps: ConfigDeps = {},
-): Promise<string> {
+export async function writeCNIConfig(signal: AbortSignal | undefined, pluginConfig: string, cfg: InstallConfig, deps: ConfigDeps = {}): Promise<string> {
   const log = deps.log ?? nullLogger;
   const owned = useIstioOwnedCNIConfig(cfg);
   if (cfg.cniConfName === '' && owned) {
@@ -219,13 +208,7 @@ export async function writeCNIConfig(
 
 const CHECKED_MERGES = 5;
 
-async function writeCNIConfigOnce(
-  primary: string,
-  pluginConfig: string,
-  cfg: InstallConfig,
-  deps: ConfigDeps,
-  checked: boolean,
-): Promise<string> {
+async function writeCNIConfigOnce(primary: string, pluginConfig: string, cfg: InstallConfig, deps: ConfigDeps, checked: boolean): Promise<string> {
   const log = deps.log ?? nullLogger;
   const owned = useIstioOwnedCNIConfig(cfg);
   let target = primary;
@@ -244,10 +227,11 @@ async function writeCNIConfigOnce(
       throw e;
     }
     content = insertCNIConfig(pluginConfig, existing, cfg.pluginType);
-    if (checked) stillCurrent = async () => {
-      await deps.beforeRename?.();
-      return (await fileVersion(primary).catch(() => '')) === version;
-    };
+    if (checked)
+      stillCurrent = async () => {
+        await deps.beforeRename?.();
+        return (await fileVersion(primary).catch(() => '')) === version;
+      };
   }
   if (owned) target = path.join(cfg.mountedCNINetDir, cfg.istioOwnedCNIConfigFilename);
 

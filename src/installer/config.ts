@@ -137,9 +137,7 @@ function parseLabelSelector(source: string, v: JsonValue | undefined): LabelSele
   const labels = field(v, 'matchLabels');
   if (labels !== undefined && labels !== null) {
     if (!isJsonObject(labels)) throw new InputError(source, labels, 'matchLabels must be a mapping');
-    sel.matchLabels = Object.fromEntries(
-      Object.entries(labels).map(([k, val]) => [k, strictString(source, val, `matchLabels.${k}`)]),
-    );
+    sel.matchLabels = Object.fromEntries(Object.entries(labels).map(([k, val]) => [k, strictString(source, val, `matchLabels.${k}`)]));
   }
   const exprs = field(v, 'matchExpressions');
   if (exprs !== undefined && exprs !== null) {

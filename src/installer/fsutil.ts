@@ -67,12 +67,7 @@ export async function fileVersion(p: string): Promise<string> {
  * `target` is untouched, and the error names `target`. With `stillCurrent`, the rename happens
  * only if it still says yes after the data is on disk (else StaleSourceError, nothing written).
  */
-export async function atomicWrite(
-  target: string,
-  data: string | Uint8Array,
-  mode: number,
-  stillCurrent?: () => Promise<boolean>,
-): Promise<void> {
+export async function atomicWrite(target: string, data: string | Uint8Array, mode: number, stillCurrent?: () => Promise<boolean>): Promise<void> {
   const tmp = tempNameFor(target);
   let fh: fsp.FileHandle | undefined;
   try {

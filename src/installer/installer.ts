@@ -86,9 +86,7 @@ export class InstallThrottle {
     await sleep(Math.min(delay, 1000), signal);
     this.hits++;
     if (this.hits > 5) {
-      const hint = this.configPath().includes('cilium')
-        ? " Hint: Cilium CNI was detected; ensure 'cni.exclusive=false' in the Cilium configuration."
-        : '';
+      const hint = this.configPath().includes('cilium') ? " Hint: Cilium CNI was detected; ensure 'cni.exclusive=false' in the Cilium configuration." : '';
       this.log.warn(
         'Configuration has been reconciled multiple times in a short period of time. ' +
           `This may be due to a conflicting component constantly reverting our work.${hint}`,
@@ -230,10 +228,9 @@ export class Installer {
   /** Waits after a failed pass: until something we watch changes, or the retry delay passes. */
   private async backoff(signal: AbortSignal | undefined, attempt: number): Promise<void> {
     const ms = Math.min(this.opts.retryMaxMs, this.opts.retryMinMs * 2 ** Math.min(attempt, 16));
-    const w = createFileWatcher(
-      [this.cfg.cniBinSourceDir, ...this.cfg.cniBinTargetDirs, this.cfg.mountedCNINetDir, this.cfg.k8sServiceAccountPath],
-      { pollMs: ms },
-    );
+    const w = createFileWatcher([this.cfg.cniBinSourceDir, ...this.cfg.cniBinTargetDirs, this.cfg.mountedCNINetDir, this.cfg.k8sServiceAccountPath], {
+      pollMs: ms,
+    });
     try {
       // A change right away is common (we may be the one who just wrote); wait a little anyway.
       await sleep(Math.min(ms, this.opts.retryMinMs), signal);
@@ -288,8 +285,7 @@ export class Installer {
     this.log.info('cleaning up CNI installation');
     const file = this.cniConfigFilepath;
     if (file !== '' && exists(file)) {
-      const ownedFile =
-        this.cfg.istioOwnedCNIConfig && path.resolve(file) === path.resolve(this.cfg.mountedCNINetDir, this.cfg.istioOwnedCNIConfigFilename);
+      const ownedFile = this.cfg.istioOwnedCNIConfig && path.resolve(file) === path.resolve(this.cfg.mountedCNINetDir, this.cfg.istioOwnedCNIConfigFilename);
       if (this.cfg.chainedCNIPlugin && !ownedFile) {
         // Upstream decides on ISTIO_OWNED_CNI_CONFIG alone and can delete the primary CNI's file
         // when that flag is on without ambient; we only ever delete a file that is ours.

@@ -21,15 +21,12 @@ const YAML_RESERVED = /^(y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False
 
 /** A YAML scalar: plain when that is unambiguous (as Go's YAML writer emits these values), else double-quoted. */
 export function yamlScalar(s: string): string {
-  const plain =
-    /^[A-Za-z_/][A-Za-z0-9_./+=:\-[\]]*$/.test(s) && !YAML_RESERVED.test(s) && !s.endsWith(':');
+  const plain = /^[A-Za-z_/][A-Za-z0-9_./+=:\-[\]]*$/.test(s) && !YAML_RESERVED.test(s) && !s.endsWith(':');
   return plain ? s : JSON.stringify(s);
 }
 
 function render(server: string, ca: { data?: string; skipTLS?: boolean }, token: string): string {
-  const clusterLines = ca.skipTLS
-    ? [`    insecure-skip-tls-verify: true`]
-    : [`    certificate-authority-data: ${yamlScalar(ca.data ?? '')}`];
+  const clusterLines = ca.skipTLS ? [`    insecure-skip-tls-verify: true`] : [`    certificate-authority-data: ${yamlScalar(ca.data ?? '')}`];
   return [
     'apiVersion: v1',
     'clusters:',

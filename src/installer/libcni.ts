@@ -39,13 +39,7 @@ export function sortGo(names: string[]): string[] {
 // ---- Go json.Unmarshal into types.PluginConf: unknown keys ignored, keys matched exactly or
 // ---- case-insensitively, null accepted anywhere, any other type mismatch is an error.
 
-type Shape =
-  | 'string'
-  | 'bool'
-  | 'any'
-  | { map: Shape }
-  | { slice: Shape }
-  | { struct: Record<string, Shape> };
+type Shape = 'string' | 'bool' | 'any' | { map: Shape } | { slice: Shape } | { struct: Record<string, Shape> };
 
 const PLUGIN_CONF: Shape = {
   struct: {
@@ -77,8 +71,7 @@ function typeName(v: JsonValue): string {
 function decode(v: JsonValue, shape: Shape, where: string): Map<string, JsonValue> {
   const fields = new Map<string, JsonValue>();
   if (v === null || shape === 'any') return fields;
-  const mismatch = (want: string) =>
-    new LibcniError(`json: cannot unmarshal ${typeName(v)} into Go value of type ${want} (${where || 'top level'})`);
+  const mismatch = (want: string) => new LibcniError(`json: cannot unmarshal ${typeName(v)} into Go value of type ${want} (${where || 'top level'})`);
   if (shape === 'string') {
     if (typeof v !== 'string') throw mismatch('string');
   } else if (shape === 'bool') {

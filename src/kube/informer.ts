@@ -239,8 +239,10 @@ export class Informer<T extends KubeObject> {
       const code = (object as { code?: unknown } | null)?.code;
       const m = statusMessage(object);
       if (code === 410) throw new GoneError(m || 'resource version too old');
-      throw new KubeError(`watch ${this.opts.resourcePath}: ERROR event${code !== undefined ? ` ${String(code)}` : ''}${m ? ` (${m})` : ''}`,
-        typeof code === 'number' ? code : undefined);
+      throw new KubeError(
+        `watch ${this.opts.resourcePath}: ERROR event${code !== undefined ? ` ${String(code)}` : ''}${m ? ` (${m})` : ''}`,
+        typeof code === 'number' ? code : undefined,
+      );
     }
     const o = object as T;
     const rv = o?.metadata?.resourceVersion;

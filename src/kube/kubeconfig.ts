@@ -23,7 +23,10 @@ export interface KubeEndpoint {
 }
 
 export class KubeconfigError extends Error {
-  constructor(readonly file: string, why: string) {
+  constructor(
+    readonly file: string,
+    why: string,
+  ) {
     super(`kubeconfig ${file}: ${why}`);
     this.name = 'KubeconfigError';
   }
@@ -52,7 +55,10 @@ export function joinHostPort(host: string, port: string): string {
  * variable that is not set (as install-cni: "Is this not running within a pod?").
  */
 export function inClusterServer(s: InClusterSettings): string {
-  for (const [name, v] of [['KUBERNETES_SERVICE_HOST', s.k8sServiceHost], ['KUBERNETES_SERVICE_PORT', s.k8sServicePort]]) {
+  for (const [name, v] of [
+    ['KUBERNETES_SERVICE_HOST', s.k8sServiceHost],
+    ['KUBERNETES_SERVICE_PORT', s.k8sServicePort],
+  ]) {
     if (v === '') throw new Error(`${name} not set. Is this not running within a pod?`);
   }
   return `${s.k8sServiceProtocol || 'https'}://${joinHostPort(s.k8sServiceHost, s.k8sServicePort)}`;

@@ -101,7 +101,9 @@ export class PluginLogger implements PluginRunLogger {
         const file = this.file.file;
         this.file.close();
         this.file = undefined;
-        this.writeStderr(`${encodeEntry('warn', new Date(), 'cannot write the local log file; continuing without it', { file, error: (e as Error).message })}\n`);
+        this.writeStderr(
+          `${encodeEntry('warn', new Date(), 'cannot write the local log file; continuing without it', { file, error: (e as Error).message })}\n`,
+        );
       }
     }
     if (this.udsSocket && this.enabled(level)) this.udsLines.push(`${line}\n`);

@@ -44,7 +44,9 @@ export class FakeDataplane implements DataplanePort {
   }
 
   async listTables(netns: string): Promise<TableRef[]> {
-    return this.ns(netns).tables().map((t) => ({ family: t.family, table: t.table }));
+    return this.ns(netns)
+      .tables()
+      .map((t) => ({ family: t.family, table: t.table }));
   }
 
   async setupRoutes(netns: string, plan: RoutePlan): Promise<void> {

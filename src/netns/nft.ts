@@ -39,14 +39,7 @@ interface NativeError extends Error {
 /** The script's output, or (with ifAbsent given, when one of those tables exists) the listing. */
 type RunResult = { applied: true; output: string } | { applied: false; listing: string };
 
-async function runJob(
-  netnsPath: string,
-  script: string,
-  dryRun: boolean,
-  json: boolean,
-  shownAs: string,
-  ifAbsent?: readonly TableRef[],
-): Promise<RunResult> {
+async function runJob(netnsPath: string, script: string, dryRun: boolean, json: boolean, shownAs: string, ifAbsent?: readonly TableRef[]): Promise<RunResult> {
   let r: Awaited<ReturnType<ReturnType<typeof addon>['nftRun']>>;
   try {
     const opts = ifAbsent && { ifAbsent: ifAbsent.map((t) => `${t.family} ${t.table}`) };
@@ -97,7 +90,10 @@ const turns = new Map<string, Promise<unknown>>();
 function inTurn<T>(key: string, fn: () => Promise<T>): Promise<T> {
   const before = turns.get(key) ?? Promise.resolve();
   const mine = before.then(fn, fn);
-  const settled = mine.then(() => undefined, () => undefined);
+  const settled = mine.then(
+    () => undefined,
+    () => undefined,
+  );
   turns.set(key, settled);
   void settled.then(() => {
     if (turns.get(key) === settled) turns.delete(key);

@@ -122,12 +122,15 @@ export class SeqpacketSocket {
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = { resolve, reject };
       if (timeoutMs !== undefined && Number.isFinite(timeoutMs)) {
-        w.timer = setTimeout(() => {
-          if (this[which] !== w) return;
-          this[which] = undefined;
-          this.arm();
-          reject(new SocketError(`${what}: nothing within ${timeoutMs} ms`, 'ETIMEDOUT'));
-        }, Math.max(0, timeoutMs));
+        w.timer = setTimeout(
+          () => {
+            if (this[which] !== w) return;
+            this[which] = undefined;
+            this.arm();
+            reject(new SocketError(`${what}: nothing within ${timeoutMs} ms`, 'ETIMEDOUT'));
+          },
+          Math.max(0, timeoutMs),
+        );
       }
       this[which] = w;
       this.arm();

@@ -39,10 +39,7 @@ export interface AssemblyPolicy {
  * Decide, rule by rule, whether an insert stays an insert. The count is of rules emitted so far
  * to the same chain in this transaction: each run starts from a flushed table.
  */
-export function normalizeInserts(
-  rules: readonly PendingRule[],
-  policy: AssemblyPolicy['insertAsAppend'],
-): PendingRule[] {
+export function normalizeInserts(rules: readonly PendingRule[], policy: AssemblyPolicy['insertAsAppend']): PendingRule[] {
   const count = new Map<string, number>();
   return rules.map((r) => {
     const n = count.get(r.chain) ?? 0;

@@ -123,7 +123,10 @@ export class FakeNft {
 
   /** The elements of a set, in insertion order; undefined when the table or set is absent. */
   elements(family: Family, table: string, set: string): FakeElement[] | undefined {
-    return this.state.get(`${family} ${table}`)?.sets.get(set)?.elements.map((e) => ({ ...e }));
+    return this.state
+      .get(`${family} ${table}`)
+      ?.sets.get(set)
+      ?.elements.map((e) => ({ ...e }));
   }
 
   /**
@@ -132,9 +135,7 @@ export class FakeNft {
    */
   dump(): string {
     const out: string[] = [];
-    const tables = [...this.state.values()].sort(
-      (a, b) => a.family.localeCompare(b.family) || a.name.localeCompare(b.name),
-    );
+    const tables = [...this.state.values()].sort((a, b) => a.family.localeCompare(b.family) || a.name.localeCompare(b.name));
     for (const t of tables) {
       const where = { family: t.family, table: t.name };
       out.push(renderOp({ verb: 'add', kind: 'table', ...where }));
@@ -219,9 +220,7 @@ function parseLine(line: string): Op | undefined {
   m = new RegExp(`^(add|delete) element ${FAMILY} ${NAME} ${NAME} \\{ (.+?)(?: comment ("(?:[^"\\\\]|\\\\.)*"))? \\}$`).exec(line);
   if (m) {
     const where = { family: m[2] as Family, table: m[3], set: m[4], key: m[5].split(' . ') };
-    return m[6] === undefined
-      ? { verb: m[1] as 'add', kind: 'element', ...where }
-      : { verb: m[1] as 'add', kind: 'element', ...where, comment: unquote(m[6]) };
+    return m[6] === undefined ? { verb: m[1] as 'add', kind: 'element', ...where } : { verb: m[1] as 'add', kind: 'element', ...where, comment: unquote(m[6]) };
   }
   return undefined;
 }
@@ -229,5 +228,5 @@ function parseLine(line: string): Op | undefined {
 /** The inverse of goQuote for what it writes (named escapes and \xNN). */
 function unquote(q: string): string {
   const named: Record<string, string> = { '"': '"', '\\': '\\', a: '\x07', b: '\b', f: '\f', n: '\n', r: '\r', t: '\t', v: '\v' };
-  return q.slice(1, -1).replace(/\\(x[0-9a-f]{2}|.)/g, (_, e: string) => (e.length === 3 ? String.fromCharCode(parseInt(e.slice(1), 16)) : named[e] ?? e));
+  return q.slice(1, -1).replace(/\\(x[0-9a-f]{2}|.)/g, (_, e: string) => (e.length === 3 ? String.fromCharCode(parseInt(e.slice(1), 16)) : (named[e] ?? e)));
 }

@@ -56,7 +56,10 @@ export function planReplace(desired: Transaction, owned: readonly TableRef[], cu
     const keep = declared.get(k) ?? new Set<string>();
     const stale = t.chains.filter((c) => !keep.has(c));
     if (stale.length > 0) {
-      staleChains.set(k, stale.map((chain): Op => ({ verb: 'delete', kind: 'chain', family: t.family, table: t.table, chain })));
+      staleChains.set(
+        k,
+        stale.map((chain): Op => ({ verb: 'delete', kind: 'chain', family: t.family, table: t.table, chain })),
+      );
     }
   }
   desired.forEach((op, i) => {

@@ -82,9 +82,7 @@ export function renderOp(op: Op): string {
       return `add chain ${where} ${op.chain}${base}`;
     }
     case 'rule':
-      return op.verb === 'insert'
-        ? `insert rule ${where} ${op.chain} index ${op.index} ${op.rule}`
-        : `add rule ${where} ${op.chain} ${op.rule}`;
+      return op.verb === 'insert' ? `insert rule ${where} ${op.chain} index ${op.index} ${op.rule}` : `add rule ${where} ${op.chain} ${op.rule}`;
     case 'set': {
       if (op.verb !== 'add') return `${op.verb} set ${where} ${op.set}`;
       const comment = op.comment !== undefined ? ` comment ${goQuote(op.comment)} ;` : '';
@@ -105,7 +103,15 @@ export function renderOp(op: Op): string {
  */
 export function goQuote(s: string): string {
   const named: Record<string, string> = {
-    '"': '\\"', '\\': '\\\\', '\x07': '\\a', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t', '\v': '\\v',
+    '"': '\\"',
+    '\\': '\\\\',
+    '\x07': '\\a',
+    '\b': '\\b',
+    '\f': '\\f',
+    '\n': '\\n',
+    '\r': '\\r',
+    '\t': '\\t',
+    '\v': '\\v',
   };
   let out = '"';
   for (const ch of s) {

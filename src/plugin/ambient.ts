@@ -98,10 +98,7 @@ export function postCniAddEvent(socketPath: string, event: CniAddEvent, timeoutM
     );
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', (e: NodeJS.ErrnoException) => {
-      const hint =
-        e.code === 'ENOENT' || e.code === 'ECONNREFUSED'
-          ? ' (is the istio-cni node agent running on this node with AMBIENT_ENABLED=true?)'
-          : '';
+      const hint = e.code === 'ENOENT' || e.code === 'ECONNREFUSED' ? ' (is the istio-cni node agent running on this node with AMBIENT_ENABLED=true?)' : '';
       reject(new Error(`failed to send event request to ${socketPath}: ${e.message}${hint}`));
     });
     req.end(body);
@@ -114,14 +111,26 @@ export function ambientBranch(opts: AmbientBranchOptions = {}): AmbientBranch {
       const attempts = conf.enableAmbientDetectionRetry ? AMBIENT_DETECTION.attemptsWithRetry : AMBIENT_DETECTION.attempts;
       let ambient: boolean;
       try {
-        const { pod, ns } = await getPodAndNamespace(client, args.podNamespace, args.podName, args.podUid, attempts, opts.intervalMs ?? AMBIENT_DETECTION.intervalMs, sleep, log);
+        const { pod, ns } = await getPodAndNamespace(
+          client,
+          args.podNamespace,
+          args.podName,
+          args.podUid,
+          attempts,
+          opts.intervalMs ?? AMBIENT_DETECTION.intervalMs,
+          sleep,
+          log,
+        );
         ambient = podMatchesEnablement(conf.enablementSelectors, pod as Parameters<typeof podMatchesEnablement>[1], ns.metadata?.labels);
       } catch (e) {
         const err = e as KubeError;
         log.error(`istio-cni cmdAdd failed to check if pod is ambient: ${err.message}`, fields);
         if (conf.enableAmbientDetectionRetry) {
-          throw new CniError(err.transient === false ? PluginErrorCode.AmbientDetectionFailed : ErrorCode.TryAgainLater,
-            `cannot tell whether pod ${args.podNamespace}/${args.podName} is ambient`, `${err.message} (after ${attempts} attempts)`);
+          throw new CniError(
+            err.transient === false ? PluginErrorCode.AmbientDetectionFailed : ErrorCode.TryAgainLater,
+            `cannot tell whether pod ${args.podNamespace}/${args.podName} is ambient`,
+            `${err.message} (after ${attempts} attempts)`,
+          );
         }
         ambient = false;
       }

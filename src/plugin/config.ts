@@ -48,8 +48,11 @@ export interface PluginConfig {
 
 function bad(key: string, value: unknown, why: string): CniError {
   const shown = JSON.stringify(value);
-  return new CniError(ErrorCode.InvalidConfig, `invalid network config key "${key}"`,
-    `${key} ${shown && shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}: ${why}`);
+  return new CniError(
+    ErrorCode.InvalidConfig,
+    `invalid network config key "${key}"`,
+    `${key} ${shown && shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}: ${why}`,
+  );
 }
 
 function optBool(obj: JsonObject, key: string): boolean {

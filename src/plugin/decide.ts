@@ -15,9 +15,7 @@ export function isOwnAgentPod(conf: PluginConfig, args: K8sArgs): boolean {
   return args.podName.startsWith(AGENT_POD_PREFIX) && args.podNamespace === conf.podNamespace;
 }
 
-export type EarlyDecision =
-  | { readonly pass: true; readonly reason: 'own-agent-pod' | 'not-kubernetes' | 'excluded-namespace' }
-  | { readonly pass: false };
+export type EarlyDecision = { readonly pass: true; readonly reason: 'own-agent-pod' | 'not-kubernetes' | 'excluded-namespace' } | { readonly pass: false };
 
 /** Decisions that need no API access. Checked in this order. */
 export function earlyDecision(conf: PluginConfig, args: K8sArgs): EarlyDecision {
@@ -27,13 +25,7 @@ export function earlyDecision(conf: PluginConfig, args: K8sArgs): EarlyDecision 
   return { pass: false };
 }
 
-export type SkipReason =
-  | 'istio-init-present'
-  | 'envoy-disabled'
-  | 'no-istio-proxy'
-  | 'not-a-sidecar'
-  | 'injection-disabled'
-  | 'no-sidecar-status';
+export type SkipReason = 'istio-init-present' | 'envoy-disabled' | 'no-istio-proxy' | 'not-a-sidecar' | 'injection-disabled' | 'no-sidecar-status';
 
 export const SKIP_EXPLANATION: Record<SkipReason, string> = {
   'istio-init-present': `the pod has an ${ISTIO_INIT} container, which sets up its own capture`,
@@ -52,9 +44,7 @@ export function sidecarSkipReason(pi: PodInfo): SkipReason | undefined {
   if (!pi.containers.has(ISTIO_PROXY)) return 'no-istio-proxy';
   if (pi.proxyType !== '' && pi.proxyType !== 'sidecar') return 'not-a-sidecar';
   // The label is the newer API and wins over the annotation; an unparsable value is ignored.
-  const inject = Object.prototype.hasOwnProperty.call(pi.labels, Label.inject)
-    ? pi.labels[Label.inject]
-    : pi.annotations[Annotation.inject] ?? '';
+  const inject = Object.prototype.hasOwnProperty.call(pi.labels, Label.inject) ? pi.labels[Label.inject] : (pi.annotations[Annotation.inject] ?? '');
   if (inject !== '' && parseGoBool(inject) === false) return 'injection-disabled';
   if (!Object.prototype.hasOwnProperty.call(pi.annotations, Annotation.status)) return 'no-sidecar-status';
   return undefined;

@@ -104,50 +104,125 @@ function settingsOf(r: Redirect, c: CaptureConfig, opts: PodDryRunOptions): Sett
   const alwaysOut = ALWAYS_EXCLUDED_INBOUND.join(',');
   const fixed = 'fixed on the CNI path (Istio default)';
   const s: Setting[] = [
-    { name: 'interception mode', value: c.inboundInterceptionMode, from: f.mode,
-      alt: { ...c, inboundInterceptionMode: c.inboundInterceptionMode === 'TPROXY' ? 'REDIRECT' : 'TPROXY' } },
-    { name: 'outbound capture port', value: String(c.proxyPort), from: f.targetPort === 'default' ? fixed : f.targetPort,
-      alt: { ...c, proxyPort: other(c.proxyPort, 15001, 15011) } },
-    { name: 'inbound capture port', value: String(c.inboundCapturePort), from: fixed, alt: { ...c, inboundCapturePort: other(c.inboundCapturePort, 15006, 15016) } },
-    { name: 'inbound tunnel port', value: String(c.inboundTunnelPort), from: fixed, alt: { ...c, inboundTunnelPort: other(c.inboundTunnelPort, 15008, 15018) } },
-    { name: 'proxy UID', value: list(c.proxyUIDs), from: f.uid === 'default' ? 'default (no runAsUser on istio-proxy)' : f.uid,
-      alt: { ...c, proxyUIDs: c.proxyUIDs.map((u) => other(u, 4242, 4243)) } },
-    { name: 'proxy GID', value: list(c.proxyGIDs), from: f.gid === 'default' ? 'default (no runAsGroup on istio-proxy)' : f.gid,
-      alt: { ...c, proxyGIDs: c.proxyGIDs.map((g) => other(g, 4242, 4243)) } },
-    { name: 'outbound CIDRs captured', value: list(c.outboundIPRangesInclude), from: f.includeIPCidrs,
-      alt: nonEmpty(c.outboundIPRangesInclude) ? { ...c, outboundIPRangesInclude: [] } : undefined },
-    { name: 'outbound CIDRs excluded', value: list(c.outboundIPRangesExclude), from: f.excludeIPCidrs,
-      alt: nonEmpty(c.outboundIPRangesExclude) ? { ...c, outboundIPRangesExclude: [] } : undefined },
-    { name: 'inbound ports captured', value: c.inboundPortsInclude === '*' ? '*' : c.inboundPortsInclude.length === 0 ? '(none: no inbound capture)' : list(c.inboundPortsInclude),
-      from: f.includeInboundPorts, alt: nonEmpty(c.inboundPortsInclude) ? { ...c, inboundPortsInclude: [] } : undefined },
-    { name: 'inbound ports excluded', value: list(c.inboundPortsExclude),
+    {
+      name: 'interception mode',
+      value: c.inboundInterceptionMode,
+      from: f.mode,
+      alt: { ...c, inboundInterceptionMode: c.inboundInterceptionMode === 'TPROXY' ? 'REDIRECT' : 'TPROXY' },
+    },
+    {
+      name: 'outbound capture port',
+      value: String(c.proxyPort),
+      from: f.targetPort === 'default' ? fixed : f.targetPort,
+      alt: { ...c, proxyPort: other(c.proxyPort, 15001, 15011) },
+    },
+    {
+      name: 'inbound capture port',
+      value: String(c.inboundCapturePort),
+      from: fixed,
+      alt: { ...c, inboundCapturePort: other(c.inboundCapturePort, 15006, 15016) },
+    },
+    {
+      name: 'inbound tunnel port',
+      value: String(c.inboundTunnelPort),
+      from: fixed,
+      alt: { ...c, inboundTunnelPort: other(c.inboundTunnelPort, 15008, 15018) },
+    },
+    {
+      name: 'proxy UID',
+      value: list(c.proxyUIDs),
+      from: f.uid === 'default' ? 'default (no runAsUser on istio-proxy)' : f.uid,
+      alt: { ...c, proxyUIDs: c.proxyUIDs.map((u) => other(u, 4242, 4243)) },
+    },
+    {
+      name: 'proxy GID',
+      value: list(c.proxyGIDs),
+      from: f.gid === 'default' ? 'default (no runAsGroup on istio-proxy)' : f.gid,
+      alt: { ...c, proxyGIDs: c.proxyGIDs.map((g) => other(g, 4242, 4243)) },
+    },
+    {
+      name: 'outbound CIDRs captured',
+      value: list(c.outboundIPRangesInclude),
+      from: f.includeIPCidrs,
+      alt: nonEmpty(c.outboundIPRangesInclude) ? { ...c, outboundIPRangesInclude: [] } : undefined,
+    },
+    {
+      name: 'outbound CIDRs excluded',
+      value: list(c.outboundIPRangesExclude),
+      from: f.excludeIPCidrs,
+      alt: nonEmpty(c.outboundIPRangesExclude) ? { ...c, outboundIPRangesExclude: [] } : undefined,
+    },
+    {
+      name: 'inbound ports captured',
+      value: c.inboundPortsInclude === '*' ? '*' : c.inboundPortsInclude.length === 0 ? '(none: no inbound capture)' : list(c.inboundPortsInclude),
+      from: f.includeInboundPorts,
+      alt: nonEmpty(c.inboundPortsInclude) ? { ...c, inboundPortsInclude: [] } : undefined,
+    },
+    {
+      name: 'inbound ports excluded',
+      value: list(c.inboundPortsExclude),
       from: `${f.excludeInboundPorts === 'default' ? 'default 15020' : f.excludeInboundPorts}; ${alwaysOut} always added`,
-      alt: nonEmpty(c.inboundPortsExclude) ? { ...c, inboundPortsExclude: [] } : undefined },
-    { name: 'outbound ports captured', value: list(c.outboundPortsInclude), from: f.includeOutboundPorts,
-      alt: nonEmpty(c.outboundPortsInclude) ? { ...c, outboundPortsInclude: [] } : undefined },
-    { name: 'outbound ports excluded', value: list(c.outboundPortsExclude), from: f.excludeOutboundPorts === 'default' ? 'default 15020' : f.excludeOutboundPorts,
-      alt: nonEmpty(c.outboundPortsExclude) ? { ...c, outboundPortsExclude: [] } : undefined },
-    { name: 'excluded interfaces', value: list(c.excludeInterfaces), from: f.excludeInterfaces,
-      alt: nonEmpty(c.excludeInterfaces) ? { ...c, excludeInterfaces: [] } : undefined },
-    { name: 'rerouted virtual interfaces', value: list(c.rerouteVirtualInterfaces), from: f.rerouteVirtualInterfaces,
-      alt: nonEmpty(c.rerouteVirtualInterfaces) ? { ...c, rerouteVirtualInterfaces: [] } : undefined },
-    { name: 'DNS capture (all port 53)', value: String(c.redirectDNS), from: f.dnsRedirect,
-      alt: c.redirectDNS ? { ...c, redirectDNS: false, captureAllDNS: false } : undefined },
+      alt: nonEmpty(c.inboundPortsExclude) ? { ...c, inboundPortsExclude: [] } : undefined,
+    },
+    {
+      name: 'outbound ports captured',
+      value: list(c.outboundPortsInclude),
+      from: f.includeOutboundPorts,
+      alt: nonEmpty(c.outboundPortsInclude) ? { ...c, outboundPortsInclude: [] } : undefined,
+    },
+    {
+      name: 'outbound ports excluded',
+      value: list(c.outboundPortsExclude),
+      from: f.excludeOutboundPorts === 'default' ? 'default 15020' : f.excludeOutboundPorts,
+      alt: nonEmpty(c.outboundPortsExclude) ? { ...c, outboundPortsExclude: [] } : undefined,
+    },
+    {
+      name: 'excluded interfaces',
+      value: list(c.excludeInterfaces),
+      from: f.excludeInterfaces,
+      alt: nonEmpty(c.excludeInterfaces) ? { ...c, excludeInterfaces: [] } : undefined,
+    },
+    {
+      name: 'rerouted virtual interfaces',
+      value: list(c.rerouteVirtualInterfaces),
+      from: f.rerouteVirtualInterfaces,
+      alt: nonEmpty(c.rerouteVirtualInterfaces) ? { ...c, rerouteVirtualInterfaces: [] } : undefined,
+    },
+    {
+      name: 'DNS capture (all port 53)',
+      value: String(c.redirectDNS),
+      from: f.dnsRedirect,
+      alt: c.redirectDNS ? { ...c, redirectDNS: false, captureAllDNS: false } : undefined,
+    },
     { name: 'drop INVALID packets', value: String(c.dropInvalid), from: f.invalidDrop, alt: c.dropInvalid ? { ...c, dropInvalid: false } : undefined },
     { name: 'ISTIO_DUAL_STACK', value: String(c.dualStack), from: f.dualStack, alt: c.dualStack ? { ...c, dualStack: false } : undefined },
-    { name: 'IPv6 rules', value: String(c.enableIPv6),
+    {
+      name: 'IPv6 rules',
+      value: String(c.enableIPv6),
       from: opts.ipv6 ? '--ipv6 (simulates a dual-stack pod netns)' : 'pod netns taken as IPv4-only (--ipv6 simulates dual-stack)',
-      alt: c.enableIPv6 ? { ...c, enableIPv6: false } : undefined },
-    { name: 'owner groups captured', value: list(c.ownerGroupsInclude), from: envFrom('ownerGroupsInclude', 'default'),
-      alt: c.ownerGroupsInclude !== '*' ? { ...c, ownerGroupsInclude: '*' } : undefined },
-    { name: 'owner groups excluded', value: list(c.ownerGroupsExclude), from: envFrom('ownerGroupsExclude', 'default'),
-      alt: c.ownerGroupsExclude.length > 0 ? { ...c, ownerGroupsExclude: [] } : undefined },
-    { name: 'IPv4 loopback CIDR', value: c.hostIPv4LoopbackCidr.text, from: envFrom('hostIPv4LoopbackCidr', 'default'),
-      alt: { ...c, hostIPv4LoopbackCidr: parseCidr('', c.hostIPv4LoopbackCidr.text === '127.0.0.2/32' ? '127.0.0.3/32' : '127.0.0.2/32') } },
+      alt: c.enableIPv6 ? { ...c, enableIPv6: false } : undefined,
+    },
+    {
+      name: 'owner groups captured',
+      value: list(c.ownerGroupsInclude),
+      from: envFrom('ownerGroupsInclude', 'default'),
+      alt: c.ownerGroupsInclude !== '*' ? { ...c, ownerGroupsInclude: '*' } : undefined,
+    },
+    {
+      name: 'owner groups excluded',
+      value: list(c.ownerGroupsExclude),
+      from: envFrom('ownerGroupsExclude', 'default'),
+      alt: c.ownerGroupsExclude.length > 0 ? { ...c, ownerGroupsExclude: [] } : undefined,
+    },
+    {
+      name: 'IPv4 loopback CIDR',
+      value: c.hostIPv4LoopbackCidr.text,
+      from: envFrom('hostIPv4LoopbackCidr', 'default'),
+      alt: { ...c, hostIPv4LoopbackCidr: parseCidr('', c.hostIPv4LoopbackCidr.text === '127.0.0.2/32' ? '127.0.0.3/32' : '127.0.0.2/32') },
+    },
   ];
   if (c.inboundInterceptionMode === 'TPROXY') {
-    s.push({ name: 'TPROXY mark', value: String(c.inboundTProxyMark), from: fixed,
-      alt: { ...c, inboundTProxyMark: other(c.inboundTProxyMark, 1337, 1339) } });
+    s.push({ name: 'TPROXY mark', value: String(c.inboundTProxyMark), from: fixed, alt: { ...c, inboundTProxyMark: other(c.inboundTProxyMark, 1337, 1339) } });
   }
   return s;
 }
@@ -192,7 +267,9 @@ function explain(name: string, r: Redirect, c: CaptureConfig, rules: string, opt
   else {
     if (routes.tproxy) {
       const fams = routes.tproxy.ipv6 ? 'IPv4 and IPv6' : 'IPv4';
-      out.push(`# routes (${fams}): ip rule add fwmark ${routes.tproxy.mark} lookup ${routes.tproxy.table}; ip route add local default dev lo table ${routes.tproxy.table}  (from: interception mode TPROXY with inbound ports captured)`);
+      out.push(
+        `# routes (${fams}): ip rule add fwmark ${routes.tproxy.mark} lookup ${routes.tproxy.table}; ip route add local default dev lo table ${routes.tproxy.table}  (from: interception mode TPROXY with inbound ports captured)`,
+      );
     }
     if (routes.loopbackV6) out.push('# address: ::6/128 on lo, the IPv6 passthrough source  (from: IPv6 rules)');
   }

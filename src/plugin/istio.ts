@@ -32,15 +32,10 @@ export function handleCni(env: Env, stdin: string, deps: PluginDeps): Promise<Cn
 
 /** What a pod gets on ADD: the decision and, for captured pods, the rules. Exposed for dry runs. */
 export type SidecarPlan =
-  | { readonly capture: false; readonly reason: string }
-  | { readonly capture: true; readonly redirect: Redirect; readonly config: CaptureConfig };
+  { readonly capture: false; readonly reason: string } | { readonly capture: true; readonly redirect: Redirect; readonly config: CaptureConfig };
 
 /** Pod -> plan, pure: skip reason, or the redirect and the capture config it yields. */
-export function planSidecar(
-  pi: PodInfo,
-  ctx: { netnsPath: string; enableIPv6: boolean; env?: Env },
-  warn: (msg: string) => void = () => {},
-): SidecarPlan {
+export function planSidecar(pi: PodInfo, ctx: { netnsPath: string; enableIPv6: boolean; env?: Env }, warn: (msg: string) => void = () => {}): SidecarPlan {
   const skip = sidecarSkipReason(pi);
   if (skip) return { capture: false, reason: SKIP_EXPLANATION[skip] };
   // The InputError stays reachable as `cause`, for the dry run's exit-2 message.
@@ -85,16 +80,22 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
     const ns = await deps.netns.resolve(req.netns);
     const state = ns.state;
     if (state === 'own') {
-      throw new CniError(ErrorCode.InvalidNetns, "plugin's netns and netns from CNI_NETNS should not be the same",
-        `CNI_NETNS=${req.netns} is the plugin's own network namespace`);
+      throw new CniError(
+        ErrorCode.InvalidNetns,
+        "plugin's netns and netns from CNI_NETNS should not be the same",
+        `CNI_NETNS=${req.netns} is the plugin's own network namespace`,
+      );
     }
     return ns;
   };
 
   const requireNetns = (req: CniRequest, state: NetnsState): void => {
     if (state === 'ok') return;
-    throw new CniError(PluginErrorCode.NetnsUnusable, `cannot use CNI_NETNS ${req.netns}`,
-      state === 'missing' ? 'it does not exist' : 'it is not a network namespace');
+    throw new CniError(
+      PluginErrorCode.NetnsUnusable,
+      `cannot use CNI_NETNS ${req.netns}`,
+      state === 'missing' ? 'it does not exist' : 'it is not a network namespace',
+    );
   };
 
   const kubeClient = async (pc: PluginConfig): Promise<KubeClient> => {
@@ -238,8 +239,11 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
       const have = await deps.rules.listTables(ns.path);
       const missing = want.filter((w) => !have.some((h) => h.family === w.family && h.table === w.table));
       if (missing.length > 0) {
-        throw new CniError(PluginErrorCode.RulesMissing, `sidecar capture is missing in ${req.netns}`,
-          `tables not found: ${missing.map((t) => `${t.family} ${t.table}`).join(', ')}`);
+        throw new CniError(
+          PluginErrorCode.RulesMissing,
+          `sidecar capture is missing in ${req.netns}`,
+          `tables not found: ${missing.map((t) => `${t.family} ${t.table}`).join(', ')}`,
+        );
       }
     },
 

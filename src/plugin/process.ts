@@ -24,7 +24,7 @@ const sleepMs = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffe
 /** Writes all of `text` to `fd` (a blocking or non-blocking pipe or file). */
 export function writeFdSync(fd: number, text: string): void {
   const buf = Buffer.from(text, 'utf8');
-  for (let off = 0; off < buf.length; ) {
+  for (let off = 0; off < buf.length;) {
     try {
       off += fs.writeSync(fd, buf, off, buf.length - off);
     } catch (e) {

@@ -51,4 +51,3 @@ export function realDeps(env: Env = process.env, log: PluginLogger = new PluginL
     ambient: ambientBranch(),
   };
 }
-

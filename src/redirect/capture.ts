@@ -32,8 +32,7 @@ export function captureConfigFor(r: Redirect, ctx: CaptureContext): CaptureConfi
       varOf.set(key, variable);
     }
   }
-  const base = parseCaptureConfig(raw, (key) =>
-    varOf.has(key) ? `environment variable ${varOf.get(key)}` : `plugin capture setting "${key}"`);
+  const base = parseCaptureConfig(raw, (key) => (varOf.has(key) ? `environment variable ${varOf.get(key)}` : `plugin capture setting "${key}"`));
   return {
     ...base,
     proxyPort: r.targetPort,
@@ -70,9 +69,10 @@ export interface RoutePlan {
 /** undefined when the rules need no routes or addresses. */
 export function routePlanFor(cfg: CaptureConfig): RoutePlan | undefined {
   const hasInbound = cfg.inboundPortsInclude === '*' || cfg.inboundPortsInclude.length > 0;
-  const tproxy = cfg.inboundInterceptionMode === 'TPROXY' && hasInbound
-    ? { mark: cfg.inboundTProxyMark as number, table: cfg.inboundTProxyRouteTable as number, ipv6: cfg.enableIPv6 }
-    : undefined;
+  const tproxy =
+    cfg.inboundInterceptionMode === 'TPROXY' && hasInbound
+      ? { mark: cfg.inboundTProxyMark as number, table: cfg.inboundTProxyRouteTable as number, ipv6: cfg.enableIPv6 }
+      : undefined;
   if (!tproxy && !cfg.enableIPv6) return undefined;
   return { loopbackV6: cfg.enableIPv6, ...(tproxy ? { tproxy } : {}) };
 }

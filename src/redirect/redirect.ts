@@ -2,10 +2,7 @@
 // semantics). Every value is parsed here; a bad one is an InputError naming the annotation (or
 // container setting) and the value. Nothing downstream ever sees an annotation string.
 import { InputError, quote } from '../values/errors';
-import {
-  Cidr, Id, IfName, InterceptionMode, Port,
-  parseCidr, parseId, parseIfName, parsePort,
-} from '../values/typed';
+import { Cidr, Id, IfName, InterceptionMode, Port, parseCidr, parseId, parseIfName, parsePort } from '../values/typed';
 import { Annotation, ProxyEnv } from './annotations';
 import { PodInfo, parseGoBool } from './podinfo';
 
@@ -129,12 +126,21 @@ export function parseRedirect(pi: PodInfo, warn: Warn = () => {}): Redirect {
   const excludeIPCidrs = cidrs(Annotation.excludeOutboundIPRanges, get('excludeIPCidrs', Annotation.excludeOutboundIPRanges, ''), false) as Cidr[];
 
   const includeInboundPorts = ports(Annotation.includeInboundPorts, get('includeInboundPorts', Annotation.includeInboundPorts, '*'), 'allowed');
-  const excludeInbound = ports(Annotation.excludeInboundPorts, get('excludeInboundPorts', Annotation.excludeInboundPorts, String(STATUS_PORT)),
-    `"*" is not supported; to capture no inbound traffic set ${Annotation.includeInboundPorts} to ""`) as Port[];
-  const includeOutboundPorts = ports(Annotation.includeOutboundPorts, get('includeOutboundPorts', Annotation.includeOutboundPorts, ''),
-    `"*" is not supported; to capture all outbound traffic set ${Annotation.includeOutboundIPRanges} to "*"`) as Port[];
-  const excludeOutboundPorts = ports(Annotation.excludeOutboundPorts, get('excludeOutboundPorts', Annotation.excludeOutboundPorts, String(STATUS_PORT)),
-    `"*" is not supported; to capture no outbound traffic set ${Annotation.includeOutboundIPRanges} to ""`) as Port[];
+  const excludeInbound = ports(
+    Annotation.excludeInboundPorts,
+    get('excludeInboundPorts', Annotation.excludeInboundPorts, String(STATUS_PORT)),
+    `"*" is not supported; to capture no inbound traffic set ${Annotation.includeInboundPorts} to ""`,
+  ) as Port[];
+  const includeOutboundPorts = ports(
+    Annotation.includeOutboundPorts,
+    get('includeOutboundPorts', Annotation.includeOutboundPorts, ''),
+    `"*" is not supported; to capture all outbound traffic set ${Annotation.includeOutboundIPRanges} to "*"`,
+  ) as Port[];
+  const excludeOutboundPorts = ports(
+    Annotation.excludeOutboundPorts,
+    get('excludeOutboundPorts', Annotation.excludeOutboundPorts, String(STATUS_PORT)),
+    `"*" is not supported; to capture no outbound traffic set ${Annotation.includeOutboundIPRanges} to ""`,
+  ) as Port[];
 
   const excludeInterfaces = ifNames(Annotation.excludeInterfaces, get('excludeInterfaces', Annotation.excludeInterfaces, ''));
   // The deprecated kubevirtInterfaces key counts only when the new key is absent.

@@ -20,11 +20,20 @@ for (const c of cases) {
     const rb = new RuleBuilder(c.input.config.enableIPv6);
     for (const o of c.input.operations) {
       switch (o.method) {
-        case 'AppendRule': rb.append(o.table, o.chain, ...o.params); break;
-        case 'InsertRule': rb.insert(o.table, o.chain, o.position, ...o.params); break;
-        case 'AppendV6RuleIfSupported': rb.appendV6(o.table, o.chain, ...o.params); break;
-        case 'InsertV6RuleIfSupported': rb.insertV6(o.table, o.chain, o.position, ...o.params); break;
-        default: throw new Error(`unknown method ${o.method}`);
+        case 'AppendRule':
+          rb.append(o.table, o.chain, ...o.params);
+          break;
+        case 'InsertRule':
+          rb.insert(o.table, o.chain, o.position, ...o.params);
+          break;
+        case 'AppendV6RuleIfSupported':
+          rb.appendV6(o.table, o.chain, ...o.params);
+          break;
+        case 'InsertV6RuleIfSupported':
+          rb.insertV6(o.table, o.chain, o.position, ...o.params);
+          break;
+        default:
+          throw new Error(`unknown method ${o.method}`);
       }
     }
     const tx: Op[] = (c.input.harness.preamble as PreambleEntry[]).map((p): Op =>

@@ -6,14 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createCNIConfigFile, insertCNIConfig } from '../../src/installer/cniconfig';
-import {
-  InstallConfig,
-  PluginLogLevel,
-  installConfig,
-  parseEnablementSelectors,
-  pluginConfigText,
-  splitExcludeNamespaces,
-} from '../../src/installer/config';
+import { InstallConfig, PluginLogLevel, installConfig, parseEnablementSelectors, pluginConfigText, splitExcludeNamespaces } from '../../src/installer/config';
 import { Installer } from '../../src/installer/installer';
 import { Case, loadSuite, trimSpace } from '../support/conformance';
 import { tempDir as registeredTempDir } from '../support/tmp';
@@ -25,7 +18,12 @@ function tempDir(): string {
 }
 
 function listDir(dir: string): Record<string, string> {
-  return Object.fromEntries(fs.readdirSync(dir).sort().map((f) => [f, fs.readFileSync(path.join(dir, f), 'utf8')]));
+  return Object.fromEntries(
+    fs
+      .readdirSync(dir)
+      .sort()
+      .map((f) => [f, fs.readFileSync(path.join(dir, f), 'utf8')]),
+  );
 }
 
 /** The case's InstallConfig, parsed as the agent parses its environment. */

@@ -22,12 +22,31 @@ const cases = loadSuite('plugin-dryrun');
 
 /** The fields the nft capture reads (conformance README, "Fields the nftables capture code actually reads"). */
 const CAPTURE_FIELDS: (keyof CaptureConfig)[] = [
-  'proxyPort', 'inboundCapturePort', 'inboundTunnelPort', 'proxyUIDs', 'proxyGIDs',
-  'inboundInterceptionMode', 'inboundTProxyMark', 'inboundPortsInclude', 'inboundPortsExclude',
-  'ownerGroupsInclude', 'ownerGroupsExclude', 'outboundPortsInclude', 'outboundPortsExclude',
-  'outboundIPRangesInclude', 'outboundIPRangesExclude', 'rerouteVirtualInterfaces', 'excludeInterfaces',
-  'redirectDNS', 'captureAllDNS', 'dnsServersV4', 'dnsServersV6', 'dropInvalid', 'enableIPv6',
-  'hostIPv4LoopbackCidr', 'cleanupOnly',
+  'proxyPort',
+  'inboundCapturePort',
+  'inboundTunnelPort',
+  'proxyUIDs',
+  'proxyGIDs',
+  'inboundInterceptionMode',
+  'inboundTProxyMark',
+  'inboundPortsInclude',
+  'inboundPortsExclude',
+  'ownerGroupsInclude',
+  'ownerGroupsExclude',
+  'outboundPortsInclude',
+  'outboundPortsExclude',
+  'outboundIPRangesInclude',
+  'outboundIPRangesExclude',
+  'rerouteVirtualInterfaces',
+  'excludeInterfaces',
+  'redirectDNS',
+  'captureAllDNS',
+  'dnsServersV4',
+  'dnsServersV6',
+  'dropInvalid',
+  'enableIPv6',
+  'hostIPv4LoopbackCidr',
+  'cleanupOnly',
 ];
 
 function expectedConfig(c: (typeof cases)[number]): CaptureConfig {
@@ -75,12 +94,21 @@ for (const c of cases) {
       x === '*' ? '*' : (x as unknown[]).map((v) => (typeof v === 'object' && v ? (v as { text: string }).text : String(v))).join(',');
     assert.deepEqual(
       {
-        targetPort: String(r.targetPort), redirectMode: r.mode, noRedirectUID: String(r.uid), noRedirectGID: String(r.gid),
-        includeIPCidrs: list(r.includeIPCidrs), excludeIPCidrs: list(r.excludeIPCidrs),
-        excludeInboundPorts: list(r.excludeInboundPorts), excludeOutboundPorts: list(r.excludeOutboundPorts),
-        includeInboundPorts: list(r.includeInboundPorts), includeOutboundPorts: list(r.includeOutboundPorts),
-        rerouteVirtualInterfaces: list(r.rerouteVirtualInterfaces), excludeInterfaces: list(r.excludeInterfaces),
-        dnsRedirect: r.dnsRedirect, dualStack: r.dualStack, invalidDrop: r.invalidDrop,
+        targetPort: String(r.targetPort),
+        redirectMode: r.mode,
+        noRedirectUID: String(r.uid),
+        noRedirectGID: String(r.gid),
+        includeIPCidrs: list(r.includeIPCidrs),
+        excludeIPCidrs: list(r.excludeIPCidrs),
+        excludeInboundPorts: list(r.excludeInboundPorts),
+        excludeOutboundPorts: list(r.excludeOutboundPorts),
+        includeInboundPorts: list(r.includeInboundPorts),
+        includeOutboundPorts: list(r.includeOutboundPorts),
+        rerouteVirtualInterfaces: list(r.rerouteVirtualInterfaces),
+        excludeInterfaces: list(r.excludeInterfaces),
+        dnsRedirect: r.dnsRedirect,
+        dualStack: r.dualStack,
+        invalidDrop: r.invalidDrop,
       },
       d,
     );
@@ -111,6 +139,9 @@ for (const c of cases) {
     // The transaction is well formed: it applies to an empty nft (chains exist before rules, ...).
     new FakeNft().run(want);
     const tproxy = c.input.effectiveConfig.inboundInterceptionMode === 'TPROXY';
-    assert.deepEqual(f.rules.routes.map((r) => r.plan), tproxy ? [{ loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } }] : []);
+    assert.deepEqual(
+      f.rules.routes.map((r) => r.plan),
+      tproxy ? [{ loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } }] : [],
+    );
   });
 }

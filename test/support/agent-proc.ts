@@ -15,7 +15,12 @@ export const AGENT_BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 /** The agent under the name Istio's chart runs it. */
 export const INSTALL_CNI_BIN = path.join(PACKAGE_ROOT, 'bin', 'install-cni.js');
 export const PRIMARY_LIST = JSON.stringify({
-  cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp', mtu: 1460 }, { type: 'portmap', capabilities: { portMappings: true } }],
+  cniVersion: '1.0.0',
+  name: 'k8s-pod-network',
+  plugins: [
+    { type: 'ptp', mtu: 1460 },
+    { type: 'portmap', capabilities: { portMappings: true } },
+  ],
 });
 
 export interface AgentDirs {
@@ -70,9 +75,22 @@ export async function startAgentProcess(
 ): Promise<AgentProc> {
   const args = [
     ...(opts.installCni ? [INSTALL_CNI_BIN] : [AGENT_BIN, 'agent']),
-    '--mounted-cni-net-dir', d.net, '--cni-bin-dir', d.bin, '--cni-bin-source-dir', d.src,
-    '--service-account-dir', d.sa, '--cni-agent-run-dir', d.run,
-    '--listen-address', '127.0.0.1', '--health-port', '0', '--monitoring-port', '0',
+    '--mounted-cni-net-dir',
+    d.net,
+    '--cni-bin-dir',
+    d.bin,
+    '--cni-bin-source-dir',
+    d.src,
+    '--service-account-dir',
+    d.sa,
+    '--cni-agent-run-dir',
+    d.run,
+    '--listen-address',
+    '127.0.0.1',
+    '--health-port',
+    '0',
+    '--monitoring-port',
+    '0',
     ...(opts.args ?? []),
   ];
   const proc = spawn(process.execPath, args, {
@@ -102,10 +120,14 @@ export async function startAgentProcess(
     },
   };
   try {
-    await until('the agent serving cni-shim.sock', () => {
-      if (child.exit) throw new Error(`the agent exited during start-up:\n${out.join('\n')}`);
-      return out.some((l) => l.includes('CNI fast-path server listening'));
-    }, 20_000);
+    await until(
+      'the agent serving cni-shim.sock',
+      () => {
+        if (child.exit) throw new Error(`the agent exited during start-up:\n${out.join('\n')}`);
+        return out.some((l) => l.includes('CNI fast-path server listening'));
+      },
+      20_000,
+    );
   } catch (e) {
     proc.kill('SIGKILL');
     throw e;

@@ -121,7 +121,7 @@ export class AmbientEnv {
   /**
    * The node netns, the run dir (under `runDirPrefix`) with the plugin's kubeconfig, and the API
    * stand-in with istio-system and the ambient namespace shop: what every ambient agent needs,
-   * in-process or not (test/netns/ambient-sigkill.test.ts runs it as a child).
+   * in-process or not (test/root/netns/ambient-sigkill.test.ts runs it as a child).
    */
   protected async startNodeAndApi(runDirPrefix: string): Promise<void> {
     this.node = makeNetns(`${this.tag}-node`);
@@ -129,7 +129,9 @@ export class AmbientEnv {
     this.pki = makePki();
     this.api = await new KubeApiStandIn(this.pki).start();
     this.api.token = 'amb-token';
-    fs.writeFileSync(path.join(this.runDir, 'istio-cni-kubeconfig'), istioKubeconfig(this.api.url, { caPem: this.pki.ca, token: 'amb-token' }), { mode: 0o600 });
+    fs.writeFileSync(path.join(this.runDir, 'istio-cni-kubeconfig'), istioKubeconfig(this.api.url, { caPem: this.pki.ca, token: 'amb-token' }), {
+      mode: 0o600,
+    });
     this.rest = new RestClient({ server: this.api.url, ca: () => this.pki.ca, token: () => 'amb-token' });
     this.api.upsertNamespace('istio-system');
     this.api.upsertNamespace('shop', AMBIENT_NS_LABEL);
@@ -244,10 +246,7 @@ export class AmbientEnv {
       prevResult: {
         cniVersion: '1.0.0',
         interfaces: [{ name: 'eth0', sandbox: p.netns.path }],
-        ips: [
-          { interface: 0, address: `${p.ip}/24`, gateway: p.nodeIp },
-          ...(p.ip6 ? [{ interface: 0, address: `${p.ip6}/64`, gateway: p.nodeIp6 }] : []),
-        ],
+        ips: [{ interface: 0, address: `${p.ip}/24`, gateway: p.nodeIp }, ...(p.ip6 ? [{ interface: 0, address: `${p.ip6}/64`, gateway: p.nodeIp6 }] : [])],
       },
     };
     return runPlugin(
@@ -342,11 +341,16 @@ export interface Reply {
 export function probeAsync(ns: string, host: string, port: number, opts: { uid?: number; timeoutMs?: number } = {}): Promise<Reply> {
   const asUid = opts.uid === undefined ? [] : ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups'];
   return new Promise((resolve) => {
-    execFile('ip', ['netns', 'exec', ns, ...asUid, process.execPath, CLIENT, host, String(port), 'tcp', String(opts.timeoutMs ?? 3000)], { encoding: 'utf8' }, (err, stdout, stderr) => {
-      const out = stdout.trim();
-      if (err || !out.startsWith('{')) return resolve({ error: out || stderr || String(err) } as Reply);
-      resolve(JSON.parse(out) as Reply);
-    });
+    execFile(
+      'ip',
+      ['netns', 'exec', ns, ...asUid, process.execPath, CLIENT, host, String(port), 'tcp', String(opts.timeoutMs ?? 3000)],
+      { encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        const out = stdout.trim();
+        if (err || !out.startsWith('{')) return resolve({ error: out || stderr || String(err) } as Reply);
+        resolve(JSON.parse(out) as Reply);
+      },
+    );
   });
 }
 

@@ -69,17 +69,19 @@ export function fakes(pods: Pod[] = [], opts: { env?: Record<string, string> } =
 }
 
 /** A sidecar-injected pod as the injector leaves it (the shape the plugin-dryrun cases use). */
-export function sidecarPod(over: {
-  name?: string;
-  namespace?: string;
-  annotations?: Record<string, string>;
-  labels?: Record<string, string>;
-  env?: { name: string; value?: string }[];
-  securityContext?: { runAsUser?: number; runAsGroup?: number };
-  args?: string[];
-  initContainers?: string[];
-  proxyAsInit?: boolean;
-} = {}): Pod {
+export function sidecarPod(
+  over: {
+    name?: string;
+    namespace?: string;
+    annotations?: Record<string, string>;
+    labels?: Record<string, string>;
+    env?: { name: string; value?: string }[];
+    securityContext?: { runAsUser?: number; runAsGroup?: number };
+    args?: string[];
+    initContainers?: string[];
+    proxyAsInit?: boolean;
+  } = {},
+): Pod {
   const proxy = {
     name: 'istio-proxy',
     args: over.args ?? ['proxy', 'sidecar'],

@@ -30,5 +30,8 @@ export function runPlugin(env: Record<string, string>, stdin: string, bin = BIN)
 
 /** The JSON lines the plugin wrote to stderr. */
 export function logLines(text: string): Record<string, unknown>[] {
-  return text.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as Record<string, unknown>);
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }

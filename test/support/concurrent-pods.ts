@@ -13,8 +13,18 @@ import { sidecarPod } from './cni-fakes';
 /** Pod `<prefix>-<i>` in namespace load: default REDIRECT, TPROXY with inbound capture, and some with port/CIDR annotations. */
 export function mixedPod(prefix: string, i: number): Pod {
   const name = `${prefix}-${i}`;
-  if (i % 4 === 1) return sidecarPod({ name, namespace: 'load', annotations: { 'sidecar.istio.io/interceptionMode': 'TPROXY', 'traffic.sidecar.istio.io/includeInboundPorts': '9090' } });
-  if (i % 4 === 2) return sidecarPod({ name, namespace: 'load', annotations: { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': `10.${i}.0.0/16`, 'traffic.sidecar.istio.io/excludeInboundPorts': String(8000 + i) } });
+  if (i % 4 === 1)
+    return sidecarPod({
+      name,
+      namespace: 'load',
+      annotations: { 'sidecar.istio.io/interceptionMode': 'TPROXY', 'traffic.sidecar.istio.io/includeInboundPorts': '9090' },
+    });
+  if (i % 4 === 2)
+    return sidecarPod({
+      name,
+      namespace: 'load',
+      annotations: { 'traffic.sidecar.istio.io/excludeOutboundIPRanges': `10.${i}.0.0/16`, 'traffic.sidecar.istio.io/excludeInboundPorts': String(8000 + i) },
+    });
   return sidecarPod({ name, namespace: 'load' });
 }
 
@@ -31,7 +41,9 @@ export const prevResultIn = (net: number, netns: string, i: number) => ({
 export function expectedTables(pod: Pod, netnsPath: string): string[] {
   const p = planSidecar(extractPodInfo(pod), { netnsPath, enableIPv6: false });
   assert.ok(p.capture);
-  return tablesOf(buildCapture(p.config)).map((t) => `${t.family} ${t.table}`).sort();
+  return tablesOf(buildCapture(p.config))
+    .map((t) => `${t.family} ${t.table}`)
+    .sort();
 }
 
 const run = promisify(execFile);
@@ -40,7 +52,10 @@ const run = promisify(execFile);
 export async function netnsTables(ns: string): Promise<string[]> {
   const { stdout } = await run('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset']);
   const doc = JSON.parse(stdout) as { nftables: { table?: { family: string; name: string } }[] };
-  return doc.nftables.filter((x) => x.table).map((x) => `${x.table!.family} ${x.table!.name}`).sort();
+  return doc.nftables
+    .filter((x) => x.table)
+    .map((x) => `${x.table!.family} ${x.table!.name}`)
+    .sort();
 }
 
 export async function netnsRuleset(ns: string): Promise<string> {

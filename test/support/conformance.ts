@@ -11,10 +11,7 @@ function findPackageRoot(dir: string): string {
   }
 }
 
-export const CONFORMANCE_DIR = path.resolve(
-  PACKAGE_ROOT,
-  process.env.ISTIO_CONFORMANCE_DIR ?? path.join('..', 'shared', 'conformance'),
-);
+export const CONFORMANCE_DIR = path.resolve(PACKAGE_ROOT, process.env.ISTIO_CONFORMANCE_DIR ?? path.join('..', 'shared', 'conformance'));
 
 export interface Case {
   suite: string;

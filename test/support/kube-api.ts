@@ -286,7 +286,9 @@ export class KubeApiStandIn {
   /** Sends an ERROR event with 410 on every open watch, then ends it. */
   expireWatches(): void {
     for (const w of [...this.watchers]) {
-      w.res.write(`${JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'too old resource version', reason: 'Expired', code: 410 } })}\n`);
+      w.res.write(
+        `${JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', message: 'too old resource version', reason: 'Expired', code: 410 } })}\n`,
+      );
       this.endWatch(w);
     }
   }
@@ -316,7 +318,9 @@ export class KubeApiStandIn {
   private sendBookmark(w: Watcher): void {
     if (!w.bookmarks) return;
     this.sent.bookmarks++;
-    w.res.write(`${JSON.stringify({ type: 'BOOKMARK', object: { kind: w.kind === 'Namespace' ? 'Namespace' : 'Pod', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } })}\n`);
+    w.res.write(
+      `${JSON.stringify({ type: 'BOOKMARK', object: { kind: w.kind === 'Namespace' ? 'Namespace' : 'Pod', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } } })}\n`,
+    );
   }
 
   private endWatch(w: Watcher): void {
@@ -449,7 +453,12 @@ export class KubeApiStandIn {
     // compacted the API server answers 410 Expired and the client must list again from scratch.
     const [tokenRv, offset] = r.query.continue ? Buffer.from(r.query.continue, 'base64').toString().split(':').map(Number) : [this.rv, 0];
     if (tokenRv < this.oldestRv) {
-      return this.status(res, 410, 'Expired', 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.');
+      return this.status(
+        res,
+        410,
+        'Expired',
+        'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.',
+      );
     }
     const start = offset;
     const items = all.slice(start, start + limit);
@@ -513,7 +522,12 @@ export class KubeApiStandIn {
       return this.status(res, 409, 'Conflict', `Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${p.metadata.uid}`);
     }
     if (pre.resourceVersion !== undefined && pre.resourceVersion !== p.metadata.resourceVersion) {
-      return this.status(res, 409, 'Conflict', `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${p.metadata.resourceVersion}`);
+      return this.status(
+        res,
+        409,
+        'Conflict',
+        `Precondition failed: ResourceVersion in precondition: ${pre.resourceVersion}, ResourceVersion in object meta: ${p.metadata.resourceVersion}`,
+      );
     }
     this.commit('DELETED', p);
     this.json(res, 200, p);

@@ -1,4 +1,4 @@
-// A client of the agent's sockets, run as another user by test/netns/hostile-clients.test.ts
+// A client of the agent's sockets, run as another user by test/root/netns/hostile-clients.test.ts
 // (setpriv --reuid=65534 ..., with or without CAP_DAC_OVERRIDE so that a 0600 socket does not
 // stop it before the server's own peer check does). Prints one JSON line with what happened.
 //
@@ -62,7 +62,13 @@ async function tcpIdle(port: number, count: number, holdMs: number): Promise<obj
 async function main(): Promise<void> {
   const [kind, a, b, c] = process.argv.slice(2);
   const out =
-    kind === 'http' ? await httpPost(a) : kind === 'seqpacket' ? await seqpacket(a) : kind === 'tcp-idle' ? await tcpIdle(Number(a), Number(b), Number(c)) : { error: `unknown kind ${kind}` };
+    kind === 'http'
+      ? await httpPost(a)
+      : kind === 'seqpacket'
+        ? await seqpacket(a)
+        : kind === 'tcp-idle'
+          ? await tcpIdle(Number(a), Number(b), Number(c))
+          : { error: `unknown kind ${kind}` };
   process.stdout.write(`${JSON.stringify({ uid: process.getuid?.(), ...out })}\n`);
 }
 

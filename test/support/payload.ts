@@ -57,7 +57,8 @@ export function ensurePayload(): string {
     }
   }
   const lock = path.join(PACKAGE_ROOT, 'build', '.test-payload.lock');
-  const script = `test -f '${marker}' && test "$(stat -c %Y '${marker}')" -ge ${Math.floor(inputsMtime() / 1000) + 1} || ` +
+  const script =
+    `test -f '${marker}' && test "$(stat -c %Y '${marker}')" -ge ${Math.floor(inputsMtime() / 1000) + 1} || ` +
     `'${process.execPath}' '${path.join(PACKAGE_ROOT, 'install', 'package.js')}' --out '${TEST_PAYLOAD}'`;
   const r = spawnSync('flock', [lock, 'sh', '-c', script], { encoding: 'utf8', timeout: 10 * 60_000 });
   if (r.status !== 0) {
@@ -216,11 +217,27 @@ export async function startPodApi(token = 'sa-token-payload-3e9d1f'): Promise<Po
 }
 
 /** The sidecar pod's ADD as the payload-in-a-root tests send it: prevResult, network config, CNI env. */
-export const SIDECAR_PREV_RESULT = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/run/netns/x' }], ips: [{ address: '10.0.0.2/24', interface: 0 }] };
+export const SIDECAR_PREV_RESULT = {
+  cniVersion: '1.0.0',
+  interfaces: [{ name: 'eth0', sandbox: '/run/netns/x' }],
+  ips: [{ address: '10.0.0.2/24', interface: 0 }],
+};
 export const sidecarConf = (runDir: string): string =>
-  JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni', cni_agent_run_dir: runDir, plugin_log_level: 'debug',
-    exclude_namespaces: ['kube-system'], pod_namespace: 'istio-system', prevResult: SIDECAR_PREV_RESULT });
+  JSON.stringify({
+    cniVersion: '1.0.0',
+    name: 'k8s-pod-network',
+    type: 'istio-cni',
+    cni_agent_run_dir: runDir,
+    plugin_log_level: 'debug',
+    exclude_namespaces: ['kube-system'],
+    pod_namespace: 'istio-system',
+    prevResult: SIDECAR_PREV_RESULT,
+  });
 export const sidecarEnv = (command: string, netns: string): Record<string, string> => ({
-  CNI_COMMAND: command, CNI_CONTAINERID: 'c0ffee', CNI_NETNS: netns, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin',
+  CNI_COMMAND: command,
+  CNI_CONTAINERID: 'c0ffee',
+  CNI_NETNS: netns,
+  CNI_IFNAME: 'eth0',
+  CNI_PATH: '/opt/cni/bin',
   CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1',
 });

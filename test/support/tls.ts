@@ -20,13 +20,41 @@ export function makePki(): TestPki {
   const ossl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   try {
     for (const name of ['ca', 'other']) {
-      ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f(`${name}.key`), '-out', f(`${name}.crt`),
-        '-days', '2', '-subj', `/CN=icts-test-${name}`);
+      ossl(
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        f(`${name}.key`),
+        '-out',
+        f(`${name}.crt`),
+        '-days',
+        '2',
+        '-subj',
+        `/CN=icts-test-${name}`,
+      );
     }
     ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('srv.key'), '-out', f('srv.csr'), '-subj', '/CN=localhost');
     fs.writeFileSync(f('ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-    ossl('x509', '-req', '-in', f('srv.csr'), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial',
-      '-out', f('srv.crt'), '-days', '2', '-extfile', f('ext'));
+    ossl(
+      'x509',
+      '-req',
+      '-in',
+      f('srv.csr'),
+      '-CA',
+      f('ca.crt'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-out',
+      f('srv.crt'),
+      '-days',
+      '2',
+      '-extfile',
+      f('ext'),
+    );
     return {
       ca: fs.readFileSync(f('ca.crt'), 'utf8'),
       cert: fs.readFileSync(f('srv.crt'), 'utf8'),

@@ -81,7 +81,11 @@ export interface ProbeReply {
 
 /** Connect from `ns` (optionally as `uid`) and return the reply of whichever server answered. */
 export function probe(ns: string, host: string, port: number, opts: { uid?: number; mode?: 'tcp' | 'udp'; timeoutMs?: number } = {}): ProbeReply {
-  const r = spawnSync('ip', ['netns', 'exec', ns, ...asUid(opts.uid), process.execPath, CLIENT, host, String(port), opts.mode ?? 'tcp', String(opts.timeoutMs ?? 3000)], { encoding: 'utf8' });
+  const r = spawnSync(
+    'ip',
+    ['netns', 'exec', ns, ...asUid(opts.uid), process.execPath, CLIENT, host, String(port), opts.mode ?? 'tcp', String(opts.timeoutMs ?? 3000)],
+    { encoding: 'utf8' },
+  );
   const out = r.stdout.trim();
   if (r.status !== 0 || !out.startsWith('{')) return { error: out || r.stderr } as ProbeReply;
   return JSON.parse(out) as ProbeReply;
@@ -89,7 +93,8 @@ export function probe(ns: string, host: string, port: number, opts: { uid?: numb
 
 /** Run the istio-cni-ts binary; returns status and output. */
 export function cli(args: string[], netnsExec?: string, uid?: number) {
-  const cmd = netnsExec ? ['ip', ['netns', 'exec', netnsExec, ...asUid(uid), process.execPath, BIN, ...args]] as const
-    : [process.execPath, [BIN, ...args]] as const;
+  const cmd = netnsExec
+    ? (['ip', ['netns', 'exec', netnsExec, ...asUid(uid), process.execPath, BIN, ...args]] as const)
+    : ([process.execPath, [BIN, ...args]] as const);
   return spawnSync(cmd[0], [...cmd[1]], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
 }

@@ -21,12 +21,21 @@ test('every request through the agent redacts the token, the first one and those
   const handler = agentCniHandler(agentLogger({ levels: new ScopeLevels('debug'), targets: [out] }).withScope('cni-plugin'), { runDir: api.runDir });
   try {
     const stdin = JSON.stringify({
-      cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni',
-      cni_agent_run_dir: api.runDir, plugin_log_level: 'debug', pod_lookup_attempts: 1, pod_lookup_interval_ms: 10,
+      cniVersion: '1.0.0',
+      name: 'k8s-pod-network',
+      type: 'istio-cni',
+      cni_agent_run_dir: api.runDir,
+      plugin_log_level: 'debug',
+      pod_lookup_attempts: 1,
+      pod_lookup_interval_ms: 10,
     });
     for (const n of [1, 2, 3]) {
       const env = {
-        CNI_COMMAND: 'ADD', CNI_CONTAINERID: `c${n}`, CNI_NETNS: '/run/netns/icts-redact-test-absent', CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin',
+        CNI_COMMAND: 'ADD',
+        CNI_CONTAINERID: `c${n}`,
+        CNI_NETNS: '/run/netns/icts-redact-test-absent',
+        CNI_IFNAME: 'eth0',
+        CNI_PATH: '/opt/cni/bin',
         CNI_ARGS: `K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-${n};K8S_POD_INFRA_CONTAINER_ID=c${n}`,
       };
       const r = await handler(env, stdin);
@@ -35,7 +44,11 @@ test('every request through the agent redacts the token, the first one and those
     }
     assert.equal(api.requestLines.length, 3, 'one GET per request');
     assert.ok(lines.filter((l) => l.includes('pod lookup failed')).length === 3, `each request logged its failure:\n${lines.join('\n')}`);
-    assert.deepEqual(lines.filter((l) => l.includes(token)), [], 'no log line holds the token');
+    assert.deepEqual(
+      lines.filter((l) => l.includes(token)),
+      [],
+      'no log line holds the token',
+    );
   } finally {
     handler.close();
     await api.close();

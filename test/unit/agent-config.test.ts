@@ -85,7 +85,10 @@ const bad: [Record<string, string>, RegExp][] = [
 
 for (const [env, re] of bad) {
   test(`malformed ${Object.keys(env)[0]}=${JSON.stringify(Object.values(env)[0])} stops start-up naming the variable`, () => {
-    assert.throws(() => parseAgentConfig({}, env), (e: unknown) => e instanceof InputError && re.test((e as Error).message));
+    assert.throws(
+      () => parseAgentConfig({}, env),
+      (e: unknown) => e instanceof InputError && re.test((e as Error).message),
+    );
   });
 }
 

@@ -19,7 +19,11 @@ function sink() {
   const lines: string[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _e, cb) {
-      lines.push(...String(chunk).split('\n').filter((l) => l !== ''));
+      lines.push(
+        ...String(chunk)
+          .split('\n')
+          .filter((l) => l !== ''),
+      );
       cb();
     },
   });
@@ -110,7 +114,10 @@ test("Istio's logging flags: parsed, defaults, bad values name the flag", () => 
     [{ log_stacktrace_level: 'x:y' }, /^invalid --log_stacktrace_level "x:y"/],
     [{ log_caller: 'a:b' }, /^invalid --log_caller "a:b"/],
   ] as const) {
-    assert.throws(() => parseLogOptions(argv as Record<string, unknown>), (e: unknown) => e instanceof InputError && re.test(e.message));
+    assert.throws(
+      () => parseLogOptions(argv as Record<string, unknown>),
+      (e: unknown) => e instanceof InputError && re.test(e.message),
+    );
   }
 });
 
@@ -129,7 +136,18 @@ test("text layout: Istio's console columns, fields as fmt.Sprint prints them", (
     time: T,
     scope: 'cni-agent',
     msg: 'pod redirected',
-    fields: { pod: 'shop/web-1', port: 15001, ok: true, none: null, skip: undefined, list: ['a', 1], obj: { k: 'v' }, err: new Error('boom'), text: 'two words', nl: 'a\nb' },
+    fields: {
+      pod: 'shop/web-1',
+      port: 15001,
+      ok: true,
+      none: null,
+      skip: undefined,
+      list: ['a', 1],
+      obj: { k: 'v' },
+      err: new Error('boom'),
+      text: 'two words',
+      nl: 'a\nb',
+    },
   });
   assert.equal(
     line,
@@ -148,7 +166,10 @@ test("JSON layout: Istio's keys in zap's order (level, time, scope, msg, fields)
   // The CNI plugin's line: the default scope, no scope key.
   assert.equal(encodeEntry('info', T, 'hi', { a: 1 }), `{"level":"info","time":"${TS}","msg":"hi","a":1}`);
   // A relayed entry keeps its own time.
-  assert.equal(renderJson({ level: 'info', time: '2020-01-01T00:00:00.000001Z', scope: 's', msg: 'm' }), '{"level":"info","time":"2020-01-01T00:00:00.000001Z","scope":"s","msg":"m"}');
+  assert.equal(
+    renderJson({ level: 'info', time: '2020-01-01T00:00:00.000001Z', scope: 's', msg: 'm' }),
+    '{"level":"info","time":"2020-01-01T00:00:00.000001Z","scope":"s","msg":"m"}',
+  );
 });
 
 test('the agent logger (winston): per-scope levels, text and JSON, caller and stack, fixed clock', () => {
@@ -162,11 +183,17 @@ test('the agent logger (winston): per-scope levels, text and JSON, caller and st
   assert.deepEqual(text.lines, [`${TS}\tdebug\tcni-agent\tshown\ta=b`, `${TS}\twarn\trepair\tshown too`]);
 
   const json = sink();
-  const j = agentLogger({ json: true, targets: [json.stream], now: () => T, callers: new Set(['cni-agent']), stackLevels: (() => {
-    const s = new ScopeLevels('none');
-    applyOutputLevels(s, '--log_stacktrace_level', 'cni-agent:error');
-    return s;
-  })() });
+  const j = agentLogger({
+    json: true,
+    targets: [json.stream],
+    now: () => T,
+    callers: new Set(['cni-agent']),
+    stackLevels: (() => {
+      const s = new ScopeLevels('none');
+      applyOutputLevels(s, '--log_stacktrace_level', 'cni-agent:error');
+      return s;
+    })(),
+  });
   j.withScope('cni-agent').info('with caller');
   j.withScope('cni-agent').error('with stack');
   const [a, b] = json.lines.map((l) => JSON.parse(l) as Record<string, string>);
@@ -212,11 +239,14 @@ test('the formatter never throws and stays bounded: deep, cyclic, BigInt, huge, 
   });
   const { proxy: revoked, revoke } = Proxy.revocable({}, {});
   revoke();
-  const trapping = new Proxy({}, {
-    ownKeys() {
-      throw new Error('ownKeys');
+  const trapping = new Proxy(
+    {},
+    {
+      ownKeys() {
+        throw new Error('ownKeys');
+      },
     },
-  });
+  );
   const hostileError = Object.defineProperty(new Error('x'), 'message', {
     get() {
       throw new Error('message getter');
@@ -278,5 +308,7 @@ test('relay bounds: a line over 16 KiB, a field nested deeper than 16 or longer 
   assert.ok(!('dropped' in parsePluginLogLine(line({ f: deepArray(LIMITS.depth - 1) }))));
   assert.deepEqual(parsePluginLogLine(line({ f: 'z'.repeat(LIMITS.fieldBytes + 1) })), { dropped: 'too_large' });
   assert.ok(!('dropped' in parsePluginLogLine(line({ f: 'z'.repeat(LIMITS.fieldBytes - 10) }))));
-  assert.deepEqual(parsePluginLogLine(line({ a: 'z'.repeat(4000), b: 'z'.repeat(4000), c: 'z'.repeat(4000), d: 'z'.repeat(4000), e: 'z'.repeat(1000) })), { dropped: 'too_large' });
+  assert.deepEqual(parsePluginLogLine(line({ a: 'z'.repeat(4000), b: 'z'.repeat(4000), c: 'z'.repeat(4000), d: 'z'.repeat(4000), e: 'z'.repeat(1000) })), {
+    dropped: 'too_large',
+  });
 });

@@ -169,7 +169,10 @@ test('upgrade check: errors default to cleanup (1 try), or to keeping an Istio-o
 test('upgrade check: a DaemonSet whose node affinity no longer matches this node means cleanup', async () => {
   const ds = (terms: unknown[]) => ({
     status: 200,
-    body: { metadata: {}, spec: { template: { spec: { affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: terms } } } } } } },
+    body: {
+      metadata: {},
+      spec: { template: { spec: { affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: terms } } } } } },
+    },
   });
   assert.equal(await check(fakeApi({ [DS]: ds([{ matchExpressions: [{ key: 'pool', operator: 'In', values: ['mesh'] }] }]), [NODE]: nodeA })), true);
   assert.equal(await check(fakeApi({ [DS]: ds([{ matchExpressions: [{ key: 'pool', operator: 'In', values: ['other'] }] }]), [NODE]: nodeA })), false);
@@ -179,11 +182,27 @@ test('node selector semantics: OR of terms, AND within, Exists/DoesNotExist/NotI
   const node = nodeA.body;
   const m = (terms: unknown[]) => nodeSelectorMatches({ nodeSelectorTerms: terms }, node);
   assert.equal(m([{ matchExpressions: [{ key: 'pool', operator: 'Exists' }] }]), true);
-  assert.equal(m([{ matchExpressions: [{ key: 'gpu', operator: 'DoesNotExist' }, { key: 'pool', operator: 'NotIn', values: ['x'] }] }]), true);
-  assert.equal(m([{ matchExpressions: [{ key: 'gpu', operator: 'Exists' }] }, { matchFields: [{ key: 'metadata.name', operator: 'In', values: ['node-a'] }] }]), true);
+  assert.equal(
+    m([
+      {
+        matchExpressions: [
+          { key: 'gpu', operator: 'DoesNotExist' },
+          { key: 'pool', operator: 'NotIn', values: ['x'] },
+        ],
+      },
+    ]),
+    true,
+  );
+  assert.equal(
+    m([{ matchExpressions: [{ key: 'gpu', operator: 'Exists' }] }, { matchFields: [{ key: 'metadata.name', operator: 'In', values: ['node-a'] }] }]),
+    true,
+  );
   assert.equal(m([{ matchFields: [{ key: 'metadata.name', operator: 'NotIn', values: ['node-a'] }] }]), false);
   assert.equal(m([{}]), false, 'an empty term matches nothing');
-  assert.equal(nodeSelectorMatches({ nodeSelectorTerms: [{ matchExpressions: [{ key: 'n', operator: 'Gt', values: ['3'] }] }] }, { metadata: { labels: { n: '5' } } }), true);
+  assert.equal(
+    nodeSelectorMatches({ nodeSelectorTerms: [{ matchExpressions: [{ key: 'n', operator: 'Gt', values: ['3'] }] }] }, { metadata: { labels: { n: '5' } } }),
+    true,
+  );
   assert.throws(() => m([{ matchExpressions: [{ key: 'pool', operator: 'Near' }] }]));
 });
 
@@ -198,7 +217,9 @@ test('in-cluster API client: bearer token from the service account, JSON back (l
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as net.AddressInfo).port;
   try {
-    const api = inClusterApi(installConfig({ k8sServiceProtocol: 'http', k8sServiceHost: '127.0.0.1', k8sServicePort: String(port), k8sServiceAccountPath: sa }));
+    const api = inClusterApi(
+      installConfig({ k8sServiceProtocol: 'http', k8sServiceHost: '127.0.0.1', k8sServicePort: String(port), k8sServiceAccountPath: sa }),
+    );
     const r = await api.get('/apis/apps/v1/namespaces/ns/daemonsets/istio-cni-node');
     assert.deepEqual(r, { status: 200, body: { kind: 'DaemonSet' } });
     assert.deepEqual(seen, ['GET /apis/apps/v1/namespaces/ns/daemonsets/istio-cni-node Bearer tok-123']);

@@ -86,7 +86,18 @@ async function setup() {
   return { api, dp, c, settle };
 }
 
-function pod(name: string, over: { ns?: string; labels?: Record<string, string>; ip?: string; phase?: string; hostNetwork?: boolean; annotations?: Record<string, string>; node?: string } = {}): Obj {
+function pod(
+  name: string,
+  over: {
+    ns?: string;
+    labels?: Record<string, string>;
+    ip?: string;
+    phase?: string;
+    hostNetwork?: boolean;
+    annotations?: Record<string, string>;
+    node?: string;
+  } = {},
+): Obj {
   return {
     apiVersion: 'v1',
     kind: 'Pod',

@@ -61,10 +61,7 @@ test("event body: Go's field names, net.IPNet as {IP, Mask(base64)}, nulls as Go
   const prev = parsePrevResult({
     cniVersion: '1.0.0',
     interfaces: [{ name: 'eth0', sandbox: '/var/run/netns/x' }],
-    ips: [
-      { interface: 0, address: '10.244.1.5/24', gateway: '10.244.1.1' },
-      { address: 'fd00::5/64' },
-    ],
+    ips: [{ interface: 0, address: '10.244.1.5/24', gateway: '10.244.1.1' }, { address: 'fd00::5/64' }],
   });
   const ev = eventFromPrevResult('/var/run/netns/cni-1234', 'web-1', 'shop', prev);
   assert.equal(
@@ -77,16 +74,21 @@ test("event body: Go's field names, net.IPNet as {IP, Mask(base64)}, nulls as Go
 
   const back = parseCniAddEvent(encodeCniAddEvent(ev));
   assert.equal(back.netns, '/var/run/netns/cni-1234');
-  assert.deepEqual(back.ips.map((x) => [formatIp(x.address), x.prefixLength, x.interface, x.gateway && formatIp(x.gateway)]), [
-    ['10.244.1.5', 24, 0, '10.244.1.1'],
-    ['fd00::5', 64, null, null],
-  ]);
+  assert.deepEqual(
+    back.ips.map((x) => [formatIp(x.address), x.prefixLength, x.interface, x.gateway && formatIp(x.gateway)]),
+    [
+      ['10.244.1.5', 24, 0, '10.244.1.1'],
+      ['fd00::5', 64, null, null],
+    ],
+  );
 });
 
 test('event parsing as Go decodes it: keys case-insensitive, null = absent; malformed bodies refused with the field named', () => {
   const e = parseCniAddEvent('{"netns":"/n","podname":"p","PODNAMESPACE":"ns","ips":null}');
   assert.deepEqual([e.netns, e.podName, e.podNamespace, e.ips.length], ['/n', 'p', 'ns', 0]);
-  const mapped = parseCniAddEvent('{"Netns":"/n","PodName":"p","PodNamespace":"ns","IPs":[{"Address":{"IP":"::ffff:10.0.0.9","Mask":"/////////////////////w=="}}]}');
+  const mapped = parseCniAddEvent(
+    '{"Netns":"/n","PodName":"p","PodNamespace":"ns","IPs":[{"Address":{"IP":"::ffff:10.0.0.9","Mask":"/////////////////////w=="}}]}',
+  );
   assert.equal(formatIp(mapped.ips[0].address), '::ffff:10.0.0.9', 'kept as given; the agent unmaps');
   for (const [body, re] of [
     ['', /empty request body/],

@@ -37,7 +37,7 @@ function assertBadInput(args: string[], mustName: string[]) {
 const pod = (obj: object) => ['rules', '--dry-run', '--ambient', 'pod', '--config', file(JSON.stringify(obj))];
 const host = (obj: object) => ['rules', '--dry-run', '--ambient', 'host', '--config', file(JSON.stringify(obj))];
 
-test('unknown keys, including the other rule set\'s, are refused', () => {
+test("unknown keys, including the other rule set's, are refused", () => {
   assertBadInput(pod({ enableIpv6: true }), ['config key "enableIpv6"', 'unknown config key']);
   assertBadInput(pod({ kubeletUID: '0' }), ['config key "kubeletUID"']);
   assertBadInput(host({ kubeletUID: '0', dnsProxy: 'PodDNSEnabled' }), ['config key "dnsProxy"']);

@@ -6,13 +6,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildHostRules, buildHostSetup, buildInpodRules, deleteHostRules, deleteInpodRules } from '../../src/ambient/build';
 import {
-  NO_POD_OVERRIDES, parseAmbientConfig, parseAmbientRulesObject, parseHostRuleParams, parsePodOverrides,
+  NO_POD_OVERRIDES,
+  parseAmbientConfig,
+  parseAmbientRulesObject,
+  parseHostRuleParams,
+  parsePodOverrides,
   podOverridesFromAnnotations,
 } from '../../src/ambient/config';
 import { findKubeletUid } from '../../src/ambient/kubelet-uid';
-import {
-  addProbeAddress, createProbeSets, deleteProbeAddress, destroyProbeSets, flushProbeSets,
-} from '../../src/ambient/probe-sets';
+import { addProbeAddress, createProbeSets, deleteProbeAddress, destroyProbeSets, flushProbeSets } from '../../src/ambient/probe-sets';
 import { parseIp } from '../../src/net/ip';
 import { FakeNft } from '../../src/nft/fake';
 import { goQuote, render } from '../../src/nft/transaction';
@@ -58,7 +60,7 @@ test('probe addresses: mapped IPv4 goes to the v4 set, IPv6 only with IPv6 on, c
   const u = uid('pod-1');
   assert.match(render(addProbeAddress(sets4, ip('::ffff:10.0.0.9'), u)), /istio-inpod-probes-v4 \{ 10\.0\.0\.9 comment "pod-1" \}/);
   assert.deepEqual(addProbeAddress(sets4, ip('fd00::1'), u), []);
-  assert.deepEqual(deleteProbeAddress(sets4, ip('fd00::1'), ), []);
+  assert.deepEqual(deleteProbeAddress(sets4, ip('fd00::1')), []);
   assert.match(render(addProbeAddress(sets46, ip('FD00:0:0::1'), u)), /istio-inpod-probes-v6 \{ fd00::1 comment "pod-1" \}/);
 });
 
@@ -126,7 +128,7 @@ test('bad values name the key and the value', () => {
   throwsNaming(() => parseAmbientRulesObject('pod', [1], undefined, '--config f.json'), '--config f.json');
 });
 
-test('flat objects: ambient keys and the rule set\'s own keys together', () => {
+test("flat objects: ambient keys and the rule set's own keys together", () => {
   const pod = parseAmbientRulesObject('pod', { enableIPv6: true, ingressMode: true, virtualInterfaces: ' a, ,b ' });
   assert.equal(pod.ruleSet, 'pod');
   if (pod.ruleSet === 'pod') {
@@ -175,7 +177,7 @@ test('IPv4-only: no IPv6 rule or set anywhere, whatever the overrides', () => {
   assert.match(dual, /ip6 daddr @istio-inpod-probes-v6 counter snat to fd16:9254:7127:1337:ffff:ffff:ffff:ffff/);
 });
 
-test('the DNS choice: the pod\'s when it made one, otherwise the node\'s', () => {
+test("the DNS choice: the pod's when it made one, otherwise the node's", () => {
   const has = (redirectDNS: boolean, dnsProxy: 'PodDNSUnset' | 'PodDNSEnabled' | 'PodDNSDisabled') =>
     /redirect to :15053/.test(render(buildInpodRules(parseAmbientConfig({ redirectDNS }), parsePodOverrides({ dnsProxy }))));
   assert.equal(has(true, 'PodDNSUnset'), true);
@@ -215,19 +217,31 @@ test('kubelet UID: kubelet, kubelite and k3s, first by PID, real UID, none is an
     ['k3s', [{ pid: 100, comm: 'k3s', cmdline: ['k3s', 'server'], uid: 1003 }], 1003],
     ['no match', [{ pid: 100, comm: 'bash', cmdline: ['/bin/bash'], uid: 1000 }], undefined],
     ['kubelet name without kubelet args', [{ pid: 100, comm: 'kubelet', cmdline: ['/opt/bin/agent'], uid: 7 }], undefined],
-    ['several processes', [
-      { pid: 50, comm: 'sshd', cmdline: ['/usr/sbin/sshd', '-D'], uid: 0 },
-      { pid: 75, comm: 'bash', cmdline: ['/bin/bash'], uid: 1000 },
-      { pid: 100, comm: 'kubelet', cmdline: ['/usr/bin/kubelet'], uid: 1004 },
-    ], 1004],
-    ['lowest PID wins, numerically', [
-      { pid: 900, comm: 'kubelet', cmdline: ['kubelet'], uid: 9 },
-      { pid: 1000, comm: 'kubelet', cmdline: ['kubelet'], uid: 10 },
-    ], 9],
-    ['a process that vanished is skipped', [
-      { pid: 10, comm: 'kubelet', cmdline: ['kubelet'], uid: 1, noStatus: true },
-      { pid: 20, comm: 'kubelet', cmdline: ['kubelet'], uid: 2 },
-    ], 2],
+    [
+      'several processes',
+      [
+        { pid: 50, comm: 'sshd', cmdline: ['/usr/sbin/sshd', '-D'], uid: 0 },
+        { pid: 75, comm: 'bash', cmdline: ['/bin/bash'], uid: 1000 },
+        { pid: 100, comm: 'kubelet', cmdline: ['/usr/bin/kubelet'], uid: 1004 },
+      ],
+      1004,
+    ],
+    [
+      'lowest PID wins, numerically',
+      [
+        { pid: 900, comm: 'kubelet', cmdline: ['kubelet'], uid: 9 },
+        { pid: 1000, comm: 'kubelet', cmdline: ['kubelet'], uid: 10 },
+      ],
+      9,
+    ],
+    [
+      'a process that vanished is skipped',
+      [
+        { pid: 10, comm: 'kubelet', cmdline: ['kubelet'], uid: 1, noStatus: true },
+        { pid: 20, comm: 'kubelet', cmdline: ['kubelet'], uid: 2 },
+      ],
+      2,
+    ],
   ];
   for (const [name, procs, want] of cases) {
     const root = fakeProc(procs);

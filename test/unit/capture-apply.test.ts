@@ -46,7 +46,7 @@ test('TPROXY then REDIRECT in one netns: exactly what a fresh REDIRECT apply lea
   assert.equal(port.nft.get(NS)!.dump(), fresh.nft.get(NS)!.dump());
 });
 
-test('removal: the tables present and the default TPROXY routing (the capture flags\' defaults)', async () => {
+test("removal: the tables present and the default TPROXY routing (the capture flags' defaults)", async () => {
   assert.deepEqual(defaultTproxyRouting(), { mark: 1337, table: 133 });
   const port = new FakeDataplane(SIDECAR_TABLE_REFS);
   await applySidecarCapture(port, NS, tproxy);

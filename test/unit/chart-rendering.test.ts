@@ -42,27 +42,40 @@ interface Doc {
 
 function load(p: Profile): Doc[] {
   const dir = path.join(PACKAGE_ROOT, 'install', 'kubernetes', p);
-  return fs.readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort().flatMap((f) =>
-    YAML.parseAllDocuments(fs.readFileSync(path.join(dir, f), 'utf8')).map((d) => {
-      assert.deepEqual(d.errors, [], `${p}/${f}: YAML errors`);
-      return d.toJS() as Doc;
-    }));
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()
+    .flatMap((f) =>
+      YAML.parseAllDocuments(fs.readFileSync(path.join(dir, f), 'utf8')).map((d) => {
+        assert.deepEqual(d.errors, [], `${p}/${f}: YAML errors`);
+        return d.toJS() as Doc;
+      }),
+    );
 }
 
 const grants = (rules: RuleFact[]): Set<string> =>
-  new Set(rules.flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}${r.resourceNames ? `@${r.resourceNames.join(',')}` : ''}`)))));
+  new Set(
+    rules.flatMap((r) =>
+      r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}${r.resourceNames ? `@${r.resourceNames.join(',')}` : ''}`))),
+    ),
+  );
 
 const envFact = (e: EnvFact) =>
-  e.value !== undefined ? { name: e.name, value: e.value }
-    : e.field ? { name: e.name, valueFrom: { fieldRef: e.field } }
+  e.value !== undefined
+    ? { name: e.name, value: e.value }
+    : e.field
+      ? { name: e.name, valueFrom: { fieldRef: e.field } }
       : { name: e.name, valueFrom: { resourceFieldRef: e.resource } };
 
 const strip = <T extends { profiles?: Profile[] }>(xs: readonly T[], p: Profile) =>
-  xs.filter((x) => !x.profiles || x.profiles.includes(p)).map((x) => {
-    const rest: Partial<T> = { ...x };
-    delete rest.profiles;
-    return rest;
-  });
+  xs
+    .filter((x) => !x.profiles || x.profiles.includes(p))
+    .map((x) => {
+      const rest: Partial<T> = { ...x };
+      delete rest.profiles;
+      return rest;
+    });
 
 for (const p of ['sidecar', 'ambient'] as Profile[]) {
   const docs = load(p);
@@ -99,13 +112,17 @@ for (const p of ['sidecar', 'ambient'] as Profile[]) {
     // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the rendered pod spec, compared field by field below
     const { containers, volumes, ...spec } = t.spec as Record<string, any>;
     assert.equal(spec.hostNetwork ?? false, CHART.hostNetwork, 'the chart leaves the host network to ambient.shareHostNetworkNamespace');
-    assert.deepEqual(spec, {
-      nodeSelector: CHART.nodeSelector,
-      tolerations: CHART.tolerations,
-      priorityClassName: CHART.priorityClassName,
-      serviceAccountName: CHART.serviceAccount,
-      terminationGracePeriodSeconds: CHART.terminationGracePeriodSeconds,
-    }, 'pod-level fields (no hostNetwork, no dnsPolicy, nothing else)');
+    assert.deepEqual(
+      spec,
+      {
+        nodeSelector: CHART.nodeSelector,
+        tolerations: CHART.tolerations,
+        priorityClassName: CHART.priorityClassName,
+        serviceAccountName: CHART.serviceAccount,
+        terminationGracePeriodSeconds: CHART.terminationGracePeriodSeconds,
+      },
+      'pod-level fields (no hostNetwork, no dnsPolicy, nothing else)',
+    );
     assert.deepEqual(volumes, strip(CHART.volumes, p), 'volumes (host paths, types, order)');
     assert.equal(containers.length, 1);
   });
@@ -128,7 +145,10 @@ for (const p of ['sidecar', 'ambient'] as Profile[]) {
       resources: f.resources,
     });
     assert.equal(c.livenessProbe, f.livenessProbe, 'no liveness probe');
-    assert.ok(f.env.some((e) => e.name === 'ALLOW_SWITCH_TO_HOST_NS' && e.value === 'true'), 'host-side work through /host/proc/1/ns/net');
+    assert.ok(
+      f.env.some((e) => e.name === 'ALLOW_SWITCH_TO_HOST_NS' && e.value === 'true'),
+      'host-side work through /host/proc/1/ns/net',
+    );
   });
 
   test(`${p}: the ConfigMap has the chart's keys and defaults`, () => {
@@ -163,8 +183,18 @@ test('sidecar and ambient differ exactly where the chart makes ambient.enabled m
   const strip2 = (docs: Doc[]) => docs.filter((d) => !d.metadata.name.includes('ambient'));
   const [s, a] = (['sidecar', 'ambient'] as Profile[]).map(load);
   const ds = (d: Doc[]) => d.find((x) => x.kind === 'DaemonSet')!.spec.template.spec;
-  assert.deepEqual(ds(a).volumes.filter((v: { name: string }) => !ds(s).volumes.some((w: { name: string }) => w.name === v.name)).map((v: { name: string }) => v.name), ['cni-ztunnel-sock-dir']);
-  assert.deepEqual(ds(a).containers[0].volumeMounts.slice(ds(s).containers[0].volumeMounts.length).map((m: { mountPath: string }) => m.mountPath), ['/host/var/run/netns', '/var/run/ztunnel']);
+  assert.deepEqual(
+    ds(a)
+      .volumes.filter((v: { name: string }) => !ds(s).volumes.some((w: { name: string }) => w.name === v.name))
+      .map((v: { name: string }) => v.name),
+    ['cni-ztunnel-sock-dir'],
+  );
+  assert.deepEqual(
+    ds(a)
+      .containers[0].volumeMounts.slice(ds(s).containers[0].volumeMounts.length)
+      .map((m: { mountPath: string }) => m.mountPath),
+    ['/host/var/run/netns', '/var/run/ztunnel'],
+  );
   assert.equal(strip2(a).length, s.length, 'ambient adds one ClusterRole and its binding');
 });
 
@@ -173,7 +203,8 @@ test("the chart's command is one of our executables and takes the chart's args",
   const [cmd] = CHART.container.command;
   assert.ok(pkg.bin[cmd], `package.json bin has ${cmd}`);
   // Flags are checked first; start-up then stops at the missing API address (exit 2, no side effect).
-  const run = (...args: string[]) => spawnSync(process.execPath, [path.join(PACKAGE_ROOT, pkg.bin[cmd]), ...args], { encoding: 'utf8', env: { PATH: process.env.PATH }, timeout: 20_000 });
+  const run = (...args: string[]) =>
+    spawnSync(process.execPath, [path.join(PACKAGE_ROOT, pkg.bin[cmd]), ...args], { encoding: 'utf8', env: { PATH: process.env.PATH }, timeout: 20_000 });
   const ok = run(...CHART.container.args, '--log_as_json');
   assert.doesNotMatch(ok.stderr, /Unknown argument/, ok.stderr);
   assert.match(ok.stderr, /KUBERNETES_SERVICE_HOST/, 'got past flag parsing');

@@ -17,19 +17,29 @@ test('empty CNI_ARGS: no pod identity', () => {
 });
 
 test('unknown keys: an error unless IgnoreUnknown is true (wherever it appears)', () => {
-  assert.throws(() => parseCniArgs('FOO=bar;K8S_POD_NAME=x'), (e: CniError) => e.code === 4 && /FOO=bar/.test(e.details));
+  assert.throws(
+    () => parseCniArgs('FOO=bar;K8S_POD_NAME=x'),
+    (e: CniError) => e.code === 4 && /FOO=bar/.test(e.details),
+  );
   for (const t of ['1', 'true', 'TRUE', 'True']) {
     assert.deepEqual(parseCniArgs(`FOO=bar;IgnoreUnknown=${t}`).unknown, ['FOO=bar']);
   }
   assert.throws(() => parseCniArgs('IgnoreUnknown=0;FOO=bar'), CniError);
-  assert.throws(() => parseCniArgs('IgnoreUnknown=yes'), (e: CniError) => e.code === 4 && /IgnoreUnknown/.test(e.details));
+  assert.throws(
+    () => parseCniArgs('IgnoreUnknown=yes'),
+    (e: CniError) => e.code === 4 && /IgnoreUnknown/.test(e.details),
+  );
   // Keys are case-sensitive, as in libcni.
   assert.throws(() => parseCniArgs('k8s_pod_name=x'), CniError);
 });
 
 test('malformed pairs are code 4 naming the pair', () => {
   for (const bad of ['K8S_POD_NAME', 'K8S_POD_NAME=a=b', 'K8S_POD_NAME=a;', ';K8S_POD_NAME=a', 'a;;b']) {
-    assert.throws(() => parseCniArgs(bad), (e: CniError) => e.code === 4 && e.msg === 'invalid CNI_ARGS', bad);
+    assert.throws(
+      () => parseCniArgs(bad),
+      (e: CniError) => e.code === 4 && e.msg === 'invalid CNI_ARGS',
+      bad,
+    );
   }
 });
 

@@ -22,7 +22,11 @@ type CniDoc = Partial<CniErrorResult> & Record<string, unknown>;
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const TOKEN = 'sa-token-do-not-log-7f3a';
 
-interface Run { stdout: string; stderr: string; code: number | null }
+interface Run {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+}
 
 function runBin(env: Record<string, string>, stdin: string): Promise<Run> {
   return new Promise((resolve, reject) => {
@@ -61,7 +65,10 @@ before(async () => {
   fs.writeFileSync(path.join(runDir, 'istio-cni-kubeconfig'), istioKubeconfig(base, { caPem: pki.ca, token: TOKEN }), { mode: 0o600 });
   const plain = { metadata: { name: 'plain', namespace: 'shop' }, spec: { containers: [{ name: 'app' }] } };
   pods.set('/api/v1/namespaces/shop/pods/plain', plain);
-  pods.set('/api/v1/namespaces/shop/pods/bad', sidecarPod({ name: 'bad', annotations: { 'traffic.sidecar.istio.io/includeOutboundIPRanges': '10.0.0.0/8; flush ruleset' } }));
+  pods.set(
+    '/api/v1/namespaces/shop/pods/bad',
+    sidecarPod({ name: 'bad', annotations: { 'traffic.sidecar.istio.io/includeOutboundIPRanges': '10.0.0.0/8; flush ruleset' } }),
+  );
 });
 after(() => {
   server?.close();
@@ -69,13 +76,26 @@ after(() => {
 });
 
 const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/var/run/netns/x' }], ips: [{ address: '10.0.0.2/24', interface: 0 }] };
-const conf = (over: Record<string, unknown> = {}) => JSON.stringify({
-  cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni', cni_agent_run_dir: runDir, plugin_log_level: 'debug',
-  exclude_namespaces: ['kube-system'], pod_namespace: 'istio-system', prevResult, ...over,
-});
+const conf = (over: Record<string, unknown> = {}) =>
+  JSON.stringify({
+    cniVersion: '1.0.0',
+    name: 'k8s-pod-network',
+    type: 'istio-cni',
+    cni_agent_run_dir: runDir,
+    plugin_log_level: 'debug',
+    exclude_namespaces: ['kube-system'],
+    pod_namespace: 'istio-system',
+    prevResult,
+    ...over,
+  });
 const env = (command: string, over: Record<string, string> = {}) => ({
-  CNI_COMMAND: command, CNI_CONTAINERID: 'c0ffee', CNI_NETNS: '/var/run/netns/icts-no-such-netns', CNI_IFNAME: 'eth0',
-  CNI_PATH: '/opt/cni/bin', CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=plain', ...over,
+  CNI_COMMAND: command,
+  CNI_CONTAINERID: 'c0ffee',
+  CNI_NETNS: '/var/run/netns/icts-no-such-netns',
+  CNI_IFNAME: 'eth0',
+  CNI_PATH: '/opt/cni/bin',
+  CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=plain',
+  ...over,
 });
 
 test('VERSION: the version JSON only, exit 0', async () => {
@@ -113,8 +133,14 @@ test('ADD for a pod that is not captured: prevResult through, logs on stderr as 
   const r = await runBin(env('ADD'), conf());
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.deepEqual(onlyJson(r), prevResult);
-  const lines = r.stderr.trim().split('\n').map((l) => JSON.parse(l));
-  assert.ok(lines.some((l) => /no sidecar capture/.test(l.msg) && l.pod === 'shop/plain'), r.stderr);
+  const lines = r.stderr
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.ok(
+    lines.some((l) => /no sidecar capture/.test(l.msg) && l.pod === 'shop/plain'),
+    r.stderr,
+  );
   assert.ok(!r.stderr.includes(TOKEN));
 });
 
@@ -145,7 +171,7 @@ test('ADD, no kubeconfig: code 101; unknown pod: code 102 after the configured r
   assert.ok(!r.stderr.includes(TOKEN) && !r.stdout.includes(TOKEN));
 });
 
-test('ADD and DEL refuse the plugin\'s own netns (code 8); DEL without a netns succeeds silently', async () => {
+test("ADD and DEL refuse the plugin's own netns (code 8); DEL without a netns succeeds silently", async () => {
   let r = await runBin(env('ADD', { CNI_NETNS: '/proc/self/ns/net' }), conf());
   assert.equal(onlyJson(r).code, 8);
   r = await runBin(env('DEL', { CNI_NETNS: '/proc/self/ns/net' }), conf());

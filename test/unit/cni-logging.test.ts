@@ -25,7 +25,11 @@ function memoryLogger(level: 'debug' | 'info' | 'warn' | 'error' = 'debug') {
   const lines: string[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc: string, cb: () => void) {
-      lines.push(...String(chunk).split('\n').filter((l) => l !== ''));
+      lines.push(
+        ...String(chunk)
+          .split('\n')
+          .filter((l) => l !== ''),
+      );
       cb();
     },
   }) as NodeJS.WritableStream;
@@ -34,7 +38,12 @@ function memoryLogger(level: 'debug' | 'info' | 'warn' | 'error' = 'debug') {
 
 describe('log line format', () => {
   test("Istio's JSON layout: level, time (UTC, microseconds), msg, then fields", () => {
-    const line = encodeEntry('info', new Date(Date.UTC(2024, 4, 1, 10, 0, 0, 123)), 'pod redirected', { pod: 'shop/web-1', skip: undefined, msg: 'x', err: new Error('boom') });
+    const line = encodeEntry('info', new Date(Date.UTC(2024, 4, 1, 10, 0, 0, 123)), 'pod redirected', {
+      pod: 'shop/web-1',
+      skip: undefined,
+      msg: 'x',
+      err: new Error('boom'),
+    });
     assert.equal(line, '{"level":"info","time":"2024-05-01T10:00:00.123000Z","msg":"pod redirected","pod":"shop/web-1","field.msg":"x","err":"boom"}');
     assert.equal(istioTimestamp(new Date(Date.UTC(2024, 0, 2, 3, 4, 5, 6))), '2024-01-02T03:04:05.006000Z');
   });
@@ -60,7 +69,10 @@ describe('PluginLogger', () => {
       const stderrMsgs = err.map((s) => JSON.parse(s).msg);
       assert.deepEqual(stderrMsgs, ['early info', 'late debug', 'late warn'], 'debug before configure() is below the default info');
       const file = fs.readFileSync(path.join(dir, 'istio-cni.log'), 'utf8');
-      assert.deepEqual(logLines(file).map((e) => e.msg), ['early info', 'late warn']);
+      assert.deepEqual(
+        logLines(file).map((e) => e.msg),
+        ['early info', 'late warn'],
+      );
       assert.equal(fs.statSync(path.join(dir, 'istio-cni.log')).mode & 0o777, 0o600);
 
       const err2: string[] = [];
@@ -68,7 +80,10 @@ describe('PluginLogger', () => {
       quiet.configure({ level: 'error', agentRunDir: dir });
       quiet.info('not shown');
       quiet.error('shown');
-      assert.deepEqual(err2.map((s) => JSON.parse(s).msg), ['shown']);
+      assert.deepEqual(
+        err2.map((s) => JSON.parse(s).msg),
+        ['shown'],
+      );
       assert.doesNotMatch(fs.readFileSync(path.join(dir, 'istio-cni.log'), 'utf8'), /not shown/);
 
       const none = new PluginLogger({ stderr: (s) => err2.push(s) });
@@ -201,12 +216,23 @@ describe('POST to log.sock', () => {
 // ---------------------------------------------------------------------------------------------
 // The binary.
 
-const conf = (runDir: string, over: Record<string, unknown> = {}) => JSON.stringify({
-  cniVersion: '1.0.0', name: 'k8s-pod-network', type: 'istio-cni', cni_agent_run_dir: runDir,
-  exclude_namespaces: ['kube-system'], pod_namespace: 'istio-system', ...over,
-});
+const conf = (runDir: string, over: Record<string, unknown> = {}) =>
+  JSON.stringify({
+    cniVersion: '1.0.0',
+    name: 'k8s-pod-network',
+    type: 'istio-cni',
+    cni_agent_run_dir: runDir,
+    exclude_namespaces: ['kube-system'],
+    pod_namespace: 'istio-system',
+    ...over,
+  });
 const env = (command: string, args: string, netns = '/var/run/netns/icts-no-such-netns') => ({
-  CNI_COMMAND: command, CNI_CONTAINERID: 'c0ffee', CNI_NETNS: netns, CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin', CNI_ARGS: args,
+  CNI_COMMAND: command,
+  CNI_CONTAINERID: 'c0ffee',
+  CNI_NETNS: netns,
+  CNI_IFNAME: 'eth0',
+  CNI_PATH: '/opt/cni/bin',
+  CNI_ARGS: args,
 });
 const EXCLUDED = 'IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=coredns-5d78c';
 
@@ -227,12 +253,21 @@ describe('the binary', () => {
       let r = await runPlugin(env('ADD', 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=plain'), conf(api.runDir, { plugin_log_level: 'debug' }));
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const stderr = logLines(r.stderr);
-      assert.ok(stderr.every((e) => Object.keys(e).slice(0, 3).join() === 'level,time,msg'), r.stderr);
-      assert.ok(stderr.some((e) => e.level === 'info' && /no sidecar capture/.test(String(e.msg)) && e.pod === 'shop/plain'), r.stderr);
+      assert.ok(
+        stderr.every((e) => Object.keys(e).slice(0, 3).join() === 'level,time,msg'),
+        r.stderr,
+      );
+      assert.ok(
+        stderr.some((e) => e.level === 'info' && /no sidecar capture/.test(String(e.msg)) && e.pod === 'shop/plain'),
+        r.stderr,
+      );
       const relayed = await until('relayed', () => agentOut.lines.filter((l) => l.includes('\tcni-plugin\t')).length >= stderr.length && agentOut.lines, 3000);
       // Every line the plugin printed reaches the agent, with the plugin's own time.
       for (const e of stderr) {
-        assert.ok(relayed.some((l) => l.startsWith(`${e.time}\t${e.level}\tcni-plugin\t${e.msg}`)), `${JSON.stringify(e)} in\n${relayed.join('\n')}`);
+        assert.ok(
+          relayed.some((l) => l.startsWith(`${e.time}\t${e.level}\tcni-plugin\t${e.msg}`)),
+          `${JSON.stringify(e)} in\n${relayed.join('\n')}`,
+        );
       }
       const fileLevels = logLines(fs.readFileSync(logFile, 'utf8')).map((e) => e.level);
       assert.ok(fileLevels.length > 0 && !fileLevels.includes('debug'), 'the file is never below info');
@@ -245,7 +280,10 @@ describe('the binary', () => {
       assert.equal(fs.readFileSync(logFile, 'utf8'), before);
       r = await runPlugin(env('ADD', 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=ghost'), conf(api.runDir, { plugin_log_level: 'error', pod_lookup_attempts: 1 }));
       assert.equal(JSON.parse(r.stdout).code, 102);
-      assert.deepEqual(logLines(r.stderr).map((e) => e.level), ['error']);
+      assert.deepEqual(
+        logLines(r.stderr).map((e) => e.level),
+        ['error'],
+      );
       await until('error relayed', () => agentOut.lines.slice(seen).some((l) => /\terror\tcni-plugin\tADD failed/.test(l)), 3000);
       assert.match(fs.readFileSync(logFile, 'utf8').slice(before.length), /"level":"error"/);
     } finally {
@@ -258,10 +296,18 @@ describe('the binary', () => {
     const server = await startLogServer(path.join(api.runDir, 'log.sock'), agentOut.log.withScope('cni-plugin'), agentOut.log);
     api.failWith = { status: 403, body: (auth) => JSON.stringify({ kind: 'Status', message: `forbidden for ${auth}` }) };
     try {
-      const r = await runPlugin(env('ADD', 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1'), conf(api.runDir, { plugin_log_level: 'debug', pod_lookup_attempts: 2, pod_lookup_interval_ms: 10 }));
+      const r = await runPlugin(
+        env('ADD', 'K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1'),
+        conf(api.runDir, { plugin_log_level: 'debug', pod_lookup_attempts: 2, pod_lookup_interval_ms: 10 }),
+      );
       assert.equal(JSON.parse(r.stdout).code, 102);
       await until('relayed', () => agentOut.lines.some((l) => l.includes('ADD failed')), 3000);
-      const texts = { stdout: r.stdout, stderr: r.stderr, file: fs.readFileSync(path.join(api.runDir, 'istio-cni.log'), 'utf8'), agent: agentOut.lines.join('\n') };
+      const texts = {
+        stdout: r.stdout,
+        stderr: r.stderr,
+        file: fs.readFileSync(path.join(api.runDir, 'istio-cni.log'), 'utf8'),
+        agent: agentOut.lines.join('\n'),
+      };
       for (const [where, text] of Object.entries(texts)) {
         assert.ok(!text.includes(api.token), `token in ${where}: ${text}`);
         assert.match(text, /forbidden for Bearer \[redacted\]/, `${where} shows the (scrubbed) API message`);
@@ -295,7 +341,10 @@ describe('the binary', () => {
     const dir = tmp('stale');
     try {
       const sock = path.join(dir, 'log.sock');
-      const k = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+      const k = spawnSync(process.execPath, [
+        '-e',
+        `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`,
+      ]);
       assert.equal(k.signal, 'SIGKILL');
       let r = await runPlugin(env('ADD', EXCLUDED), conf(dir));
       assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -323,7 +372,7 @@ describe('the binary', () => {
 
 // The real node agent process (`istio-cni-ts agent`) and the real plugin process, talking over
 // log.sock the way they do on a node.
-test('agent process + plugin process: the plugin\'s log lines appear in the agent\'s output on the cni-plugin scope', async () => {
+test("agent process + plugin process: the plugin's log lines appear in the agent's output on the cni-plugin scope", async () => {
   const root = tmp('agent');
   const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as Record<string, string>;
   for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);
@@ -332,11 +381,33 @@ test('agent process + plugin process: the plugin\'s log lines appear in the agen
   fs.writeFileSync(path.join(d.sa, 'ca.crt'), 'CA');
   let agent: ChildProcess | undefined;
   try {
-    agent = spawn(process.execPath, [BIN, 'agent', '--mounted-cni-net-dir', d.net, '--cni-bin-dir', d.bin, '--cni-bin-source-dir', d.src,
-      '--service-account-dir', d.sa, '--cni-agent-run-dir', d.run, '--listen-address', '127.0.0.1', '--health-port', '0', '--monitoring-port', '0'], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443', REPAIR_ENABLED: 'false' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    agent = spawn(
+      process.execPath,
+      [
+        BIN,
+        'agent',
+        '--mounted-cni-net-dir',
+        d.net,
+        '--cni-bin-dir',
+        d.bin,
+        '--cni-bin-source-dir',
+        d.src,
+        '--service-account-dir',
+        d.sa,
+        '--cni-agent-run-dir',
+        d.run,
+        '--listen-address',
+        '127.0.0.1',
+        '--health-port',
+        '0',
+        '--monitoring-port',
+        '0',
+      ],
+      {
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443', REPAIR_ENABLED: 'false' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const { out } = watchChild(agent);
     await until('log server', () => fs.existsSync(path.join(d.run, 'log.sock')), 10_000);
 

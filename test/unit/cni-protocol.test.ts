@@ -10,7 +10,12 @@ import { passThroughResult } from '../../src/cni/netconf';
 
 const baseEnv = (cmd: string, over: Record<string, string | undefined> = {}) => {
   const e: Record<string, string | undefined> = {
-    CNI_COMMAND: cmd, CNI_CONTAINERID: 'abc123', CNI_NETNS: '/var/run/netns/x', CNI_IFNAME: 'eth0', CNI_PATH: '/opt/cni/bin', ...over,
+    CNI_COMMAND: cmd,
+    CNI_CONTAINERID: 'abc123',
+    CNI_NETNS: '/var/run/netns/x',
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: '/opt/cni/bin',
+    ...over,
   };
   return Object.fromEntries(Object.entries(e).filter(([, v]) => v !== undefined)) as Record<string, string>;
 };
@@ -77,7 +82,13 @@ for (const v of SUPPORTED_VERSIONS) {
     let out = await dispatchCni(baseEnv('ADD'), conf(v), s.plugin);
     assert.equal(out.exitCode, 0);
     assert.deepEqual(parseOne(out.stdout), { cniVersion: v });
-    const prev = { cniVersion: v, interfaces: [{ name: 'eth0', sandbox: '/x' }], ips: [{ address: '10.1.2.3/24', interface: 0 }], dns: { nameservers: ['10.96.0.10'] }, extra: { keep: true } };
+    const prev = {
+      cniVersion: v,
+      interfaces: [{ name: 'eth0', sandbox: '/x' }],
+      ips: [{ address: '10.1.2.3/24', interface: 0 }],
+      dns: { nameservers: ['10.96.0.10'] },
+      extra: { keep: true },
+    };
     out = await dispatchCni(baseEnv('ADD'), conf(v, { prevResult: prev }), s.plugin);
     assert.equal(out.exitCode, 0);
     assert.deepEqual(parseOne(out.stdout), prev);
@@ -125,7 +136,10 @@ for (const v of SUPPORTED_VERSIONS) {
 
 test('GC hands the valid attachments to the plugin; a malformed list is code 7', async () => {
   const s = stub();
-  const attachments = [{ containerID: 'a1', ifname: 'eth0' }, { containerID: 'b2', ifname: 'net1' }];
+  const attachments = [
+    { containerID: 'a1', ifname: 'eth0' },
+    { containerID: 'b2', ifname: 'net1' },
+  ];
   const out = await dispatchCni({ CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' }, conf('1.1.0', { 'cni.dev/valid-attachments': attachments }), s.plugin);
   assert.deepEqual(out, { stdout: '', exitCode: 0 });
   assert.deepEqual(s.calls, ['gc:a1/eth0,b2/net1']);
@@ -133,8 +147,12 @@ test('GC hands the valid attachments to the plugin; a malformed list is code 7',
   await expectError({ CNI_COMMAND: 'GC' }, conf('1.1.0'), ErrorCode.InvalidEnvironment);
 });
 
-test('STATUS not ready: the plugin\'s code 50 reaches stdout', async () => {
-  const s = stub({ status: async () => { throw new CniError(ErrorCode.NotAvailable, 'not ready', 'kubeconfig missing'); } });
+test("STATUS not ready: the plugin's code 50 reaches stdout", async () => {
+  const s = stub({
+    status: async () => {
+      throw new CniError(ErrorCode.NotAvailable, 'not ready', 'kubeconfig missing');
+    },
+  });
   const e = await expectError({ CNI_COMMAND: 'STATUS' }, conf('1.1.0'), 50, s.plugin);
   assert.deepEqual(e, { cniVersion: '1.1.0', code: 50, msg: 'not ready', details: 'kubeconfig missing' });
 });
@@ -210,15 +228,27 @@ test('config keys are read as Go reads them: case-insensitively, null = absent',
 });
 
 test('plugin errors: a CniError keeps its code; anything else is code 100 with its message', async () => {
-  let s = stub({ add: async () => { throw new CniError(123, 'custom', 'why'); } });
+  let s = stub({
+    add: async () => {
+      throw new CniError(123, 'custom', 'why');
+    },
+  });
   assert.deepEqual(await expectError(baseEnv('ADD'), conf('0.3.1'), 123, s.plugin), { cniVersion: '0.3.1', code: 123, msg: 'custom', details: 'why' });
-  s = stub({ del: async () => { throw new TypeError('boom'); } });
+  s = stub({
+    del: async () => {
+      throw new TypeError('boom');
+    },
+  });
   const e = await expectError(baseEnv('DEL'), conf('1.0.0'), 100, s.plugin);
   assert.match(e.details, /boom/);
 });
 
 test('the error result carries the config version when it is one we speak', async () => {
-  const s = stub({ add: async () => { throw new CniError(105, 'x'); } });
+  const s = stub({
+    add: async () => {
+      throw new CniError(105, 'x');
+    },
+  });
   for (const v of SUPPORTED_VERSIONS) {
     const e = await expectError(baseEnv('ADD'), conf(v), 105, s.plugin);
     assert.equal(e.cniVersion, v);

@@ -126,7 +126,7 @@ test('the import scanner sees type-only imports, re-exports, import() and requir
         "const c = import('./c');",
         "const d = require('./d');",
         "// import { E } from './e';",
-        "const s = \"import { F } from './f'\";",
+        'const s = "import { F } from \'./f\'";',
       ].join('\n'),
       true,
       true,

@@ -4,13 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  checkValidCNIConfig,
-  createCNIConfigFile,
-  getCNIConfigFilepath,
-  getConfigFilenames,
-  insertCNIConfig,
-} from '../../src/installer/cniconfig';
+import { checkValidCNIConfig, createCNIConfigFile, getCNIConfigFilepath, getConfigFilenames, insertCNIConfig } from '../../src/installer/cniconfig';
 import { InstallConfig, installConfig, pluginConfigText } from '../../src/installer/config';
 import { MemoryLogger } from '../../src/log/logger';
 import { tempDir } from '../support/tmp';
@@ -242,7 +236,10 @@ test('chained write: a primary rewrite between our merge and our rename is merge
   assert.equal(out, file);
   assert.equal(rewrites, 2, 'a second merge after the first was refused');
   assert.equal(fs.readFileSync(file, 'utf8'), insertCNIConfig(pluginConfigText(cfgFor(d)), newer), "the primary's update kept, our entry added");
-  assert.ok(log.entries.some((e) => e.msg.includes('merging into the new version')), JSON.stringify(log.entries));
+  assert.ok(
+    log.entries.some((e) => e.msg.includes('merging into the new version')),
+    JSON.stringify(log.entries),
+  );
   assert.deepEqual(fs.readdirSync(d), ['10-list.conflist'], 'no temporary file left');
 });
 
@@ -264,6 +261,9 @@ test('chained write: a primary that never stops rewriting: after 5 refused merge
   assert.equal(out, file);
   assert.equal(n, 5, 'five checked merges, each refused');
   assert.equal(fs.readFileSync(file, 'utf8'), insertCNIConfig(pluginConfigText(cfgFor(d)), version(5)), 'merged into the version read last');
-  assert.ok(log.entries.some((e) => e.level === 'warn' && e.msg.includes('writing it anyway')), JSON.stringify(log.entries));
+  assert.ok(
+    log.entries.some((e) => e.level === 'warn' && e.msg.includes('writing it anyway')),
+    JSON.stringify(log.entries),
+  );
   assert.deepEqual(fs.readdirSync(d), ['10-list.conflist']);
 });

@@ -5,12 +5,18 @@ import { GoStruct, marshalIndent, parseGoJson, quote } from '../../src/installer
 import { insertCNIConfig } from '../../src/installer/cniconfig';
 
 test('map keys are sorted bytewise at every level; struct fields keep their order', () => {
-  const v = { b: 1, B: 2, a: { z: true, _: false }, 'é': null, A: [] };
+  const v = { b: 1, B: 2, a: { z: true, _: false }, é: null, A: [] };
+  assert.equal(marshalIndent(v), '{\n  "A": [],\n  "B": 2,\n  "a": {\n    "_": false,\n    "z": true\n  },\n  "b": 1,\n  "\u00e9": null\n}');
   assert.equal(
-    marshalIndent(v),
-    '{\n  "A": [],\n  "B": 2,\n  "a": {\n    "_": false,\n    "z": true\n  },\n  "b": 1,\n  "\u00e9": null\n}',
+    marshalIndent(
+      new GoStruct([
+        ['z', 1],
+        ['a', new GoStruct([])],
+        ['m', { y: 1, x: 2 }],
+      ]),
+    ),
+    '{\n  "z": 1,\n  "a": {},\n  "m": {\n    "x": 2,\n    "y": 1\n  }\n}',
   );
-  assert.equal(marshalIndent(new GoStruct([['z', 1], ['a', new GoStruct([])], ['m', { y: 1, x: 2 }]])), '{\n  "z": 1,\n  "a": {},\n  "m": {\n    "x": 2,\n    "y": 1\n  }\n}');
 });
 
 test('strings: HTML characters, line separators and control characters are escaped as Go does', () => {
@@ -43,7 +49,10 @@ test('numbers outside float64 range are a parse error (Go refuses them, JSON.par
 });
 
 test('null, empty containers and nesting are indented as MarshalIndent does', () => {
-  assert.equal(marshalIndent({ a: null, b: [], c: {}, d: [1, [2]] }), '{\n  "a": null,\n  "b": [],\n  "c": {},\n  "d": [\n    1,\n    [\n      2\n    ]\n  ]\n}');
+  assert.equal(
+    marshalIndent({ a: null, b: [], c: {}, d: [1, [2]] }),
+    '{\n  "a": null,\n  "b": [],\n  "c": {},\n  "d": [\n    1,\n    [\n      2\n    ]\n  ]\n}',
+  );
 });
 
 test('insert keeps unknown keys and escapes HTML characters found in the existing config', () => {

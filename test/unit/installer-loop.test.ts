@@ -252,7 +252,12 @@ test('install loop: a missing token fails the pass (counted), then recovers when
   let ready = false;
   const results: string[] = [];
   const log = new MemoryLogger();
-  const installer = new Installer(e.cfg, { log, observer: { ready: (r) => (ready = r), installResult: (r) => results.push(r) }, retryMinMs: 50, retryMaxMs: 200 });
+  const installer = new Installer(e.cfg, {
+    log,
+    observer: { ready: (r) => (ready = r), installResult: (r) => results.push(r) },
+    retryMinMs: 50,
+    retryMaxMs: 200,
+  });
   const ac = new AbortController();
   const done = installer.run(ac.signal);
   try {
@@ -270,7 +275,11 @@ test('install loop: a missing token fails the pass (counted), then recovers when
 test('throttle: quiet passes are free; a storm sleeps up to 1 s per pass and warns after 5', async () => {
   let now = 0;
   const log = new MemoryLogger();
-  const t = new InstallThrottle(log, () => '/etc/cni/net.d/05-cilium.conflist', () => now);
+  const t = new InstallThrottle(
+    log,
+    () => '/etc/cni/net.d/05-cilium.conflist',
+    () => now,
+  );
   assert.equal(t.reserve(), 0);
   now += 5000;
   assert.equal(t.reserve(), 0);
@@ -278,7 +287,11 @@ test('throttle: quiet passes are free; a storm sleeps up to 1 s per pass and war
   now += 1000;
   assert.equal(Math.round(t.reserve()), 9000, 'debt accumulates while reverted repeatedly');
   // The sleep itself: 7 throttled passes in a row, each capped at 1 s (fake clock, real 1 ms sleeps).
-  const t2 = new InstallThrottle(log, () => '/x/cilium.conflist', () => now);
+  const t2 = new InstallThrottle(
+    log,
+    () => '/x/cilium.conflist',
+    () => now,
+  );
   await t2.throttle();
   const orig = global.setTimeout;
   const fast = ((fn: () => void) => orig(fn, 1)) as unknown as typeof setTimeout;

@@ -195,6 +195,13 @@ export const CHART = {
     k3d: { cniConfDir: '/var/lib/rancher/k3s/agent/etc/cni/net.d', cniBinDir: '/bin' },
     microk8s: { cniConfDir: '/var/snap/microk8s/current/args/cni-network', cniBinDir: '/var/snap/microk8s/current/opt/cni/bin' },
     minikube: { cniNetnsDir: '/var/run/docker/netns' },
-    openshift: { cniBinDir: '/var/lib/cni/bin', cniConfDir: '/etc/cni/multus/net.d', chained: false, cniConfFileName: 'istio-cni.conf', provider: 'multus', seLinuxType: 'spc_t' },
+    openshift: {
+      cniBinDir: '/var/lib/cni/bin',
+      cniConfDir: '/etc/cni/multus/net.d',
+      chained: false,
+      cniConfFileName: 'istio-cni.conf',
+      provider: 'multus',
+      seLinuxType: 'spc_t',
+    },
   },
 } as const;

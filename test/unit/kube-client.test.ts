@@ -19,7 +19,10 @@ test('retries: every failure is retried, attempts x interval, then the last erro
   const sleeps: number[] = [];
   const seen: number[] = [];
   const pod = await getPodWithRetries(fake, 'shop', 'web-1', {
-    attempts: 30, intervalMs: 1000, sleep: async (ms) => void sleeps.push(ms), onAttemptFailed: (n) => seen.push(n),
+    attempts: 30,
+    intervalMs: 1000,
+    sleep: async (ms) => void sleeps.push(ms),
+    onAttemptFailed: (n) => seen.push(n),
   });
   assert.equal(pod.metadata?.name, 'web-1');
   assert.deepEqual(sleeps, [1000, 1000, 1000]);
@@ -40,15 +43,22 @@ test('retries: every failure is retried, attempts x interval, then the last erro
 test('retry count and interval are configurable', async () => {
   const down = new FakeKubeClient();
   const sleeps: number[] = [];
-  await assert.rejects(getPodWithRetries(down, 'a', 'b', { attempts: 3, intervalMs: 7, sleep: async (ms) => void sleeps.push(ms) }),
-    (e: KubeError) => e.status === 404 && !e.transient);
+  await assert.rejects(
+    getPodWithRetries(down, 'a', 'b', { attempts: 3, intervalMs: 7, sleep: async (ms) => void sleeps.push(ms) }),
+    (e: KubeError) => e.status === 404 && !e.transient,
+  );
   assert.deepEqual(sleeps, [7, 7]);
   assert.equal(down.calls.length, 3);
 });
 
 test('Retry-After: the pause is at least what the server asked for, capped; other failures keep the interval', async () => {
   const fake = new FakeKubeClient([POD]);
-  fake.failures = [new KubeError('HTTP 429', 429, 3000), new KubeError('HTTP 503', 503, 600_000), new KubeError('HTTP 429', 429, 200), new KubeError('refused')];
+  fake.failures = [
+    new KubeError('HTTP 429', 429, 3000),
+    new KubeError('HTTP 503', 503, 600_000),
+    new KubeError('HTTP 429', 429, 200),
+    new KubeError('refused'),
+  ];
   const sleeps: number[] = [];
   await getPodWithRetries(fake, 'shop', 'web-1', { attempts: 30, intervalMs: 1000, sleep: async (ms) => void sleeps.push(ms) });
   assert.deepEqual(sleeps, [3000, MAX_RETRY_AFTER_MS, 1000, 1000]);
@@ -89,7 +99,7 @@ const apiLike = (req: http.IncomingMessage, res: http.ServerResponse) => {
   }
 };
 
-test('HTTPS GET with the kubeconfig\'s CA and bearer token', async () => {
+test("HTTPS GET with the kubeconfig's CA and bearer token", async () => {
   respond = apiLike;
   const client = new HttpsKubeClient(parseKubeconfig(istioKubeconfig(base, { caPem: pki.ca, token: 'tok-abc' }), 'kc'));
   assert.deepEqual(await client.getPod('shop', 'web-1'), POD);
@@ -134,8 +144,10 @@ test('nothing listening: a transient error', async () => {
 test('transport: agent-style requests share the deadline, token scrubbing, Retry-After and the 8-connection pool', async () => {
   const rest = new RestClient({ server: base, ca: () => pki.ca, token: () => 'tok-abc', timeoutMs: 300 });
   try {
-    respond = (q, res) => res.writeHead(403, { 'content-type': 'application/json', 'retry-after': '3' })
-      .end(JSON.stringify({ kind: 'Status', message: `forbidden: ${q.headers.authorization}` }));
+    respond = (q, res) =>
+      res
+        .writeHead(403, { 'content-type': 'application/json', 'retry-after': '3' })
+        .end(JSON.stringify({ kind: 'Status', message: `forbidden: ${q.headers.authorization}` }));
     const r = await rest.request('PATCH', '/api/v1/namespaces/shop/pods/web-1/status', { body: {} });
     assert.equal(r.status, 403);
     assert.equal(r.retryAfterMs, 3000);

@@ -56,7 +56,13 @@ test('paged list with selectors, then a chunked watch: adds, updates, deletes, o
   const running = run();
   await inf.synced;
   assert.deepEqual(seen.log, ['add p1', 'add p2', 'add p3']);
-  assert.deepEqual(inf.list().map((p) => p.metadata.name).sort(), ['p1', 'p2', 'p3']);
+  assert.deepEqual(
+    inf
+      .list()
+      .map((p) => p.metadata.name)
+      .sort(),
+    ['p1', 'p2', 'p3'],
+  );
   const lists = api.requests.filter((r) => r.method === 'GET' && r.query.watch === undefined);
   assert.equal(lists.length, 2, 'two pages of 2');
   assert.equal(lists[1].query.continue !== undefined, true);
@@ -125,7 +131,10 @@ test('410 Gone (ERROR event or answer) relists and emits deletes for pods that v
   api.remove('shop', 'gone');
   api.compact();
   await until('relist', () => inf.stats.relistsAfterGone === 1 && seen.log.includes('delete gone'), 15_000);
-  assert.deepEqual(inf.list().map((p) => p.metadata.name), ['keep']);
+  assert.deepEqual(
+    inf.list().map((p) => p.metadata.name),
+    ['keep'],
+  );
   await until('watch open again', () => api.openWatches === 1, 15_000);
   // Now the ERROR-event form.
   api.expireWatches();
@@ -149,10 +158,14 @@ test('reflector: a watch ended by the server at timeoutSeconds resumes from the 
   // bookmark carries it.
   api.upsert(repairPod({ name: 'elsewhere', node: 'node-b' }));
   const rv = api.resourceVersion;
-  await until('the server ended the first watch at its timeout', () => api.sent.timeouts >= 1 && api.requests.filter((r) => r.query.watch === 'true').length >= 2, 15_000);
+  await until(
+    'the server ended the first watch at its timeout',
+    () => api.sent.timeouts >= 1 && api.requests.filter((r) => r.query.watch === 'true').length >= 2,
+    15_000,
+  );
   const watches = api.requests.filter((r) => r.query.watch === 'true');
   assert.equal(watches[0].query.timeoutSeconds, '1');
-  assert.equal(watches[1].query.resourceVersion, String(rv), 'resumed from the bookmark\'s version');
+  assert.equal(watches[1].query.resourceVersion, String(rv), "resumed from the bookmark's version");
   assert.equal(inf.stats.lists, 1, 'no relist');
   assert.equal(inf.stats.relistsAfterGone, 0);
   assert.ok(api.sent.bookmarks >= 1);
@@ -206,7 +219,13 @@ test('reflector: paged list (limit/continue); a 410 on a continue token lists ag
   assert.ok(lists[1].query.continue, 'the second page asked with the continue token');
   assert.equal(lists[2].query.continue, undefined, 'then a full list, no continue token');
   assert.equal(lists[2].query.limit, undefined, '... and no limit');
-  assert.deepEqual(inf.list().map((p) => p.metadata.name).sort(), ['p1', 'p2', 'p3', 'p4', 'p5', 'p6']);
+  assert.deepEqual(
+    inf
+      .list()
+      .map((p) => p.metadata.name)
+      .sort(),
+    ['p1', 'p2', 'p3', 'p4', 'p5', 'p6'],
+  );
   assert.equal(inf.stats.failures, 0, 'not a failure: a relist at once, no back-off');
   ac.abort();
   await running;

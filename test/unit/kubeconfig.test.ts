@@ -18,7 +18,9 @@ test('install-cni kubeconfig with insecure-skip-tls-verify', () => {
 
 test('the same kubeconfig as JSON, and with quoting, comments and other layouts', () => {
   const json = JSON.stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'c',
+    apiVersion: 'v1',
+    kind: 'Config',
+    'current-context': 'c',
     clusters: [{ name: 'k', cluster: { server: 'https://k:443', 'certificate-authority-data': Buffer.from(PEM).toString('base64') } }],
     contexts: [{ name: 'c', context: { cluster: 'k', user: 'u' } }],
     users: [{ name: 'u', user: { token: 't' } }],
@@ -46,10 +48,15 @@ users:
       token: 'it''s # not a comment'
 `;
   // Flow mappings with content are refused rather than guessed at.
-  assert.throws(() => parseKubeconfig(yaml, 'kc'), (e: Error) => e instanceof KubeconfigError && /unsupported YAML/.test(e.message));
+  assert.throws(
+    () => parseKubeconfig(yaml, 'kc'),
+    (e: Error) => e instanceof KubeconfigError && /unsupported YAML/.test(e.message),
+  );
   const block = yaml.replace('    context: {cluster: mine, user: me}', '    context:\n      cluster: mine\n      user: me');
   assert.deepEqual(parseKubeconfig(block, 'kc'), {
-    server: 'https://mine:6443', insecureSkipTlsVerify: true, token: "it's # not a comment",
+    server: 'https://mine:6443',
+    insecureSkipTlsVerify: true,
+    token: "it's # not a comment",
   });
 });
 
@@ -71,24 +78,31 @@ test('unusable kubeconfigs are errors naming the file and the problem, never the
     ['current-context: x\ncontexts: []\n', /no contexts/],
     [istioKubeconfig('ftp://x', { insecure: true, token: 'SECRET' }), /not http/],
     [istioKubeconfig('https://x', { caPem: 'not a pem', token: 'SECRET' }), /not a PEM/],
-    [istioKubeconfig('https://x', { insecure: true, token: 'SECRET' }).replace('current-context: istio-cni-context', 'current-context: nope'), /no entry named "nope"/],
+    [
+      istioKubeconfig('https://x', { insecure: true, token: 'SECRET' }).replace('current-context: istio-cni-context', 'current-context: nope'),
+      /no entry named "nope"/,
+    ],
     ['a: 1\n\tb: 2\n', /tabs/],
     ['a: 1\na: 2\n', /duplicate key/],
     ['a: |\n  x\n', /unsupported YAML/],
     ['a: "open\n', /unterminated/],
   ];
   for (const [text, re] of cases) {
-    assert.throws(() => parseKubeconfig(text, '/var/run/istio-cni/istio-cni-kubeconfig'), (e: Error) => {
-      assert.ok(e instanceof KubeconfigError, String(e));
-      assert.match(e.message, /\/var\/run\/istio-cni\/istio-cni-kubeconfig/);
-      assert.match(e.message, re);
-      assert.ok(!e.message.includes('SECRET'), e.message);
-      return true;
-    }, text);
+    assert.throws(
+      () => parseKubeconfig(text, '/var/run/istio-cni/istio-cni-kubeconfig'),
+      (e: Error) => {
+        assert.ok(e instanceof KubeconfigError, String(e));
+        assert.match(e.message, /\/var\/run\/istio-cni\/istio-cni-kubeconfig/);
+        assert.match(e.message, re);
+        assert.ok(!e.message.includes('SECRET'), e.message);
+        return true;
+      },
+      text,
+    );
   }
 });
 
-test('yaml-lite: the structures Go\'s emitter writes', () => {
+test("yaml-lite: the structures Go's emitter writes", () => {
   assert.deepEqual(parseYamlLite('a:\n- x\n- y: 1\n  z: "q"\n-\n  - n\nb: {}\nc: []\nd: ~\ne: false\n'), {
     a: ['x', { y: '1', z: 'q' }, ['n']],
     b: {},

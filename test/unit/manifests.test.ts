@@ -40,7 +40,9 @@ const objectMeta: S = {
 const labelSelector: S = {
   obj: {
     matchLabels: { map: 'string' },
-    matchExpressions: { list: { obj: { key: 'string', operator: { enum: ['In', 'NotIn', 'Exists', 'DoesNotExist'] }, values: strList }, required: ['key', 'operator'] } },
+    matchExpressions: {
+      list: { obj: { key: 'string', operator: { enum: ['In', 'NotIn', 'Exists', 'DoesNotExist'] }, values: strList }, required: ['key', 'operator'] },
+    },
   },
 };
 const httpGet: S = { obj: { path: 'string', port: 'intOrString', host: 'string', scheme: { enum: ['HTTP', 'HTTPS'] } }, required: ['port'] };
@@ -65,7 +67,10 @@ const envVar: S = {
       obj: {
         fieldRef: { obj: { fieldPath: 'string', apiVersion: 'string' }, required: ['fieldPath'] },
         configMapKeyRef: { obj: { name: dns1123, key: 'string', optional: 'bool' }, required: ['key'] },
-        resourceFieldRef: { obj: { resource: { enum: ['limits.cpu', 'limits.memory', 'requests.cpu', 'requests.memory'] }, divisor: 'quantity', containerName: 'string' }, required: ['resource'] },
+        resourceFieldRef: {
+          obj: { resource: { enum: ['limits.cpu', 'limits.memory', 'requests.cpu', 'requests.memory'] }, divisor: 'quantity', containerName: 'string' },
+          required: ['resource'],
+        },
       },
     },
   },
@@ -80,9 +85,14 @@ const container: S = {
     args: strList,
     workingDir: 'string',
     env: { list: envVar },
-    envFrom: { list: { obj: { prefix: 'string', configMapRef: { obj: { name: dns1123, optional: 'bool' } }, secretRef: { obj: { name: dns1123, optional: 'bool' } } } } },
+    envFrom: {
+      list: { obj: { prefix: 'string', configMapRef: { obj: { name: dns1123, optional: 'bool' } }, secretRef: { obj: { name: dns1123, optional: 'bool' } } } },
+    },
     ports: {
-      list: { obj: { name: portName, containerPort: 'int', hostPort: 'int', protocol: { enum: ['TCP', 'UDP', 'SCTP'] }, hostIP: 'string' }, required: ['containerPort'] },
+      list: {
+        obj: { name: portName, containerPort: 'int', hostPort: 'int', protocol: { enum: ['TCP', 'UDP', 'SCTP'] }, hostIP: 'string' },
+        required: ['containerPort'],
+      },
     },
     readinessProbe: probe,
     livenessProbe: probe,
@@ -101,7 +111,16 @@ const container: S = {
       },
     },
     volumeMounts: {
-      list: { obj: { name: label, mountPath: 'string', readOnly: 'bool', subPath: 'string', mountPropagation: { enum: ['None', 'HostToContainer', 'Bidirectional'] } }, required: ['name', 'mountPath'] },
+      list: {
+        obj: {
+          name: label,
+          mountPath: 'string',
+          readOnly: 'bool',
+          subPath: 'string',
+          mountPropagation: { enum: ['None', 'HostToContainer', 'Bidirectional'] },
+        },
+        required: ['name', 'mountPath'],
+      },
     },
   },
   required: ['name', 'image'],
@@ -147,16 +166,30 @@ const podSpec: S = {
 };
 const verbs = { enum: ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection', '*'] };
 const policyRule: S = { obj: { apiGroups: strList, resources: strList, resourceNames: strList, verbs: { list: verbs } }, required: ['verbs'] };
-const roleRef: S = { obj: { apiGroup: { enum: ['rbac.authorization.k8s.io'] }, kind: { enum: ['Role', 'ClusterRole'] }, name: dns1123 }, required: ['apiGroup', 'kind', 'name'] };
-const subject: S = { obj: { kind: { enum: ['ServiceAccount', 'User', 'Group'] }, name: 'string', namespace: label, apiGroup: 'string' }, required: ['kind', 'name'] };
+const roleRef: S = {
+  obj: { apiGroup: { enum: ['rbac.authorization.k8s.io'] }, kind: { enum: ['Role', 'ClusterRole'] }, name: dns1123 },
+  required: ['apiGroup', 'kind', 'name'],
+};
+const subject: S = {
+  obj: { kind: { enum: ['ServiceAccount', 'User', 'Group'] }, name: 'string', namespace: label, apiGroup: 'string' },
+  required: ['kind', 'name'],
+};
 
 const KINDS: Record<string, { apiVersion: string; schema: Record<string, S>; required: string[] }> = {
   ServiceAccount: { apiVersion: 'v1', schema: { metadata: objectMeta }, required: ['metadata'] },
   ConfigMap: { apiVersion: 'v1', schema: { metadata: objectMeta, data: { map: 'string' } }, required: ['metadata'] },
   ClusterRole: { apiVersion: 'rbac.authorization.k8s.io/v1', schema: { metadata: objectMeta, rules: { list: policyRule } }, required: ['metadata'] },
   Role: { apiVersion: 'rbac.authorization.k8s.io/v1', schema: { metadata: objectMeta, rules: { list: policyRule } }, required: ['metadata'] },
-  ClusterRoleBinding: { apiVersion: 'rbac.authorization.k8s.io/v1', schema: { metadata: objectMeta, roleRef, subjects: { list: subject } }, required: ['metadata', 'roleRef'] },
-  RoleBinding: { apiVersion: 'rbac.authorization.k8s.io/v1', schema: { metadata: objectMeta, roleRef, subjects: { list: subject } }, required: ['metadata', 'roleRef'] },
+  ClusterRoleBinding: {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    schema: { metadata: objectMeta, roleRef, subjects: { list: subject } },
+    required: ['metadata', 'roleRef'],
+  },
+  RoleBinding: {
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    schema: { metadata: objectMeta, roleRef, subjects: { list: subject } },
+    required: ['metadata', 'roleRef'],
+  },
   DaemonSet: {
     apiVersion: 'apps/v1',
     schema: {
@@ -237,14 +270,26 @@ function loadDocs(p: Profile): Doc[] {
 
 test('the validator itself rejects unknown fields, wrong types and bad names', () => {
   const errors: string[] = [];
-  check({ metadata: { name: 'Bad_Name' }, spec: { selector: {}, template: { spec: { containers: [{ name: 'c', image: 'i', imagePullPolicy: 'Sometimes', bogus: 1 }] } } } }, { obj: KINDS.DaemonSet.schema }, 'x', errors);
+  check(
+    {
+      metadata: { name: 'Bad_Name' },
+      spec: { selector: {}, template: { spec: { containers: [{ name: 'c', image: 'i', imagePullPolicy: 'Sometimes', bogus: 1 }] } } },
+    },
+    { obj: KINDS.DaemonSet.schema },
+    'x',
+    errors,
+  );
   assert.equal(errors.length, 3, errors.join('\n'));
 });
 
 // ---------------------------------------------------------------------------------------------
 // RBAC against the API calls written in the source (not only the repair controller's table).
 
-interface ApiCall { file: string; feature: 'plugin' | 'ambient' | 'repair' | 'agent'; grant: string }
+interface ApiCall {
+  file: string;
+  feature: 'plugin' | 'ambient' | 'repair' | 'agent';
+  grant: string;
+}
 
 /** "group/resource:verb" for a path template (`${...}` parts are names) and an HTTP verb. */
 function grantFor(pathTemplate: string, verb: string): string {
@@ -267,14 +312,22 @@ const VERB: Record<string, string> = { GET: 'get', POST: 'create', PATCH: 'patch
 /** Every API call with a literal verb in src/ (the demo's stand-in excluded), by feature. */
 function apiCallsInSource(): ApiCall[] {
   const calls: ApiCall[] = [];
-  const walk = (dir: string): string[] => fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? walk(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []);
+  const walk = (dir: string): string[] =>
+    fs
+      .readdirSync(dir, { withFileTypes: true })
+      .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
   for (const file of walk(path.join(PACKAGE_ROOT, 'src'))) {
     const rel = path.relative(PACKAGE_ROOT, file);
     if (rel.startsWith('src/demo/')) continue;
     const text = fs.readFileSync(file, 'utf8');
-    const feature: ApiCall['feature'] = rel.startsWith('src/agent/ambient/') || rel === 'src/agent/upgrade.ts' || rel === 'src/plugin/ambient.ts'
-      ? 'ambient' : rel.startsWith('src/agent/repair/') ? 'repair' : rel.startsWith('src/plugin/') || rel.startsWith('src/kube/') ? 'plugin' : 'agent';
+    const feature: ApiCall['feature'] =
+      rel.startsWith('src/agent/ambient/') || rel === 'src/agent/upgrade.ts' || rel === 'src/plugin/ambient.ts'
+        ? 'ambient'
+        : rel.startsWith('src/agent/repair/')
+          ? 'repair'
+          : rel.startsWith('src/plugin/') || rel.startsWith('src/kube/')
+            ? 'plugin'
+            : 'agent';
     const add = (p: string, verb: string) => calls.push({ file: rel, feature, grant: grantFor(p, verb) });
     const literal = (expr: string): string | undefined => {
       if (/^[`'].*[`']$/.test(expr)) return expr.slice(1, -1);
@@ -290,7 +343,10 @@ function apiCallsInSource(): ApiCall[] {
       add(p, VERB[m[1]]);
     }
     for (const m of text.matchAll(/\bapi\.get\((`[^`]*`)\)/g)) add(m[1].slice(1, -1), 'get');
-    for (const m of text.matchAll(/resourcePath: '([^']+)'/g)) { add(m[1], 'list'); add(m[1], 'watch'); }
+    for (const m of text.matchAll(/resourcePath: '([^']+)'/g)) {
+      add(m[1], 'list');
+      add(m[1], 'watch');
+    }
   }
   // The plugin's client (src/kube/client.ts) builds its paths in helpers; its two calls, by caller.
   calls.push({ file: 'src/plugin/istio.ts', feature: 'plugin', grant: '/pods:get' });
@@ -325,7 +381,6 @@ for (const profile of PROFILES) {
     assert.deepEqual(errors, []);
   });
 
-
   test(`${profile}: cross-object references hold: selector, volumes, probe, service account, role bindings`, () => {
     const ds = find('DaemonSet', 'istio-cni-node')!;
     assert.ok(ds, 'DaemonSet istio-cni-node (the name Istio uses, so upgrade detection and drop-in replacement work)');
@@ -339,7 +394,7 @@ for (const profile of PROFILES) {
     for (const m of mounts) assert.ok(volumes.has(m.name), `volume ${m.name} defined`);
     assert.equal(new Set(mounts.map((m) => m.mountPath)).size, mounts.length, 'distinct mount paths');
     assert.equal(c.readinessProbe.httpGet.path, '/readyz');
-    assert.equal(c.readinessProbe.httpGet.port, parseAgentConfig({}, deployedEnv()).healthPort, 'the probe asks the agent\'s health port');
+    assert.equal(c.readinessProbe.httpGet.port, parseAgentConfig({}, deployedEnv()).healthPort, "the probe asks the agent's health port");
     const sa = find('ServiceAccount', spec.serviceAccountName)!;
     assert.ok(sa, 'service account exists');
     assert.equal(sa.metadata.namespace, ds.metadata.namespace);
@@ -368,14 +423,20 @@ for (const profile of PROFILES) {
 
   test(`${profile}: least privilege: read-only access except what the configured repair action and ambient enrollment write; no secrets, no wildcard`, () => {
     const cfg = parseAgentConfig({}, deployedEnv());
-    const writes = grantsOf([...(cfg.repair.enabled ? repairApiRules(cfg.repair) : []), ...(cfg.ambient.enabled ? [{ apiGroups: [''], resources: ['pods/status'], verbs: ['patch'] }] : [])]);
+    const writes = grantsOf([
+      ...(cfg.repair.enabled ? repairApiRules(cfg.repair) : []),
+      ...(cfg.ambient.enabled ? [{ apiGroups: [''], resources: ['pods/status'], verbs: ['patch'] }] : []),
+    ]);
     for (const r of docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role')) {
       for (const rule of r.rules) {
         assert.ok(!rule.verbs.includes('*') && !rule.resources.includes('*') && !rule.apiGroups.includes('*'), `${r.kind} ${r.metadata.name}: no wildcard`);
         for (const v of rule.verbs as string[]) {
           if (['get', 'list', 'watch'].includes(v)) continue;
           for (const res of rule.resources as string[]) {
-            assert.ok(rule.apiGroups.includes('') && writes.has(`${res}:${v}`), `${r.kind} ${r.metadata.name}: ${res}:${v} is not a call the configured repair action makes`);
+            assert.ok(
+              rule.apiGroups.includes('') && writes.has(`${res}:${v}`),
+              `${r.kind} ${r.metadata.name}: ${res}:${v} is not a call the configured repair action makes`,
+            );
           }
         }
         assert.ok(!rule.resources.includes('secrets'), 'no secrets');
@@ -395,8 +456,11 @@ for (const profile of PROFILES) {
     const need = grantsOf(repairApiRules(cfg.repair));
     for (const n of need) assert.ok(granted.has(n), `the ${repairAction(cfg.repair)} action needs ${n}`);
     // The rights any action could need, and which this action does not: none may be granted.
-    const every = new Set([true, false].flatMap((repairPods) => [true, false].flatMap((deletePods) => [true, false].flatMap((labelPods) =>
-      [...grantsOf(repairApiRules({ repairPods, deletePods, labelPods }))]))));
+    const every = new Set(
+      [true, false].flatMap((repairPods) =>
+        [true, false].flatMap((deletePods) => [true, false].flatMap((labelPods) => [...grantsOf(repairApiRules({ repairPods, deletePods, labelPods }))])),
+      ),
+    );
     const all = grantsOf(docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role').flatMap((r) => r.rules));
     for (const g of every) {
       if (need.has(g)) continue;
@@ -437,17 +501,18 @@ for (const profile of PROFILES) {
     assert.equal(cfg.hostSide.allowSwitch, true, "host-side work through the node's netns");
   });
 
-
   /** "group/resource:verb" for every rule of the roles bound to the agent's service account. */
   function boundGrants(): Set<string> {
     const sa = find('DaemonSet', 'istio-cni-node')!.spec.template.spec.serviceAccountName;
     const roles = docs
       .filter((d) => (d.kind === 'ClusterRoleBinding' || d.kind === 'RoleBinding') && d.subjects.some((s: { name: string }) => s.name === sa))
       .map((b) => find(b.roleRef.kind, b.roleRef.name)!);
-    return new Set(roles.flatMap((r) => r.rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[])
-      .flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`)))));
+    return new Set(
+      roles
+        .flatMap((r) => r.rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[])
+        .flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`)))),
+    );
   }
-
 
   test(`${profile}: RBAC vs the API calls in the source: every call of the deployed configuration is granted, every grant has a caller`, (t) => {
     const calls = apiCallsInSource();
@@ -455,30 +520,46 @@ for (const profile of PROFILES) {
     const granted = boundGrants();
     // The repair controller's verb depends on its action: its own table says which (tested above);
     // the literal calls found in its file must all be in some action's table.
-    const anyRepair = new Set([true, false].flatMap((repairPods) => [true, false].flatMap((deletePods) => [true, false].flatMap((labelPods) =>
-      asGrants(repairApiRules({ repairPods, deletePods, labelPods }))))));
+    const anyRepair = new Set(
+      [true, false].flatMap((repairPods) =>
+        [true, false].flatMap((deletePods) => [true, false].flatMap((labelPods) => asGrants(repairApiRules({ repairPods, deletePods, labelPods })))),
+      ),
+    );
     for (const c of calls.filter((x) => x.feature === 'repair')) assert.ok(anyRepair.has(c.grant), `${c.file}: ${c.grant} is in repairApiRules`);
     const needed = new Set<string>([
       ...calls.filter((c) => c.feature === 'plugin' || c.feature === 'agent' || (c.feature === 'ambient' && cfg.ambient.enabled)).map((c) => c.grant),
       ...(cfg.repair.enabled ? asGrants(repairApiRules(cfg.repair)) : []),
     ]);
-    for (const n of needed) assert.ok(granted.has(n), `the deployed configuration calls ${n} (${calls.filter((c) => c.grant === n).map((c) => c.file).join(', ')}) but RBAC does not grant it`);
+    for (const n of needed)
+      assert.ok(
+        granted.has(n),
+        `the deployed configuration calls ${n} (${calls
+          .filter((c) => c.grant === n)
+          .map((c) => c.file)
+          .join(', ')}) but RBAC does not grant it`,
+      );
     const called = new Set(calls.map((c) => c.grant));
     for (const g of granted) assert.ok(called.has(g), `${g} is granted but no code calls it`);
     const ambientOnly = [...granted].filter((g) => !needed.has(g));
     const ambientMissing = [...new Set(calls.filter((c) => c.feature === 'ambient').map((c) => c.grant))].filter((g) => !granted.has(g));
-    t.diagnostic(`${calls.length} API call sites in src/ (${called.size} distinct grants); deployed configuration needs ${needed.size}: ${[...needed].sort().join(', ')}`);
-    t.diagnostic(`granted but only used with AMBIENT_ENABLED=true: ${ambientOnly.sort().join(', ') || 'none'}; ambient calls not granted: ${ambientMissing.join(', ') || 'none'}`);
+    t.diagnostic(
+      `${calls.length} API call sites in src/ (${called.size} distinct grants); deployed configuration needs ${needed.size}: ${[...needed].sort().join(', ')}`,
+    );
+    t.diagnostic(
+      `granted but only used with AMBIENT_ENABLED=true: ${ambientOnly.sort().join(', ') || 'none'}; ambient calls not granted: ${ambientMissing.join(', ') || 'none'}`,
+    );
   });
-
 }
 
 test('ambient adds to the sidecar rendering only rights that ambient code uses, and every ambient call is granted', () => {
   const bound = (p: Profile) => {
     const docs = loadDocs(p);
     const sa = docs.find((d) => d.kind === 'DaemonSet')!.spec.template.spec.serviceAccountName;
-    return new Set(docs.filter((d) => d.kind === 'ClusterRoleBinding' && d.subjects.some((x: { name: string }) => x.name === sa))
-      .flatMap((b) => asGrants(docs.find((r) => r.kind === 'ClusterRole' && r.metadata.name === b.roleRef.name)!.rules)));
+    return new Set(
+      docs
+        .filter((d) => d.kind === 'ClusterRoleBinding' && d.subjects.some((x: { name: string }) => x.name === sa))
+        .flatMap((b) => asGrants(docs.find((r) => r.kind === 'ClusterRole' && r.metadata.name === b.roleRef.name)!.rules)),
+    );
   };
   const sidecar = bound('sidecar');
   const ambient = bound('ambient');
@@ -486,5 +567,9 @@ test('ambient adds to the sidecar rendering only rights that ambient code uses, 
   assert.ok(added.length > 0);
   const ambientCalls = apiCallsInSource().filter((x) => x.feature === 'ambient');
   for (const c of ambientCalls) assert.ok(ambient.has(c.grant), `${c.file}: ${c.grant} is not granted`);
-  for (const g of added) assert.ok(ambientCalls.some((c) => c.grant === g), `the ambient rendering adds ${g}, which no ambient code calls`);
+  for (const g of added)
+    assert.ok(
+      ambientCalls.some((c) => c.grant === g),
+      `the ambient rendering adds ${g}, which no ambient code calls`,
+    );
 });

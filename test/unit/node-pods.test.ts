@@ -14,17 +14,42 @@ import { until } from '../support/until';
 
 test('label selectors: equality, inequality, set-based, existence, as the API server reads them', () => {
   const l = { app: 'web', tier: 'front', 'istio.io/rev': 'canary' };
-  const yes = ['', 'app=web', 'app==web', 'app!=db', 'nope!=x', 'app in (web, db)', 'app notin (db)', 'nope notin (x)', 'tier', '!nope', 'app=web,tier in (front),istio.io/rev'];
+  const yes = [
+    '',
+    'app=web',
+    'app==web',
+    'app!=db',
+    'nope!=x',
+    'app in (web, db)',
+    'app notin (db)',
+    'nope notin (x)',
+    'tier',
+    '!nope',
+    'app=web,tier in (front),istio.io/rev',
+  ];
   const no = ['app=db', 'app!=web', 'app in (db)', 'nope in (x)', 'app notin (web)', 'nope', '!app', 'app=web,tier=back'];
   for (const s of yes) assert.equal(labelSelector(s)(l), true, s);
   for (const s of no) assert.equal(labelSelector(s)(l), false, s);
   assert.equal(labelSelector('app')(null), false);
-  for (const bad of ['app in web', 'a=b=c', '=x']) assert.throws(() => labelSelector(bad), (e: Error) => e instanceof SelectorError && e.message.includes(JSON.stringify(bad)), bad);
+  for (const bad of ['app in web', 'a=b=c', '=x'])
+    assert.throws(
+      () => labelSelector(bad),
+      (e: Error) => e instanceof SelectorError && e.message.includes(JSON.stringify(bad)),
+      bad,
+    );
 });
 
 test('pod field selectors: the fields the API server accepts for pods; others are an error naming them', () => {
   const p: Pod = { metadata: { name: 'a', namespace: 'shop' }, spec: { nodeName: 'n1', hostNetwork: true }, status: { phase: 'Running', podIP: '10.0.0.1' } };
-  for (const s of ['', 'metadata.name=a', 'metadata.namespace==shop', 'spec.nodeName=n1,status.phase!=Failed', 'spec.hostNetwork=true', 'status.podIP=10.0.0.1', 'spec.restartPolicy='])
+  for (const s of [
+    '',
+    'metadata.name=a',
+    'metadata.namespace==shop',
+    'spec.nodeName=n1,status.phase!=Failed',
+    'spec.hostNetwork=true',
+    'status.podIP=10.0.0.1',
+    'spec.restartPolicy=',
+  ])
     assert.equal(podFieldSelector(s)(p), true, s);
   for (const s of ['metadata.name=b', 'status.phase=Pending', 'spec.hostNetwork=false']) assert.equal(podFieldSelector(s)(p), false, s);
   assert.throws(() => podFieldSelector('metadata.labels=x'), /pods have no selectable field "metadata.labels"/);
@@ -49,7 +74,13 @@ test('subscribers: filtered views and events as their own selector would give; l
   pods.start();
   await view.synced;
   assert.deepEqual(events, ['add a']);
-  assert.deepEqual(all.list().map((p) => p.metadata?.name).sort(), ['a', 'b']);
+  assert.deepEqual(
+    all
+      .list()
+      .map((p) => p.metadata?.name)
+      .sort(),
+    ['a', 'b'],
+  );
   assert.equal(view.get('shop/b'), undefined, 'b is cached but not in this view');
   assert.ok(all.get('shop/b'));
 
@@ -58,7 +89,10 @@ test('subscribers: filtered views and events as their own selector would give; l
   api.upsert({ ...api.pod('shop', 'a')!, metadata: { ...api.pod('shop', 'a')!.metadata, labels: { app: 'db' } } });
   await until('two transitions', () => events.length === 3, 10_000);
   assert.deepEqual(events, ['add a', 'add b', 'delete a']);
-  assert.deepEqual(view.list().map((p) => p.metadata?.name), ['b']);
+  assert.deepEqual(
+    view.list().map((p) => p.metadata?.name),
+    ['b'],
+  );
 
   const late: string[] = [];
   pods.subscribe(() => true, { add: (p) => late.push(p.metadata?.name ?? '') });

@@ -56,13 +56,16 @@ function setup(pods: Pod[], nsLabels: Record<string, string> | undefined, socket
   return { f, nsCalls };
 }
 
-const AMBIENT = { ambient_enabled: true, enablement_selectors: [
-  { podSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } } },
-  {
-    podSelector: { matchExpressions: [{ key: 'istio.io/dataplane-mode', operator: 'NotIn', values: ['none'] }] },
-    namespaceSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } },
-  },
-] };
+const AMBIENT = {
+  ambient_enabled: true,
+  enablement_selectors: [
+    { podSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } } },
+    {
+      podSelector: { matchExpressions: [{ key: 'istio.io/dataplane-mode', operator: 'NotIn', values: ['none'] }] },
+      namespaceSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } },
+    },
+  ],
+};
 
 test('an ambient pod is handed to the agent: POST /cmdadd with the event, prevResult passed through, no sidecar rules', async () => {
   const a = await agent();

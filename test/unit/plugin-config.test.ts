@@ -20,14 +20,23 @@ test('defaults when the keys are absent', () => {
 
 test('the config install-cni writes, with ipam/dns and the legacy kubernetes block', () => {
   const pc = parsePluginConfig({
-    type: 'istio-cni', name: 'istio-cni', ipam: {}, dns: {},
-    plugin_log_level: 'debug', cni_agent_run_dir: '/run/x', ambient_enabled: true,
+    type: 'istio-cni',
+    name: 'istio-cni',
+    ipam: {},
+    dns: {},
+    plugin_log_level: 'debug',
+    cni_agent_run_dir: '/run/x',
+    ambient_enabled: true,
     enablement_selectors: [
       { podSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } } },
-      { podSelector: { matchExpressions: [{ key: 'istio.io/dataplane-mode', operator: 'NotIn', values: ['none'] }] },
-        namespaceSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } } },
+      {
+        podSelector: { matchExpressions: [{ key: 'istio.io/dataplane-mode', operator: 'NotIn', values: ['none'] }] },
+        namespaceSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } },
+      },
     ],
-    exclude_namespaces: ['kube-system', 'istio-system'], pod_namespace: 'istio-system', native_nftables: true,
+    exclude_namespaces: ['kube-system', 'istio-system'],
+    pod_namespace: 'istio-system',
+    native_nftables: true,
     enable_ambient_detection_retry: true,
     kubernetes: { k8s_api_root: 'APIRoot', kubeconfig: 'ignored', intercept_type: 'iptables' },
   });
@@ -71,18 +80,28 @@ test('wrong types and values are code 7 naming the key', () => {
     [{ enablement_selectors: {} }, 'enablement_selectors'],
     [{ enablement_selectors: ['x'] }, 'enablement_selectors[0]'],
     [{ enablement_selectors: [{ podSelector: { matchLabels: { a: 1 } } }] }, 'enablement_selectors[0].podSelector.matchLabels'],
-    [{ enablement_selectors: [{ podSelector: { matchExpressions: [{ key: 'a', operator: 'Like' }] } }] }, 'enablement_selectors[0].podSelector.matchExpressions[0].operator'],
-    [{ enablement_selectors: [{ namespaceSelector: { matchExpressions: [{ key: 'a', operator: 'In', values: [] }] } }] }, 'enablement_selectors[0].namespaceSelector.matchExpressions[0].values'],
+    [
+      { enablement_selectors: [{ podSelector: { matchExpressions: [{ key: 'a', operator: 'Like' }] } }] },
+      'enablement_selectors[0].podSelector.matchExpressions[0].operator',
+    ],
+    [
+      { enablement_selectors: [{ namespaceSelector: { matchExpressions: [{ key: 'a', operator: 'In', values: [] }] } }] },
+      'enablement_selectors[0].namespaceSelector.matchExpressions[0].values',
+    ],
     [{ enablement_selectors: [{ podSelector: { matchExpressions: [{ key: 'a', operator: 'Exists', values: ['x'] }] } }] }, 'values'],
     [{ kubernetes: 'x' }, 'kubernetes'],
     [{ pod_lookup_attempts: 0 }, 'pod_lookup_attempts'],
     [{ pod_lookup_interval_ms: 1.5 }, 'pod_lookup_interval_ms'],
   ];
   for (const [obj, key] of bad) {
-    assert.throws(() => parsePluginConfig(obj), (e: CniError) => {
-      assert.equal(e.code, 7);
-      assert.ok(e.msg.includes(key) || e.details.includes(key), `${key}: ${e.message}`);
-      return true;
-    }, JSON.stringify(obj));
+    assert.throws(
+      () => parsePluginConfig(obj),
+      (e: CniError) => {
+        assert.equal(e.code, 7);
+        assert.ok(e.msg.includes(key) || e.details.includes(key), `${key}: ${e.message}`);
+        return true;
+      },
+      JSON.stringify(obj),
+    );
   }
 });

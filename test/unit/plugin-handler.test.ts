@@ -39,7 +39,10 @@ test('ADD, dual-stack pod netns: IPv6 rules and ::6 on lo', async () => {
   const r = await run(f, 'ADD');
   assert.equal(r.exitCode, 0, r.stdout);
   assert.match(render(f.rules.applied[0].tx), /ip6 saddr ::6\/128/);
-  assert.deepEqual(f.rules.routes.map((x) => x.plan), [{ loopbackV6: true }]);
+  assert.deepEqual(
+    f.rules.routes.map((x) => x.plan),
+    [{ loopbackV6: true }],
+  );
 });
 
 test('ADD, TPROXY pod: rules then policy routing; a routing failure removes the rules again (code 105)', async () => {
@@ -48,7 +51,10 @@ test('ADD, TPROXY pod: rules then policy routing; a routing failure removes the 
   let r = await run(f, 'ADD');
   assert.equal(r.exitCode, 0, r.stdout);
   assert.match(render(f.rules.applied[0].tx), /tproxy ip to :15006/);
-  assert.deepEqual(f.rules.routes.map((x) => x.plan), [{ loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } }]);
+  assert.deepEqual(
+    f.rules.routes.map((x) => x.plan),
+    [{ loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } }],
+  );
 
   f = fakes([pod]);
   f.rules.failRoutes = new Error('RTNETLINK answers: Operation not permitted');
@@ -60,7 +66,7 @@ test('ADD, TPROXY pod: rules then policy routing; a routing failure removes the 
   assert.equal(f.rules.nft.get(POD_NETNS)!.dump(), '');
 });
 
-test('ADD, nft refuses the transaction: code 105 with nft\'s message', async () => {
+test("ADD, nft refuses the transaction: code 105 with nft's message", async () => {
   const f = fakes([sidecarPod()]);
   f.rules.failApply = new Error('Error: Could not process rule: No such file or directory');
   const r = await run(f, 'ADD');
@@ -82,7 +88,10 @@ test('ADD pass-through without touching the API: own agent pod, excluded namespa
     assert.deepEqual(r.doc, PREV);
     assert.deepEqual(f.kubeRunDirs, [], why);
     assert.equal(f.rules.applied.length, 0);
-    assert.ok(f.logs.some((l) => l.msg.includes(why)), why);
+    assert.ok(
+      f.logs.some((l) => l.msg.includes(why)),
+      why,
+    );
   }
 });
 
@@ -129,7 +138,7 @@ test('ADD, invalid annotation: code 103 naming the annotation and value, nothing
   }
 });
 
-test('ADD, CNI_NETNS missing or not a netns: code 104; the plugin\'s own netns: code 8', async () => {
+test("ADD, CNI_NETNS missing or not a netns: code 104; the plugin's own netns: code 8", async () => {
   let f = fakes([sidecarPod()]);
   let r = await run(f, 'ADD', { CNI_NETNS: '/var/run/netns/gone' });
   assert.equal(r.doc.code, 104);
@@ -191,7 +200,12 @@ test('ADD, ambient_enabled: the ambient branch decides', async () => {
   for (const answer of ['handled', 'not-ambient'] as const) {
     const f = fakes([sidecarPod()]);
     const seen: string[] = [];
-    const branch: AmbientBranch = { add: async (ctx) => { seen.push(`${ctx.args.podNamespace}/${ctx.args.podName} ${ctx.prevResult?.ips[0].address}`); return answer; } };
+    const branch: AmbientBranch = {
+      add: async (ctx) => {
+        seen.push(`${ctx.args.podNamespace}/${ctx.args.podName} ${ctx.prevResult?.ips[0].address}`);
+        return answer;
+      },
+    };
     f.deps.ambient = branch;
     const r = await run(f, 'ADD', {}, { ambient_enabled: true });
     assert.equal(r.exitCode, 0);
@@ -209,7 +223,10 @@ test('DEL removes our tables and TPROXY routes; repeated DEL and DEL without a n
     assert.deepEqual([r.stdout, r.exitCode], ['', 0]);
   }
   assert.equal(f.rules.nft.get(POD_NETNS)!.dump(), '', 'no tables left');
-  assert.deepEqual(f.rules.removed[0].tables.map((t) => t.table), ['istio-proxy-nat', 'istio-proxy-mangle', 'istio-proxy-raw']);
+  assert.deepEqual(
+    f.rules.removed[0].tables.map((t) => t.table),
+    ['istio-proxy-nat', 'istio-proxy-mangle', 'istio-proxy-raw'],
+  );
   assert.deepEqual(f.rules.routesRemoved, [POD_NETNS, POD_NETNS]);
   // The runtime's second DEL comes with CNI_NETNS="" (or the netns already gone).
   for (const netns of ['', '/var/run/netns/gone']) {
@@ -266,8 +283,11 @@ test('STATUS: ready when the kubeconfig is usable, else code 50; GC: nothing to 
   const r = await status();
   assert.equal(r.exitCode, 1);
   assert.deepEqual(JSON.parse(r.stdout), { cniVersion: '1.1.0', code: 50, msg: 'istio-cni-ts cannot service ADD', details: 'kubeconfig /x: does not exist' });
-  const gc = await handleCni({ CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' },
-    netconf({ cniVersion: '1.1.0', 'cni.dev/valid-attachments': [{ containerID: 'a', ifname: 'eth0' }] }), f.deps);
+  const gc = await handleCni(
+    { CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' },
+    netconf({ cniVersion: '1.1.0', 'cni.dev/valid-attachments': [{ containerID: 'a', ifname: 'eth0' }] }),
+    f.deps,
+  );
   assert.deepEqual(gc, { stdout: '', exitCode: 0 });
 });
 

@@ -86,13 +86,16 @@ test('the deprecated kubevirtInterfaces counts only when reroute-virtual-interfa
 
 /** A bad value: InputError naming the annotation key and the whole value. */
 function assertBad(annotations: Record<string, string>, key: string, value: string, reason?: RegExp) {
-  assert.throws(() => redirectOf(annotations), (e: Error) => {
-    assert.ok(e instanceof InputError, String(e));
-    assert.ok(e.message.includes(`annotation ${key}`), e.message);
-    assert.ok(e.message.includes(JSON.stringify(value)), e.message);
-    if (reason) assert.match(e.message, reason);
-    return true;
-  });
+  assert.throws(
+    () => redirectOf(annotations),
+    (e: Error) => {
+      assert.ok(e instanceof InputError, String(e));
+      assert.ok(e.message.includes(`annotation ${key}`), e.message);
+      assert.ok(e.message.includes(JSON.stringify(value)), e.message);
+      if (reason) assert.match(e.message, reason);
+      return true;
+    },
+  );
 }
 
 test('bad values are refused naming the annotation and the value (never defaulted)', () => {
@@ -146,20 +149,41 @@ test('no annotation text reaches the rules: only parsed values are rendered', ()
 });
 
 test('istio-proxy runAsUser/runAsGroup: used when set and non-zero, else 1337; invalid values refused', () => {
-  assert.deepEqual([redirectOf({}, { securityContext: { runAsUser: 1000670000, runAsGroup: 5 } })].map((r) => [r.uid, r.gid]), [[1000670000, 5]]);
-  assert.deepEqual([redirectOf({}, { securityContext: { runAsUser: 0, runAsGroup: 0 } })].map((r) => [r.uid, r.gid]), [[1337, 1337]]);
-  assert.deepEqual([redirectOf({}, { securityContext: { runAsUser: 42 } })].map((r) => [r.uid, r.gid]), [[42, 1337]]);
-  assert.throws(() => redirectOf({}, { securityContext: { runAsUser: -5 } }), (e: Error) => /istio-proxy securityContext.runAsUser/.test(e.message));
-  assert.throws(() => redirectOf({}, { securityContext: { runAsGroup: 2 ** 33 } }), (e: Error) => /runAsGroup/.test(e.message));
+  assert.deepEqual(
+    [redirectOf({}, { securityContext: { runAsUser: 1000670000, runAsGroup: 5 } })].map((r) => [r.uid, r.gid]),
+    [[1000670000, 5]],
+  );
+  assert.deepEqual(
+    [redirectOf({}, { securityContext: { runAsUser: 0, runAsGroup: 0 } })].map((r) => [r.uid, r.gid]),
+    [[1337, 1337]],
+  );
+  assert.deepEqual(
+    [redirectOf({}, { securityContext: { runAsUser: 42 } })].map((r) => [r.uid, r.gid]),
+    [[42, 1337]],
+  );
+  assert.throws(
+    () => redirectOf({}, { securityContext: { runAsUser: -5 } }),
+    (e: Error) => /istio-proxy securityContext.runAsUser/.test(e.message),
+  );
+  assert.throws(
+    () => redirectOf({}, { securityContext: { runAsGroup: 2 ** 33 } }),
+    (e: Error) => /runAsGroup/.test(e.message),
+  );
 });
 
 test('istio-proxy env: DNS capture sets redirectDNS and captureAllDNS; INVALID_DROP; ISTIO_DUAL_STACK; bad booleans warn and read false', () => {
   const warnings: string[] = [];
-  const r = redirectOf({}, { env: [
-    { name: 'ISTIO_META_DNS_CAPTURE', value: 'true' },
-    { name: 'INVALID_DROP', value: '1' },
-    { name: 'ISTIO_DUAL_STACK', value: 'yes' },
-  ] }, (m) => warnings.push(m));
+  const r = redirectOf(
+    {},
+    {
+      env: [
+        { name: 'ISTIO_META_DNS_CAPTURE', value: 'true' },
+        { name: 'INVALID_DROP', value: '1' },
+        { name: 'ISTIO_DUAL_STACK', value: 'yes' },
+      ],
+    },
+    (m) => warnings.push(m),
+  );
   assert.equal(r.dnsRedirect, true);
   assert.equal(r.invalidDrop, true);
   assert.equal(r.dualStack, false);
@@ -186,8 +210,10 @@ test('capture config: owner groups and loopback CIDR come from the plugin proces
   const cfg = captureConfigFor(r, { netnsPath: '/n', enableIPv6: false, env });
   assert.deepEqual(cfg.ownerGroupsExclude, ['1001', 'wheel']);
   assert.equal(cfg.hostIPv4LoopbackCidr.text, '127.0.0.0/8');
-  assert.throws(() => captureConfigFor(r, { netnsPath: '/n', enableIPv6: false, env: { ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR: '10.0.0.0/8' } }),
-    (e: Error) => /environment variable ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR/.test(e.message));
+  assert.throws(
+    () => captureConfigFor(r, { netnsPath: '/n', enableIPv6: false, env: { ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR: '10.0.0.0/8' } }),
+    (e: Error) => /environment variable ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR/.test(e.message),
+  );
 });
 
 test('route plan: TPROXY with inbound ports gets policy routing; IPv6 adds ::6 on lo', () => {

@@ -106,8 +106,13 @@ test('label: broken pods get the label through a merge patch on pods/status; oth
   const h = await harness(t, { labelPods: true });
   populate(h.api);
   h.start();
-  await until('labels', () => h.api.pod('shop', 'broken-waiting')?.metadata.labels?.['cni.istio.io/uninitialized'] === 'true'
-    && h.api.pod('shop', 'broken-terminated')?.metadata.labels?.['cni.istio.io/uninitialized'] === 'true', 15_000);
+  await until(
+    'labels',
+    () =>
+      h.api.pod('shop', 'broken-waiting')?.metadata.labels?.['cni.istio.io/uninitialized'] === 'true' &&
+      h.api.pod('shop', 'broken-terminated')?.metadata.labels?.['cni.istio.io/uninitialized'] === 'true',
+    15_000,
+  );
   await h.settle();
   assert.deepEqual(writes(h.api).sort(), [
     'PATCH /api/v1/namespaces/shop/pods/broken-terminated/status',
@@ -155,7 +160,10 @@ test('delete: broken pods are deleted with UID and resourceVersion preconditions
   }
   assert.equal(h.counts.get('delete/success'), 2);
   assert.equal(h.counts.get('label/success'), undefined, 'delete wins over label');
-  assert.deepEqual(h.api.events.map((e) => e.message), ['pod detected as broken, deleted', 'pod detected as broken, deleted']);
+  assert.deepEqual(
+    h.api.events.map((e) => e.message),
+    ['pod detected as broken, deleted', 'pod detected as broken, deleted'],
+  );
   h.assertWithinRbac();
 });
 

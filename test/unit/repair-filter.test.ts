@@ -29,16 +29,36 @@ const cases: [string, Partial<FilterSettings>, Pod, boolean][] = [
   ['exit code 0 configured = any code', { initExitCode: 0 }, repairPod({ name: 'w', initStatus: withLast('x', 3) }), true],
   ['no sidecar annotation', {}, repairPod({ name: 'n', annotations: null, initStatus: brokenWaiting }), false],
   ['no annotation required', { sidecarAnnotation: '' }, repairPod({ name: 'n', annotations: null, initStatus: brokenWaiting }), true],
-  ['termination message differs', { initTerminationMsg: 'Termination Message', initExitCode: 0 }, repairPod({ name: 'm', initStatus: withLast('Something else', 0) }), false],
-  ['termination message matches', { initTerminationMsg: 'Termination Message', initExitCode: 0 }, repairPod({ name: 'm', initStatus: withLast('Termination Message', 0) }), true],
-  ['termination message matches once trimmed', { initTerminationMsg: '   Termination Message', initExitCode: 0 }, repairPod({ name: 'm', initStatus: withLast('Termination Message    ', 0) }), true],
+  [
+    'termination message differs',
+    { initTerminationMsg: 'Termination Message', initExitCode: 0 },
+    repairPod({ name: 'm', initStatus: withLast('Something else', 0) }),
+    false,
+  ],
+  [
+    'termination message matches',
+    { initTerminationMsg: 'Termination Message', initExitCode: 0 },
+    repairPod({ name: 'm', initStatus: withLast('Termination Message', 0) }),
+    true,
+  ],
+  [
+    'termination message matches once trimmed',
+    { initTerminationMsg: '   Termination Message', initExitCode: 0 },
+    repairPod({ name: 'm', initStatus: withLast('Termination Message    ', 0) }),
+    true,
+  ],
   ['exit code 121 vs 126', {}, repairPod({ name: 'c', initStatus: withLast('', 121) }), false],
   ['exit code 126 vs 126', {}, repairPod({ name: 'c', initStatus: withLast('', 126) }), true],
   ['an empty container status', {}, repairPod({ name: 'e', initStatus: {} }), false],
   ['another init container failing', {}, repairPod({ name: 'o', initStatus: { ...brokenWaiting, name: 'other-init' } }), false],
   ['any init container when no name is set', { initContainerName: '' }, repairPod({ name: 'o', initStatus: { ...brokenWaiting, name: 'other-init' } }), true],
   ['no status at all', {}, { metadata: { name: 'x', annotations: { 'sidecar.istio.io/status': '' } } }, false],
-  ['terminated non-zero now but no previous run', {}, repairPod({ name: 'first', initStatus: { name: 'istio-validation', state: brokenTerminated.state } }), false],
+  [
+    'terminated non-zero now but no previous run',
+    {},
+    repairPod({ name: 'first', initStatus: { name: 'istio-validation', state: brokenTerminated.state } }),
+    false,
+  ],
 ];
 
 for (const [name, over, pod, want] of cases) {
@@ -62,7 +82,9 @@ test('action precedence: repair > delete > label > none', () => {
 
 test('API rights per action: watch pods always; delete or status patch (+ events) only for that action', () => {
   const verbsOf = (s: Parameters<typeof repairApiRules>[0]) =>
-    repairApiRules(s).flatMap((r) => r.resources.flatMap((res) => r.verbs.map((v) => `${res}:${v}`))).sort();
+    repairApiRules(s)
+      .flatMap((r) => r.resources.flatMap((res) => r.verbs.map((v) => `${res}:${v}`)))
+      .sort();
   assert.deepEqual(verbsOf({ repairPods: true, deletePods: true, labelPods: true }), ['pods:list', 'pods:watch']);
   assert.deepEqual(verbsOf({ repairPods: false, deletePods: true, labelPods: true }), ['events:create', 'pods:delete', 'pods:list', 'pods:watch']);
   assert.deepEqual(verbsOf({ repairPods: false, deletePods: false, labelPods: true }), ['events:create', 'pods/status:patch', 'pods:list', 'pods:watch']);

@@ -1,7 +1,7 @@
 // Finding a pod's netns in a fake /proc: ns/net entries are plain files (processes sharing a
 // netns are hard links to one file, so they share an inode, as on nsfs), whose text is the
 // addresses the fake probe reports for that netns. The real-kernel version is in
-// test/netns/repair-netns.test.ts.
+// test/root/netns/repair-netns.test.ts.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -79,7 +79,10 @@ test('without a cgroup match every netns is checked by IP (upstream repair), nev
   assert.equal(found.via, 'ip');
   assert.ok(!f.probed.some((p) => p.includes(`${path.sep}1${path.sep}`) || p.includes(`${path.sep}50${path.sep}`)), 'host netns never probed');
   // The host netns holds 192.0.2.10: a pod claiming that IP (hostNetwork) finds nothing.
-  await assert.rejects(findPodNetns(repairPod({ name: 'h', podIP: '192.0.2.10' }), { procRoot: f.root, probe: f.probe }), /no network namespace .* holds the pod's IP 192\.0\.2\.10/);
+  await assert.rejects(
+    findPodNetns(repairPod({ name: 'h', podIP: '192.0.2.10' }), { procRoot: f.root, probe: f.probe }),
+    /no network namespace .* holds the pod's IP 192\.0\.2\.10/,
+  );
 });
 
 test('IPv6 pod IPs are compared canonically; a cgroup match without the IP is refused', async (t) => {
@@ -108,7 +111,10 @@ test('unreadable netns are skipped; a pod without an IP and a missing /proc are 
   assert.equal(found.pid, 700);
   assert.match(logs.join('\n'), /cannot read the addresses in .*600.*EPERM/);
   await assert.rejects(findPodNetns(repairPod({ name: 'c' }), { procRoot: f.root, probe: f.probe }), /no IP in its status/);
-  await assert.rejects(findPodNetns(repairPod({ name: 'c', podIP: '10.244.1.9' }), { procRoot: path.join(f.root, 'nope'), probe: f.probe }), /is the node's \/proc mounted/);
+  await assert.rejects(
+    findPodNetns(repairPod({ name: 'c', podIP: '10.244.1.9' }), { procRoot: path.join(f.root, 'nope'), probe: f.probe }),
+    /is the node's \/proc mounted/,
+  );
 });
 
 test('parsers: stat start time after the last ")", cgroup pod UIDs in cgroupfs and systemd forms, pod IPs', () => {
@@ -116,7 +122,10 @@ test('parsers: stat start time after the last ")", cgroup pod UIDs in cgroupfs a
   assert.equal(parseStartTime('garbage'), undefined);
   // The one cgroup parser (src/agent/pod-netns.ts, shared with ambient).
   assert.equal(podFromCgroups(`12:pids:/kubepods/burstable/pod${UID}/9bca8d63d5fa\n0::/\n`)?.uid, UID);
-  assert.equal(podFromCgroups(`0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${UID.replace(/-/g, '_')}.slice/cri-containerd-9bca.scope\n`)?.uid, UID);
+  assert.equal(
+    podFromCgroups(`0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${UID.replace(/-/g, '_')}.slice/cri-containerd-9bca.scope\n`)?.uid,
+    UID,
+  );
   assert.equal(podFromCgroups('0::/system.slice/containerd.service\n'), undefined);
   assert.equal(podFromCgroups('0::/../crio-45490e76e0878aaa4d9808f7d2eefba37f093c3efbba9838b6d8ab804d9bd814.scope\n')?.uid, '', 'CRI-O path without a pod UID');
   const p = repairPod({ name: 'x' });

@@ -85,8 +85,19 @@ test('IPv6 rules appear only when asked for', () => {
 test('--help documents every istio-iptables flag', () => {
   const r = run(['rules', '--help']);
   assert.equal(r.status, 0);
-  for (const flag of ['--envoy-port', '-p', '--istio-inbound-ports', '--istio-service-cidr', '--kube-virt-interfaces',
-    '--redirect-dns', '--capture-all-dns', '--drop-invalid', '--config', '--ipv6', '--istio-inbound-tproxy-mark']) {
+  for (const flag of [
+    '--envoy-port',
+    '-p',
+    '--istio-inbound-ports',
+    '--istio-service-cidr',
+    '--kube-virt-interfaces',
+    '--redirect-dns',
+    '--capture-all-dns',
+    '--drop-invalid',
+    '--config',
+    '--ipv6',
+    '--istio-inbound-tproxy-mark',
+  ]) {
     assert.ok(r.stdout.includes(flag), flag);
   }
 });

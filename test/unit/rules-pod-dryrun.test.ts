@@ -45,7 +45,11 @@ async function pluginApplies(pod: Pod, opts: { dualStack?: boolean; env?: Record
 }
 
 /** The explained output without its comment lines and blank lines. */
-const uncomment = (text: string) => text.split('\n').filter((l) => !l.startsWith('#') && l !== '').join('\n') + '\n';
+const uncomment = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => !l.startsWith('#') && l !== '')
+    .join('\n') + '\n';
 
 describe('conformance pods (Istio plugin-dryrun cases)', () => {
   for (const c of loadSuite('plugin-dryrun')) {
@@ -88,7 +92,7 @@ describe('pods of our own', () => {
     assert.doesNotMatch(v4.stdout, /ip6 /);
   });
 
-  test('the plugin\'s own environment counts, as in the plugin (owner groups, loopback CIDR)', async () => {
+  test("the plugin's own environment counts, as in the plugin (owner groups, loopback CIDR)", async () => {
     const env = { ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE: '999', ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR: '127.0.0.0/8' };
     const r = dry(['--pod', podFile(annotated), '--explain'], env);
     assert.equal(r.status, 0, r.stderr);
@@ -227,8 +231,11 @@ describe('bad input: exit 2, one line naming the source and value, nothing on st
   const withAnnotation = (key: string, value: string) => podFile(sidecarPod({ annotations: { [key]: value } }));
 
   test('invalid annotations', () => {
-    bad(['--pod', withAnnotation('traffic.sidecar.istio.io/includeOutboundIPRanges', '10.0.0.0/8; flush ruleset')],
-      'traffic.sidecar.istio.io/includeOutboundIPRanges', '"10.0.0.0/8; flush ruleset"');
+    bad(
+      ['--pod', withAnnotation('traffic.sidecar.istio.io/includeOutboundIPRanges', '10.0.0.0/8; flush ruleset')],
+      'traffic.sidecar.istio.io/includeOutboundIPRanges',
+      '"10.0.0.0/8; flush ruleset"',
+    );
     bad(['--pod', withAnnotation('traffic.sidecar.istio.io/excludeInboundPorts', '1,,2')], 'traffic.sidecar.istio.io/excludeInboundPorts', '"1,,2"');
     bad(['--pod', withAnnotation('traffic.sidecar.istio.io/includeInboundPorts', '80,99999')], 'traffic.sidecar.istio.io/includeInboundPorts', '99999');
     bad(['--pod', withAnnotation('traffic.sidecar.istio.io/excludeInterfaces', 'eth 0')], 'traffic.sidecar.istio.io/excludeInterfaces', '"eth 0"');

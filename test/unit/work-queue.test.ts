@@ -30,7 +30,11 @@ test('keyed: a key waits once, runs again when added while in work, and is dropp
   await q.idle();
   ac.abort();
   await running;
-  assert.deepEqual(worked.filter((k) => k === 'a'), ['a', 'a'], 'queued twice = once, plus the re-add during its work');
+  assert.deepEqual(
+    worked.filter((k) => k === 'a'),
+    ['a', 'a'],
+    'queued twice = once, plus the re-add during its work',
+  );
   assert.equal(fail, 3, 'worked maxAttempts times');
   assert.ok(log.entries.some((e) => e.level === 'error' && /giving up on bad after 3 attempts/.test(e.msg)));
   assert.equal(q.failureCount('bad'), 0, 'forgotten once dropped');

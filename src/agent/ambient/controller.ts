@@ -67,9 +67,9 @@ export class AmbientController {
       rate: { qps: o.retry?.qps ?? 10, burst: o.retry?.burst ?? 100 },
     });
     const enqueue = (kind: Kind) => ({
-      add: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'add', obj}),
-      update: (old: Pod | Namespace, obj: Pod | Namespace) => this.queue.add({ kind, type: 'update', old, obj}),
-      delete: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'delete', obj}),
+      add: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'add', obj }),
+      update: (old: Pod | Namespace, obj: Pod | Namespace) => this.queue.add({ kind, type: 'update', old, obj }),
+      delete: (obj: Pod | Namespace) => this.queue.add({ kind, type: 'delete', obj }),
     });
     if (o.pods) {
       this.pods = o.pods.subscribe(() => true, enqueue('pod'));
@@ -85,7 +85,9 @@ export class AmbientController {
   async startInformers(signal: AbortSignal): Promise<void> {
     void this.ownPods?.run(signal);
     void this.namespaces.run(signal);
-    const aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error('stopped before the informers synced')), { once: true }));
+    const aborted = new Promise<never>((_, reject) =>
+      signal.addEventListener('abort', () => reject(new Error('stopped before the informers synced')), { once: true }),
+    );
     await Promise.race([Promise.all([this.pods.synced, this.namespaces.synced]), aborted]);
   }
 
@@ -144,7 +146,7 @@ export class AmbientController {
     }
     for (const pod of this.pods.list()) {
       if (podNamespace(pod) !== name || isZtunnelPod(this.o.systemNamespace, pod)) continue;
-      this.queue.add({ kind: 'pod', type: 'update', old: pod, obj: pod});
+      this.queue.add({ kind: 'pod', type: 'update', old: pod, obj: pod });
     }
   }
 
@@ -210,7 +212,12 @@ export class AmbientController {
         return;
       }
       case 'delete':
-        if (fullyEnrolled(evPod) || partiallyEnrolled(evPod) || dp.isEnrolled(podUid(evPod)) || podMatchesEnablement(this.o.selectors, evPod, ns.metadata?.labels)) {
+        if (
+          fullyEnrolled(evPod) ||
+          partiallyEnrolled(evPod) ||
+          dp.isEnrolled(podUid(evPod)) ||
+          podMatchesEnablement(this.o.selectors, evPod, ns.metadata?.labels)
+        ) {
           await dp.removePodFromMesh(evPod, true);
         }
         return;

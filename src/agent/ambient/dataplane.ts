@@ -27,7 +27,10 @@ import { ZtunnelServer } from './ztunnel-server';
 /** An add that retrying cannot fix (no netns, rules refused, bad annotation): not retried. */
 export class NonRetryableAddError extends Error {
   override readonly name = 'NonRetryableAddError';
-  constructor(message: string, override readonly cause?: unknown) {
+  constructor(
+    message: string,
+    override readonly cause?: unknown,
+  ) {
     super(message);
   }
 }
@@ -269,10 +272,16 @@ export class MeshDataplane {
         const h = this.d.cache.get(podUid(pod));
         if (!h) continue;
         try {
-          await this.d.rules.apply(h, podOverridesFromAnnotations(pod.metadata?.annotations ?? {}, (m) => log.warn(m, { pod: podRef(pod) })));
+          await this.d.rules.apply(
+            h,
+            podOverridesFromAnnotations(pod.metadata?.annotations ?? {}, (m) => log.warn(m, { pod: podRef(pod) })),
+          );
           this.stats.rulesApplied++;
         } catch (e) {
-          log.error('failed to reconcile in-pod rules; restart the pod, or take it out of the mesh and back', { pod: podRef(pod), error: (e as Error).message });
+          log.error('failed to reconcile in-pod rules; restart the pod, or take it out of the mesh and back', {
+            pod: podRef(pod),
+            error: (e as Error).message,
+          });
         }
       }
     }

@@ -136,7 +136,15 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
     const api = deps.api ?? inClusterRest(cfg.install);
     const kubeletUid = deps.kubeletUid ?? Number(findKubeletUid(procRoot));
     if (cfg.nodeName === '') log.warn('NODE_NAME is not set: only pods with no node would be watched (field selector spec.nodeName=)');
-    log.info('ambient node agent starting', { hostNetns: hostSide.netns, switchedToHostNetns: hostSide.switched, procRoot, kubeletUid, ipv6: amb.ipv6, dnsCapture: amb.dnsCapture, zds: amb.ztunnelUDSAddress });
+    log.info('ambient node agent starting', {
+      hostNetns: hostSide.netns,
+      switchedToHostNetns: hostSide.switched,
+      procRoot,
+      kubeletUid,
+      ipv6: amb.ipv6,
+      dnsCapture: amb.dnsCapture,
+      zds: amb.ztunnelUDSAddress,
+    });
 
     const hostSets = new HostProbeSets(
       ambientCfg,
@@ -187,7 +195,11 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
       path.join(cfg.install.cniAgentRunDir, PLUGIN_EVENT_SOCKET),
       async (ev) => {
         const pod = await podWithRetry(controller, ev.podName, ev.podNamespace, ac.signal);
-        await dataplane.addPodToMesh(pod, ev.ips.map((x) => x.address), ev.netns);
+        await dataplane.addPodToMesh(
+          pod,
+          ev.ips.map((x) => x.address),
+          ev.netns,
+        );
       },
       log,
       (code) => deps.metrics?.pluginRequest?.(code),

@@ -96,7 +96,8 @@ export async function netnsHoldsAnyAddress(netns: NetnsHandle, ips: readonly IpA
     return addrs.some((a) => {
       const b = a.attrs.local ?? a.attrs.address;
       if (!b) return false;
-      const ip: IpAddr | undefined = b.length === 4 ? { family: 4, bytes: new Uint8Array(b) } : b.length === 16 ? { family: 6, bytes: new Uint8Array(b) } : undefined;
+      const ip: IpAddr | undefined =
+        b.length === 4 ? { family: 4, bytes: new Uint8Array(b) } : b.length === 16 ? { family: 6, bytes: new Uint8Array(b) } : undefined;
       return ip !== undefined && want.has(ipKey(ip));
     });
   });

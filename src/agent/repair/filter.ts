@@ -14,8 +14,7 @@ export interface FilterSettings {
   initExitCode: number;
 }
 
-const has = (o: Record<string, string> | null | undefined, k: string): boolean =>
-  !!o && Object.prototype.hasOwnProperty.call(o, k);
+const has = (o: Record<string, string> | null | undefined, k: string): boolean => !!o && Object.prototype.hasOwnProperty.call(o, k);
 
 /** True when the pod looks broken by a CNI race and should be repaired, deleted or labelled. */
 export function matchesFilter(pod: Pod, s: FilterSettings): boolean {

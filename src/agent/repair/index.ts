@@ -60,10 +60,7 @@ export function startRepair(cfg: AgentConfig, deps: StartRepairDeps): RunningRep
   }
   // The shared watch serves repair only when it watches the node repair looks at.
   const pods = deps.pods && deps.pods.nodeName === nodeName ? deps.pods : undefined;
-  const controller = new RepairController(
-    { ...r, nodeName },
-    { api, log: deps.log, count: deps.count, repairer, pods, ...deps.tuning },
-  );
+  const controller = new RepairController({ ...r, nodeName }, { api, log: deps.log, count: deps.count, repairer, pods, ...deps.tuning });
   deps.log.info('starting CNI sidecar repair controller', {
     action: controller.action,
     fieldSelector: controller.fieldSelector,

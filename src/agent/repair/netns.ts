@@ -76,7 +76,10 @@ export async function findPodNetns(pod: Pod, o: NetnsFinderOptions): Promise<Fou
       return false;
     }
   };
-  for (const [candidates, via] of [[byCgroup, 'cgroup+ip'], [rest, 'ip']] as const) {
+  for (const [candidates, via] of [
+    [byCgroup, 'cgroup+ip'],
+    [rest, 'ip'],
+  ] as const) {
     let best: NetnsGroup | undefined;
     for (const g of candidates) {
       if (!(await holdsIp(g))) continue;
