@@ -66,15 +66,13 @@ export interface AgentProc {
 }
 
 /**
- * Starts the agent and waits for its fast-path socket. `apiPort` sets KUBERNETES_SERVICE_HOST/PORT
- * to 127.0.0.1:<port> (the installer's kubeconfig then points at the stand-in).
+ * The agent's directory flags (and, with `local`, health and metrics on 127.0.0.1, ports chosen
+ * by the kernel): how every test that starts the agent process points it at its dirs.
  */
-export async function startAgentProcess(
-  d: AgentDirs,
-  opts: { apiPort?: number; env?: Record<string, string>; args?: string[]; installCni?: boolean } = {},
-): Promise<AgentProc> {
-  const args = [
-    ...(opts.installCni ? [INSTALL_CNI_BIN] : [AGENT_BIN, 'agent']),
+export type AgentDirPaths = Record<'net' | 'bin' | 'src' | 'sa' | 'run', string>;
+
+export function agentArgs(d: AgentDirPaths, opts: { local?: boolean } = {}): string[] {
+  const dirs = [
     '--mounted-cni-net-dir',
     d.net,
     '--cni-bin-dir',
@@ -85,14 +83,19 @@ export async function startAgentProcess(
     d.sa,
     '--cni-agent-run-dir',
     d.run,
-    '--listen-address',
-    '127.0.0.1',
-    '--health-port',
-    '0',
-    '--monitoring-port',
-    '0',
-    ...(opts.args ?? []),
   ];
+  return opts.local ? [...dirs, '--listen-address', '127.0.0.1', '--health-port', '0', '--monitoring-port', '0'] : dirs;
+}
+
+/**
+ * Starts the agent and waits for its fast-path socket. `apiPort` sets KUBERNETES_SERVICE_HOST/PORT
+ * to 127.0.0.1:<port> (the installer's kubeconfig then points at the stand-in).
+ */
+export async function startAgentProcess(
+  d: AgentDirs,
+  opts: { apiPort?: number; env?: Record<string, string>; args?: string[]; installCni?: boolean } = {},
+): Promise<AgentProc> {
+  const args = [...(opts.installCni ? [INSTALL_CNI_BIN] : [AGENT_BIN, 'agent']), ...agentArgs(d, { local: true }), ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, {
     env: {
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',

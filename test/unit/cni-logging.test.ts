@@ -18,6 +18,7 @@ import { watchChild } from '../support/child-lines';
 import { BIN, logLines, runPlugin } from '../support/cni-run';
 import { tempDir } from '../support/tmp';
 import { until } from '../support/until';
+import { AgentDirPaths, agentArgs } from '../support/agent-proc';
 
 const tmp = (tag: string) => tempDir(path.join(os.tmpdir(), `icts-${tag}-`));
 
@@ -374,40 +375,17 @@ describe('the binary', () => {
 // log.sock the way they do on a node.
 test("agent process + plugin process: the plugin's log lines appear in the agent's output on the cni-plugin scope", async () => {
   const root = tmp('agent');
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as Record<string, string>;
-  for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);
+  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as AgentDirPaths;
+  for (const n of ['net', 'bin', 'src', 'sa'] as const) fs.mkdirSync(d[n]);
   fs.writeFileSync(path.join(d.src, 'istio-cni'), '#!/bin/sh\n', { mode: 0o755 });
   fs.writeFileSync(path.join(d.sa, 'token'), 'agent-token');
   fs.writeFileSync(path.join(d.sa, 'ca.crt'), 'CA');
   let agent: ChildProcess | undefined;
   try {
-    agent = spawn(
-      process.execPath,
-      [
-        BIN,
-        'agent',
-        '--mounted-cni-net-dir',
-        d.net,
-        '--cni-bin-dir',
-        d.bin,
-        '--cni-bin-source-dir',
-        d.src,
-        '--service-account-dir',
-        d.sa,
-        '--cni-agent-run-dir',
-        d.run,
-        '--listen-address',
-        '127.0.0.1',
-        '--health-port',
-        '0',
-        '--monitoring-port',
-        '0',
-      ],
-      {
-        env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443', REPAIR_ENABLED: 'false' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    agent = spawn(process.execPath, [BIN, 'agent', ...agentArgs(d, { local: true })], {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443', REPAIR_ENABLED: 'false' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const { out } = watchChild(agent);
     await until('log server', () => fs.existsSync(path.join(d.run, 'log.sock')), 10_000);
 

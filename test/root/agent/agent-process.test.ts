@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AGENT_BIN as BIN, AgentDirs as Dirs, PRIMARY_LIST as LIST, agentDirs } from '../../support/agent-proc';
+import { AGENT_BIN as BIN, AgentDirs as Dirs, PRIMARY_LIST as LIST, agentArgs, agentDirs } from '../../support/agent-proc';
 import { ExitStatus, watchChild } from '../../support/child-lines';
 import { freePort, httpGet } from '../../support/http-get';
 import { tempDir } from '../../support/tmp';
@@ -25,9 +25,7 @@ function dirs(): Dirs {
   return agentDirs({ base: root, primary: false });
 }
 
-function dirArgs(d: Dirs): string[] {
-  return ['--mounted-cni-net-dir', d.net, '--cni-bin-dir', d.bin, '--cni-bin-source-dir', d.src, '--service-account-dir', d.sa, '--cni-agent-run-dir', d.run];
-}
+const dirArgs = (d: Dirs): string[] => agentArgs(d);
 
 const baseEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443' };
 

@@ -16,6 +16,7 @@ import { KubeApiStandIn, NODE, brokenTerminated, brokenWaiting, healthy, recover
 import { makePki } from '../../support/tls';
 import { tempDir } from '../../support/tmp';
 import { until } from '../../support/until';
+import { AgentDirPaths, agentArgs } from '../../support/agent-proc';
 
 const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp' }] });
@@ -32,8 +33,8 @@ interface Agent {
 
 function nodeDirs(token: string) {
   const root = tempDir(path.join(os.tmpdir(), 'icts-agent-repair-'));
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)]));
-  for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);
+  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as AgentDirPaths;
+  for (const n of ['net', 'bin', 'src', 'sa'] as const) fs.mkdirSync(d[n]);
   fs.writeFileSync(path.join(d.src, 'istio-cni'), '#!/bin/sh\n', { mode: 0o755 });
   fs.writeFileSync(path.join(d.sa, 'token'), `${token}\n`);
   fs.writeFileSync(path.join(d.sa, 'ca.crt'), pki.ca);
@@ -167,28 +168,11 @@ test('agent process: an unreachable API does not stop the install (logged, retri
   }
   const { root, d } = nodeDirs('x');
   t.after(() => fs.rmSync(root, { recursive: true, force: true }));
-  const r = spawnSync(
-    process.execPath,
-    [
-      BIN,
-      'agent',
-      '--service-account-dir',
-      d.sa,
-      '--mounted-cni-net-dir',
-      d.net,
-      '--cni-bin-dir',
-      d.bin,
-      '--cni-bin-source-dir',
-      d.src,
-      '--cni-agent-run-dir',
-      d.run,
-      '--health-port',
-      '0',
-      '--monitoring-port',
-      '0',
-    ],
-    { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', REPAIR_ENABLED: 'true' }, encoding: 'utf8', timeout: 20_000 },
-  );
+  const r = spawnSync(process.execPath, [BIN, 'agent', ...agentArgs(d), '--health-port', '0', '--monitoring-port', '0'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', REPAIR_ENABLED: 'true' },
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
   assert.equal(r.status, 2, r.stdout + r.stderr);
   assert.match(r.stderr, /invalid KUBERNETES_SERVICE_HOST "": must be set when REPAIR_ENABLED is true/);
 });

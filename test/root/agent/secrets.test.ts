@@ -17,6 +17,7 @@ import { sidecarPod } from '../../support/cni-fakes';
 import { BIN, CniRun, runPlugin } from '../../support/cni-run';
 import { tempDir } from '../../support/tmp';
 import { until } from '../../support/until';
+import { AgentDirPaths, agentArgs } from '../../support/agent-proc';
 
 const TOKEN = `icts-secret-${process.pid}-Zq9xT4vK`;
 const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp', mtu: 1460 }] });
@@ -102,32 +103,15 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
 
   const root = tempDir(path.join(os.tmpdir(), 'icts-secrets-'));
   cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as Record<string, string>;
-  for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);
+  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as AgentDirPaths;
+  for (const n of ['net', 'bin', 'src', 'sa'] as const) fs.mkdirSync(d[n]);
   fs.writeFileSync(path.join(d.src, 'istio-cni'), '#!/bin/sh\necho plugin\n', { mode: 0o755 });
   fs.writeFileSync(path.join(d.sa, 'token'), TOKEN);
   fs.writeFileSync(path.join(d.sa, 'ca.crt'), ca);
   fs.writeFileSync(path.join(d.net, '10-k8s.conflist'), LIST);
 
   const a = await startAgent(
-    [
-      '--mounted-cni-net-dir',
-      d.net,
-      '--cni-bin-dir',
-      d.bin,
-      '--cni-bin-source-dir',
-      d.src,
-      '--service-account-dir',
-      d.sa,
-      '--cni-agent-run-dir',
-      d.run,
-      '--listen-address',
-      '127.0.0.1',
-      '--health-port',
-      '0',
-      '--monitoring-port',
-      '0',
-    ],
+    agentArgs(d, { local: true }),
     // The repair controller lists pods at start: one more caller that meets the echoing 403.
     { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: port, REPAIR_ENABLED: 'true', REPAIR_NODE_NAME: 'node-1' },
   );

@@ -26,6 +26,7 @@ import { E2eAgent, agentWaits, stopAgentProcess } from './agent-wait';
 import { processes } from './containerd';
 import { BIN, E2eWorld, EXCLUDED_NAMESPACES, NETWORK_NAME, PLUGIN_TYPE, RunningPod, hostPathState, requirePrerequisites, sweepStaleRuns } from './harness';
 import { PodSpecLite, injectedPod } from './pods';
+import { agentArgs } from '../../support/agent-proc';
 
 const T = { timeout: 60_000 };
 /** The bound on re-chaining after the primary CNI rewrote its config (issue 5: "within 2 seconds"). */
@@ -140,21 +141,7 @@ async function startAgentProcess(): Promise<AgentProc> {
   const cmd = AGENT_IN_RUNTIME_MNTNS ? ['nsenter', `--mount=/proc/${w().ctrd.pid}/ns/mnt`, '--', process.execPath] : [process.execPath];
   const proc = spawn(
     cmd[0],
-    [
-      ...cmd.slice(1),
-      BIN,
-      'agent',
-      '--mounted-cni-net-dir',
-      w().cniConfDir,
-      '--cni-bin-dir',
-      w().cniBinDir,
-      '--cni-bin-source-dir',
-      src,
-      '--cni-agent-run-dir',
-      w().agentRunDir,
-      '--service-account-dir',
-      w().saDir,
-    ],
+    [...cmd.slice(1), BIN, 'agent', ...agentArgs({ net: w().cniConfDir, bin: w().cniBinDir, src: src, run: w().agentRunDir, sa: w().saDir })],
     {
       env: {
         PATH: process.env.PATH ?? '/usr/bin:/bin',

@@ -35,6 +35,7 @@ import { E2eAgent, agentWaits, stopAgentProcess } from './agent-wait';
 import { processes } from './containerd';
 import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, RunningPod, hostPathState, requirePrerequisites, sweepStaleRuns } from './harness';
 import { PodSpecLite } from './pods';
+import { agentArgs } from '../../support/agent-proc';
 import {
   AGENT_NETNS_TAG,
   KUBELET_UID,
@@ -126,16 +127,7 @@ function startAgentProcess(): AgentProc {
       process.execPath,
       BIN,
       'agent',
-      '--mounted-cni-net-dir',
-      w().cniConfDir,
-      '--cni-bin-dir',
-      w().cniBinDir,
-      '--cni-bin-source-dir',
-      payloadDir(),
-      '--cni-agent-run-dir',
-      w().agentRunDir,
-      '--service-account-dir',
-      w().saDir,
+      ...agentArgs({ net: w().cniConfDir, bin: w().cniBinDir, src: payloadDir(), run: w().agentRunDir, sa: w().saDir }),
     ],
   });
   const proc = spawn(argv[0], argv.slice(1), {
