@@ -139,9 +139,10 @@ test('log.sock: a deep-nested and an oversized relayed field leave the agent ali
   const d = agentDirs();
   const a = await startAgentProcess(d, { installCni: true, args: ['--monitoring-port', String(await freePort()), '--log_as_json'] });
   running.push(a);
-  const metricsAt = (a.out.map((l) => JSON.parse(l) as Record<string, string>).find((m) => m.msg === 'metrics server listening') ?? {}).address;
-  const healthAt = (a.out.map((l) => JSON.parse(l) as Record<string, string>).find((m) => m.msg === 'health server listening') ?? {}).address;
-  assert.ok(metricsAt && healthAt, a.out.join('\n'));
+  // The agent is serving its fast path before it has necessarily logged every server: wait for both lines.
+  const addressOf = (msg: string) => (a.out.map((l) => JSON.parse(l) as Record<string, string>).find((m) => m.msg === msg) ?? {}).address;
+  const metricsAt = await until('the metrics server line', () => addressOf('metrics server listening'));
+  const healthAt = await until('the health server line', () => addressOf('health server listening'));
   const sock = path.join(d.run, 'log.sock');
   const entry = (extra: string) => `{"level":"info","time":"2024-05-01T10:00:00Z","msg":"relayed"${extra}}`;
   // The issue's reproduction: 200,000 levels (400 KB), then one 17 levels deep, then 5,000 characters.
