@@ -103,7 +103,7 @@ test("install-cni accepts every flag of Istio 1.28.1's install-cni; `agent` take
   await a.stop();
   const b = await startAgentProcess(agentDirs(), { args: flags.filter((f) => !/^--(mounted-cni-net-dir|cni-agent-run-dir)=/.test(f)) });
   running.push(b);
-  assert.ok(b.out.some((l) => l.includes('"msg":"CNI fast-path server listening"')));
+  await until('the fast-path server line', () => b.out.some((l) => l.includes('"msg":"CNI fast-path server listening"')));
 });
 
 test('install-cni: an unknown flag or a malformed logging value exits 2 naming it', async () => {
