@@ -39,7 +39,7 @@ import { kubeletSandboxConfig } from './cri';
 import { E2eWorld, PLUGIN_TYPE, RunningPod, requirePrerequisites, sweepStaleRuns } from './harness';
 import { KUBELET_UID, forwardInto, httpGetIn, nftTables, nftText, startKubeletStandIn } from './ambient-node';
 import { Manifests, NodeFacts, kubeletContainer, loadManifests } from './kubelet-pod';
-import { PodSpecLite, injectedPod } from './pods';
+import { PodSpecLite, injectedPod, nodePod } from './pods';
 
 const NODE = 'e2e-chart-node';
 const IMAGE = 'localhost/istio-cni-ts:0.1.0'; // the manifests' image (chart-rendering.test.ts OUR_IMAGE)
@@ -130,26 +130,7 @@ async function importImage(tag: string): Promise<void> {
 
 /** A pod as the API holds it, on this node. */
 function appPod(name: string, namespace: string, spec?: PodSpecLite): PodSpecLite {
-  const s =
-    spec ??
-    (() => {
-      const uid = randomUUID();
-      const labels = { app: name.replace(/-[^-]*$/, '') };
-      return {
-        name,
-        namespace,
-        uid,
-        labels,
-        annotations: {},
-        pod: {
-          apiVersion: 'v1',
-          kind: 'Pod',
-          metadata: { name, namespace, uid, labels, annotations: {} },
-          spec: { containers: [{ name: labels.app }] },
-          status: { phase: 'Pending' },
-        } as PodSpecLite['pod'],
-      };
-    })();
+  const s = spec ?? nodePod(name, namespace, NODE);
   const podSpec = (s.pod.spec ??= {});
   podSpec.nodeName = NODE;
   podSpec.serviceAccountName ??= `sa-${name}`;

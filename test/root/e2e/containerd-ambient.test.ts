@@ -21,7 +21,6 @@
 import { after, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -34,7 +33,7 @@ import { AMBIENT_NS_LABEL, SELECTORS_YAML } from '../../support/ambient-env';
 import { E2eAgent, agentWaits, stopAgentProcess } from './agent-wait';
 import { processes } from './containerd';
 import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, RunningPod, hostPathState, requirePrerequisites, sweepStaleRuns } from './harness';
-import { PodSpecLite } from './pods';
+import { PodSpecLite, nodePod } from './pods';
 import { agentArgs } from '../../support/agent-proc';
 import {
   AGENT_NETNS_TAG,
@@ -162,24 +161,7 @@ function startAgentProcess(): AgentProc {
 // ---------------------------------------------------------------------------------------------
 // Pods.
 
-function podSpec(name: string, namespace: string): PodSpecLite {
-  const uid = randomUUID();
-  const labels = { app: name.replace(/-[^-]*$/, '') };
-  return {
-    name,
-    namespace,
-    uid,
-    labels,
-    annotations: {},
-    pod: {
-      apiVersion: 'v1',
-      kind: 'Pod',
-      metadata: { name, namespace, uid, labels, annotations: {} },
-      spec: { nodeName: NODE, serviceAccountName: `sa-${labels.app}`, containers: [{ name: labels.app }] },
-      status: { phase: 'Pending' },
-    } as PodSpecLite['pod'],
-  };
-}
+const podSpec = (name: string, namespace: string): PodSpecLite => nodePod(name, namespace, NODE);
 
 const apiPod = (p: { namespace: string; name: string }) => n().api.pod(p.namespace, p.name);
 

@@ -138,3 +138,23 @@ export function plainPod(opts: { name: string; namespace: string }): PodSpecLite
     },
   };
 }
+
+/** A plain pod as the API holds it before it starts: on `node`, Pending, its own service account. */
+export function nodePod(name: string, namespace: string, node: string): PodSpecLite {
+  const uid = randomUUID();
+  const labels = { app: name.replace(/-[^-]*$/, '') };
+  return {
+    name,
+    namespace,
+    uid,
+    labels,
+    annotations: {},
+    pod: {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace, uid, labels, annotations: {} },
+      spec: { nodeName: node, serviceAccountName: `sa-${labels.app}`, containers: [{ name: labels.app }] },
+      status: { phase: 'Pending' },
+    } as PodSpecLite['pod'],
+  };
+}
