@@ -67,37 +67,45 @@ after(async () => {
 const rssMiB = (pid: number) => Number(/^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** An ADD through the shim that only the agent can answer (the fallback plugin does not exist). */
+/**
+ * One CNI command through the shim for the web-1 pod in `netnsPath` that only the agent can answer
+ * (the fallback plugin does not exist). `extraMembers` is JSON text added at the end of the
+ * config object: how a key comes twice.
+ */
+async function shimRun(command: 'ADD' | 'DEL', netnsPath: string, conf: Record<string, unknown> = {}, extraMembers = ''): Promise<CniRun> {
+  const env = {
+    PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: 'ctr-web-1',
+    CNI_NETNS: netnsPath,
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: '/opt/cni/bin',
+    CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1',
+    ISTIO_CNI_SHIM_DEBUG: '1',
+    ISTIO_CNI_SHIM_PLUGIN: '/nonexistent/icts-no-fallback',
+  };
+  const stdin = JSON.stringify({
+    cniVersion: '1.0.0',
+    name: 'k8s-pod-network',
+    type: 'istio-cni',
+    cni_agent_run_dir: agent.dirs.run,
+    exclude_namespaces: ['kube-system'],
+    pod_namespace: 'istio-system',
+    pod_lookup_attempts: 1,
+    prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: netnsPath }], ips: [{ address: '10.9.0.2/24', interface: 0 }] },
+    ...conf,
+  });
+  const text = extraMembers === '' ? stdin : `${stdin.slice(0, -1)},${extraMembers}}`;
+  const t0 = Date.now();
+  const r = await runAsync(shim, [], { env, stdin: text, timeoutMs: 30_000 });
+  return { ...r, ms: Date.now() - t0 };
+}
+
+/** An ADD through the shim into a fresh netns, answered by the agent only. */
 async function shimAdd(conf: Record<string, unknown> = {}, extraMembers = ''): Promise<CniRun> {
   const ns = makeNetns('hostile');
   try {
-    const env = {
-      PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-      CNI_COMMAND: 'ADD',
-      CNI_CONTAINERID: 'ctr-web-1',
-      CNI_NETNS: ns.path,
-      CNI_IFNAME: 'eth0',
-      CNI_PATH: '/opt/cni/bin',
-      CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1',
-      ISTIO_CNI_SHIM_DEBUG: '1',
-      ISTIO_CNI_SHIM_PLUGIN: '/nonexistent/icts-no-fallback',
-    };
-    const stdin = JSON.stringify({
-      cniVersion: '1.0.0',
-      name: 'k8s-pod-network',
-      type: 'istio-cni',
-      cni_agent_run_dir: agent.dirs.run,
-      exclude_namespaces: ['kube-system'],
-      pod_namespace: 'istio-system',
-      pod_lookup_attempts: 1,
-      prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: ns.path }], ips: [{ address: '10.9.0.2/24', interface: 0 }] },
-      ...conf,
-    });
-    // `extraMembers` is JSON text added at the end of the object: how a key comes twice.
-    const text = extraMembers === '' ? stdin : `${stdin.slice(0, -1)},${extraMembers}}`;
-    const t0 = Date.now();
-    const r = await runAsync(shim, [], { env, stdin: text, timeoutMs: 30_000 });
-    return { ...r, ms: Date.now() - t0 };
+    return await shimRun('ADD', ns.path, conf, extraMembers);
   } finally {
     ns.remove();
   }
@@ -333,31 +341,6 @@ test('1,100 idle connections to the health port (uid 65534) and idle clients on 
   );
   assertAnsweredByAgent(await shimAdd(), 'an ADD after the flood');
 });
-
-/** One CNI command through the shim for the web-1 pod in `netnsPath`; only the agent can answer. */
-function shimRun(command: 'ADD' | 'DEL', netnsPath: string): Promise<CniRun> {
-  const env = {
-    PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-    CNI_COMMAND: command,
-    CNI_CONTAINERID: 'ctr-web-1',
-    CNI_NETNS: netnsPath,
-    CNI_IFNAME: 'eth0',
-    CNI_PATH: '/opt/cni/bin',
-    CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-1',
-    ISTIO_CNI_SHIM_PLUGIN: '/nonexistent/icts-no-fallback',
-  };
-  const stdin = JSON.stringify({
-    cniVersion: '1.0.0',
-    name: 'k8s-pod-network',
-    type: 'istio-cni',
-    cni_agent_run_dir: agent.dirs.run,
-    exclude_namespaces: ['kube-system'],
-    pod_namespace: 'istio-system',
-    pod_lookup_attempts: 1,
-    prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: netnsPath }], ips: [{ address: '10.9.0.2/24', interface: 0 }] },
-  });
-  return runAsync(shim, [], { env, stdin, timeoutMs: 30_000 }).then((r) => ({ ...r, ms: 0 }));
-}
 
 test('after the attacks: 1,000 ADD/DEL pairs through the shim, all answered by the agent, rules applied, nothing leaked', async () => {
   const pairs = 1000;
