@@ -20,6 +20,7 @@ import * as https from 'node:https';
 import { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { renderKubeconfig } from '../installer/kubeconfig';
 
 const PACKAGE_ROOT = path.resolve(__dirname, '..', '..', '..');
 const OUR_PLUGIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
@@ -148,26 +149,7 @@ function makePki(dir: string): { ca: string; cert: string; key: string } {
 
 /** The kubeconfig install-cni writes for the plugin (cluster CA, service account token). */
 function kubeconfig(server: string, caPem: string): string {
-  return [
-    'apiVersion: v1',
-    'kind: Config',
-    'clusters:',
-    '- cluster:',
-    `    certificate-authority-data: ${Buffer.from(caPem).toString('base64')}`,
-    `    server: ${server}`,
-    '  name: local',
-    'contexts:',
-    '- context:',
-    '    cluster: local',
-    '    user: istio-cni',
-    '  name: istio-cni-context',
-    'current-context: istio-cni-context',
-    'users:',
-    '- name: istio-cni',
-    '  user:',
-    `    token: ${TOKEN}`,
-    '',
-  ].join('\n');
+  return renderKubeconfig(server, { data: Buffer.from(caPem).toString('base64') }, TOKEN);
 }
 
 async function startApi(pki: { cert: string; key: string }, log: string[]): Promise<{ url: string; close: () => void }> {

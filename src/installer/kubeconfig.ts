@@ -25,7 +25,8 @@ export function yamlScalar(s: string): string {
   return plain ? s : JSON.stringify(s);
 }
 
-function render(server: string, ca: { data?: string; skipTLS?: boolean }, token: string): string {
+/** The kubeconfig text for `server`, its CA (base64 data, or skip TLS verification) and a bearer token. */
+export function renderKubeconfig(server: string, ca: { data?: string; skipTLS?: boolean }, token: string): string {
   const clusterLines = ca.skipTLS ? [`    insecure-skip-tls-verify: true`] : [`    certificate-authority-data: ${yamlScalar(ca.data ?? '')}`];
   return [
     'apiVersion: v1',
@@ -70,8 +71,8 @@ export function createKubeConfig(cfg: InstallConfig): Kubeconfig {
   }
   const ca = { data: caData, skipTLS: cfg.skipTLSVerify };
   return {
-    full: render(server, ca, token),
-    redacted: render(server, { data: caData === undefined ? undefined : 'REDACTED', skipTLS: cfg.skipTLSVerify }, 'REDACTED'),
+    full: renderKubeconfig(server, ca, token),
+    redacted: renderKubeconfig(server, { data: caData === undefined ? undefined : 'REDACTED', skipTLS: cfg.skipTLSVerify }, 'REDACTED'),
   };
 }
 

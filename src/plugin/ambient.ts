@@ -8,7 +8,9 @@
 // A lookup failure fails ADD only with enable_ambient_detection_retry (as upstream); otherwise it
 // is logged and the pod goes on to the sidecar path.
 import * as path from 'node:path';
-import type * as http from 'node:http';
+// In the payload's bundle, node:http is install/package.js's lazy proxy (a startup snapshot cannot
+// hold http): imported here as src/kube/rest.ts imports it, it loads on the first request.
+import * as http from 'node:http';
 import { CniAddEvent, CNI_ADD_EVENT_PATH, PLUGIN_EVENT_SOCKET, encodeCniAddEvent, eventFromPrevResult } from '../ambient/cni-event';
 import { podMatchesEnablement } from '../ambient/enablement';
 import { CniError, ErrorCode } from '../cni/errors';
@@ -67,12 +69,9 @@ export async function getPodAndNamespace(
 
 /** POST the event to the agent; resolves on 200, rejects with a message naming the cause. */
 export function postCniAddEvent(socketPath: string, event: CniAddEvent, timeoutMs = EVENT_TIMEOUT_MS): Promise<void> {
-  // Loaded here, not at the top: the payload's startup snapshot leaves http out (it loads lazily).
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const httpMod = require('node:http') as typeof http;
   const body = Buffer.from(encodeCniAddEvent(event), 'utf8');
   return new Promise((resolve, reject) => {
-    const req = httpMod.request(
+    const req = http.request(
       {
         socketPath,
         path: CNI_ADD_EVENT_PATH,

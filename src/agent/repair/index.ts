@@ -1,7 +1,9 @@
 // Starting the repair controller from the agent's configuration (Istio: repair.StartRepair).
 // agent.ts loads this module only when REPAIR_ENABLED is true.
+import { SIDECAR_TABLE_REFS } from '../../capture/apply';
 import { Logger } from '../../log/logger';
 import { RestClient, inClusterRest } from '../../kube/rest';
+import { realNetns, realRules } from '../../plugin/wiring';
 import { AgentConfig } from '../config';
 import { NodePods } from '../node-pods';
 import { RepairController, RepairControllerDeps, RepairResult, RepairType, repairAction } from './controller';
@@ -44,16 +46,12 @@ export function startRepair(cfg: AgentConfig, deps: StartRepairDeps): RunningRep
   const api = deps.api ?? inClusterRest(cfg.install);
   let repairer = deps.repairer;
   if (!repairer && repairAction(r) === 'repair') {
-    // The plugin's own rule and netns code; loaded here so other modes never load it.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const pd = require('../../plugin/wiring') as typeof import('../../plugin/wiring');
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { SIDECAR_TABLES } = require('../../capture/tables') as typeof import('../../capture/tables');
+    // The plugin's own netns and rule wiring: the agent has loaded it already for its fast path.
     repairer = netnsRepairer({
       procRoot: r.hostProcDir,
       probe: rtnlProbe(),
-      netns: pd.realNetns(),
-      rules: pd.realRules(SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }))),
+      netns: realNetns(),
+      rules: realRules(SIDECAR_TABLE_REFS),
       env: process.env,
       debug: (m) => deps.log.debug(m),
     });
