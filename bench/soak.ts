@@ -28,18 +28,18 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { PACKAGE_ROOT, PAYLOAD_DIR } from './support/paths';
 import {
-  BIN,
   E2eWorld,
-  EXCLUDED_NAMESPACES,
   PLUGIN_TYPE,
   PodSpecLite,
   RunningPod,
+  agentArgs,
+  agentEnv,
   freePort,
   httpGet,
   injectedPod,
   onLines,
-  requirePrerequisites,
-  sweepStaleRuns,
+  openWorld,
+  referenceRuleset,
 } from './support/testbed';
 
 const execFileP = promisify(execFile);
@@ -94,12 +94,6 @@ const log = (m: string) => process.stdout.write(`${new Date().toISOString()} soa
 
 async function nft(nsPath: string): Promise<string> {
   return (await execFileP('nsenter', [`--net=${nsPath}`, 'nft', 'list', 'ruleset'], { timeout: 30_000 })).stdout;
-}
-
-function sh(cmd: string[], input?: string): string {
-  const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', input, timeout: 30_000 });
-  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: exit ${r.status}: ${r.stderr}`);
-  return r.stdout;
 }
 
 /** A GET that gives up after 5 s; status 0 (empty body) when it failed. */
@@ -163,44 +157,18 @@ interface Agent {
 
 async function startAgent(world: E2eWorld, bin: string, payload: string, logFile: string): Promise<Agent> {
   const metricsPort = await freePort();
-  const proc = spawn(
-    process.execPath,
-    [
-      bin,
-      'agent',
-      '--mounted-cni-net-dir',
-      world.cniConfDir,
-      '--cni-bin-dir',
-      world.cniBinDir,
-      '--cni-bin-source-dir',
-      payload,
-      '--cni-agent-run-dir',
-      world.agentRunDir,
-      '--service-account-dir',
-      world.saDir,
-    ],
-    {
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        KUBERNETES_SERVICE_HOST: '127.0.0.1',
-        KUBERNETES_SERVICE_PORT: String(world.api.port),
-        LISTEN_ADDRESS: '127.0.0.1',
-        HEALTH_PORT: '0',
-        MONITORING_PORT: String(metricsPort),
-        CHAINED_CNI_PLUGIN: 'true',
-        EXCLUDE_NAMESPACES: EXCLUDED_NAMESPACES.join(','),
-        POD_NAMESPACE: 'istio-system',
-        NATIVE_NFTABLES: 'true',
-        PLUGIN_LOG_LEVEL: 'info',
-        AGENT_LOG_LEVEL: 'info',
-        // No repair controller (as in the containerd agent e2e test).
-        REPAIR_ENABLED: 'false',
-        // --pod-cache: NODE_NAME, as the DaemonSet sets it, turns on the fast path's pod cache.
-        ...(opts.podCache ? { NODE_NAME: SOAK_NODE } : {}),
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+  const proc = spawn(process.execPath, [bin, 'agent', ...agentArgs(world.agentDirs(payload))], {
+    env: agentEnv(world.api.port, {
+      LISTEN_ADDRESS: '127.0.0.1',
+      HEALTH_PORT: '0',
+      MONITORING_PORT: String(metricsPort),
+      PLUGIN_LOG_LEVEL: 'info',
+      AGENT_LOG_LEVEL: 'info',
+      // --pod-cache: NODE_NAME, as the DaemonSet sets it, turns on the fast path's pod cache.
+      ...(opts.podCache ? { NODE_NAME: SOAK_NODE } : {}),
+    }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   world.daemons.push(proc);
   const logFd = fs.openSync(logFile, 'a');
   const ag: Agent = {
@@ -276,11 +244,7 @@ interface Sample {
 }
 
 async function main(): Promise<number> {
-  const refPlugins = requirePrerequisites();
-  const swept = sweepStaleRuns();
-  if (swept.length) log(`cleaned up after killed e2e runs: ${swept.join(', ')}`);
-  const world = new E2eWorld(refPlugins);
-  world.cleanUpOnExit();
+  const world = openWorld(log);
   log(`options ${JSON.stringify(opts)}; state dir ${world.dir}`);
 
   const payloadSrc = PAYLOAD_DIR;
@@ -313,10 +277,7 @@ async function main(): Promise<number> {
 
   // The reference ruleset: every pod is the same injected template, so the same rules.
   const probe = injectedPod({ name: 'soak-reference-00000', namespace: 'soak' });
-  const podFile = path.join(world.dir, 'reference-pod.json');
-  fs.writeFileSync(podFile, JSON.stringify(probe.pod));
-  const dryRun = sh([process.execPath, BIN, 'rules', '--dry-run', '--pod', podFile]);
-  const reference = sh(['unshare', '--net', 'sh', '-c', 'nft -f - && nft list ruleset'], dryRun);
+  const reference = referenceRuleset(world.rulesForPod(probe));
   if (!/table inet istio-proxy-nat /.test(reference)) throw new Error(`unexpected reference ruleset:\n${reference}`);
 
   const failures: { pod: string; at: number; error: string }[] = [];

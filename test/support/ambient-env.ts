@@ -20,24 +20,12 @@ import { istioKubeconfig, makePki, TestPki } from './tls';
 import { runPlugin } from './cni-run';
 import { ZtunnelStandIn, StandInOptions } from './ztunnel-standin';
 import { tempDir } from './tmp';
+import { SELECTORS_YAML } from './selectors';
 
 export const NODE = 'node-amb';
 export const KUBELET_UID = 4242;
 export const AMBIENT_NS_LABEL = { 'istio.io/dataplane-mode': 'ambient' };
-
-export const SELECTORS_YAML = `- podSelector:
-    matchLabels:
-      istio.io/dataplane-mode: ambient
-- podSelector:
-    matchExpressions:
-    - key: istio.io/dataplane-mode
-      operator: NotIn
-      values:
-      - none
-  namespaceSelector:
-    matchLabels:
-      istio.io/dataplane-mode: ambient
-`;
+export { SELECTORS_YAML };
 
 export const SELECTORS_JSON = [
   { podSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } } },

@@ -16,15 +16,31 @@
 // See docs/e2e.md.
 import { after, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { watchChild } from '../../support/child-lines';
 import { freePort, httpGet } from '../../support/http-get';
 import { ensurePayload } from '../../support/payload';
 import { E2eAgent, agentWaits, stopAgentProcess } from './agent-wait';
-import { processes } from './containerd';
-import { BIN, E2eWorld, EXCLUDED_NAMESPACES, NETWORK_NAME, PLUGIN_TYPE, RunningPod, hostPathState, requirePrerequisites, sweepStaleRuns } from './harness';
+import {
+  BIN,
+  E2eWorld,
+  EXCLUDED_NAMESPACES,
+  NETWORK_NAME,
+  PLUGIN_ENTRY_KEYS,
+  PLUGIN_TYPE,
+  RunningPod,
+  Timings,
+  agentEnv,
+  assertNothingLeft,
+  eth0,
+  openWorld,
+  setUp,
+  referenceRuleset,
+  ruleset,
+  tearDownAtEnd,
+} from './harness';
 import { PodSpecLite, injectedPod } from './pods';
 import { agentArgs } from '../../support/agent-proc';
 
@@ -43,44 +59,10 @@ for (const [v, ok] of [
 }
 
 let world: E2eWorld | undefined;
-const started = performance.now();
-const timings: Record<string, number[]> = {};
-const note = (k: string, ms: number) => (timings[k] ??= []).push(ms);
+const timings = new Timings();
+const { note } = timings;
 
-function w(): E2eWorld {
-  if (!world) throw new Error('the e2e world was not set up (see the failure of the set-up test)');
-  return world;
-}
-
-function sh(cmd: string[], input?: string): string {
-  const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', input, timeout: 15_000 });
-  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: exit ${r.status}: ${r.stderr}`);
-  return r.stdout;
-}
-
-const ruleset = (nsPath: string) => sh(['nsenter', `--net=${nsPath}`, 'nft', 'list', 'ruleset']);
-
-/** The ruleset nft lists after applying `text` in a fresh, throwaway network namespace. */
-function referenceRuleset(text: string): string {
-  return sh(['unshare', '--net', 'sh', '-c', 'nft -f - && nft list ruleset'], text);
-}
-
-/** `istio-cni-ts rules --dry-run --pod FILE` for the pod object the API stand-in serves. */
-function rulesForPod(spec: PodSpecLite): string {
-  const file = path.join(w().dir, `${spec.namespace}_${spec.name}.json`);
-  fs.writeFileSync(file, JSON.stringify(spec.pod));
-  const r = spawnSync(process.execPath, [BIN, 'rules', '--dry-run', '--pod', file], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
-  assert.equal(r.status, 0, `istio-cni-ts rules --dry-run --pod: ${r.stderr}`);
-  return r.stdout;
-}
-
-function eth0(nsPath: string): { ip?: string; mtu?: number } {
-  const links = JSON.parse(sh(['nsenter', `--net=${nsPath}`, 'ip', '-j', '-4', 'addr', 'show', 'dev', 'eth0'])) as {
-    mtu: number;
-    addr_info: { local: string }[];
-  }[];
-  return { ip: links[0]?.addr_info[0]?.local, mtu: links[0]?.mtu };
-}
+const w = (): E2eWorld => setUp(world);
 
 /** A GET that fails after 5 s rather than hang the test. */
 const get = (url: string) => httpGet(url, { timeoutMs: 5000 });
@@ -105,27 +87,10 @@ function a(): AgentProc {
 /** Waits that fail at once (with its output) if the agent died meanwhile. */
 const { until, tail: agentTail } = agentWaits(() => agent);
 
-/**
- * The payload the agent copies into the bin dir (CNI_BIN_SOURCE_DIR). By default a launcher:
- * `istio-cni`, a Node script that runs this checkout's plugin (containerd's PATH has node), so
- * the test needs only the build. Its command line names the bin dir, so a stray plugin process
- * of a killed run is found by the harness like any other.
- */
+/** The payload the agent copies into the bin dir (CNI_BIN_SOURCE_DIR): by default the harness's launcher. */
 function payloadDir(): string {
   if (SELF_CONTAINED) return selfContainedPayload ?? assert.fail('the self-contained payload was not built (see the set-up test)');
-  const dir = path.join(w().dir, 'payload');
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(
-    path.join(dir, 'istio-cni'),
-    [
-      '#!/usr/bin/env node',
-      "// e2e payload: the CNI plugin of this checkout's build (the image ships the self-contained one).",
-      `require(${JSON.stringify(BIN)});`,
-      '',
-    ].join('\n'),
-    { mode: 0o755 },
-  );
-  return dir;
+  return w().launcherPayload();
 }
 
 /**
@@ -139,29 +104,10 @@ async function startAgentProcess(): Promise<AgentProc> {
   const metricsPort = await freePort();
   // nsenter execs node itself (no fork for a mount namespace): the child's pid is the agent's.
   const cmd = AGENT_IN_RUNTIME_MNTNS ? ['nsenter', `--mount=/proc/${w().ctrd.pid}/ns/mnt`, '--', process.execPath] : [process.execPath];
-  const proc = spawn(
-    cmd[0],
-    [...cmd.slice(1), BIN, 'agent', ...agentArgs({ net: w().cniConfDir, bin: w().cniBinDir, src: src, run: w().agentRunDir, sa: w().saDir })],
-    {
-      env: {
-        PATH: process.env.PATH ?? '/usr/bin:/bin',
-        KUBERNETES_SERVICE_HOST: '127.0.0.1',
-        KUBERNETES_SERVICE_PORT: String(w().api.port),
-        LISTEN_ADDRESS: '127.0.0.1',
-        HEALTH_PORT: '0',
-        MONITORING_PORT: String(metricsPort),
-        CHAINED_CNI_PLUGIN: 'true',
-        EXCLUDE_NAMESPACES: EXCLUDED_NAMESPACES.join(','),
-        POD_NAMESPACE: 'istio-system',
-        NATIVE_NFTABLES: 'true',
-        PLUGIN_LOG_LEVEL: 'debug',
-        AGENT_LOG_LEVEL: 'debug',
-        // The stand-in serves pod GETs only; the repair controller is covered by test/root/agent.
-        REPAIR_ENABLED: 'false',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+  const proc = spawn(cmd[0], [...cmd.slice(1), BIN, 'agent', ...agentArgs(w().agentDirs(src))], {
+    env: agentEnv(w().api.port, { LISTEN_ADDRESS: '127.0.0.1', HEALTH_PORT: '0', MONITORING_PORT: String(metricsPort) }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   w().daemons.push(proc);
   const ag: AgentProc = Object.assign(watchChild(proc), { health: '', metrics: `127.0.0.1:${metricsPort}`, payloadDir: src });
   agent = ag;
@@ -258,7 +204,7 @@ async function sidecarPodGetsRules(key: string, spec: PodSpecLite): Promise<Runn
   );
   const got = ruleset(p.nsPath);
   assert.match(got, /table inet istio-proxy-nat /);
-  assert.equal(got, referenceRuleset(rulesForPod(spec)), 'the pod netns holds what `rules --dry-run --pod` prints for the pod');
+  assert.equal(got, referenceRuleset(w().rulesForPod(spec)), 'the pod netns holds what `rules --dry-run --pod` prints for the pod');
   // Who ran the ADD: a plugin process writes its log lines to stderr (containerd's log) and
   // relays them through log.sock; the shim's fast path runs it inside the agent, whose output
   // has them.
@@ -275,24 +221,15 @@ after(async () => {
     process.stderr.write(`e2e: the node agent was still running at the end; stopped (${JSON.stringify(r)})\n`);
   }
   if (agent && world && process.env.ICTS_E2E_KEEP_LOG === '1') fs.writeFileSync(`${world.dir}.agent.log`, `${agent.out.join('\n')}\n`);
-  const problems = await world?.teardown();
-  if (problems?.length) process.stderr.write(`e2e teardown cleaned up:\n  ${problems.join('\n  ')}\n`);
-  const lines = Object.entries(timings).map(
-    ([k, v]) =>
-      `  ${k}: n=${v.length} min/avg/max ${Math.min(...v).toFixed(0)}/${(v.reduce((x, y) => x + y, 0) / v.length).toFixed(0)}/${Math.max(...v).toFixed(0)} ms`,
-  );
-  process.stdout.write(
-    `containerd + agent e2e timings (ms, payload: ${SELF_CONTAINED ? 'self-contained' : 'launcher'}, agent mount namespace: ${AGENT_IN_RUNTIME_MNTNS ? 'containerd' : 'host'}):\n${lines.join('\n')}\n  whole file: ${((performance.now() - started) / 1000).toFixed(1)} s\n`,
+  await tearDownAtEnd(world);
+  timings.print(
+    `containerd + agent e2e timings (ms, payload: ${SELF_CONTAINED ? 'self-contained' : 'launcher'}, agent mount namespace: ${AGENT_IN_RUNTIME_MNTNS ? 'containerd' : 'host'})`,
   );
 });
 
 describe('the node agent installs istio-cni-ts into a real containerd node and takes it out again', () => {
   test('set up: root and tools, API stand-in, containerd with only the primary network (bridge → portmap)', { timeout: 120_000 }, async () => {
-    const refPlugins = requirePrerequisites();
-    const swept = sweepStaleRuns();
-    if (swept.length) process.stderr.write(`cleaned up after killed e2e runs: ${swept.join(', ')}\n`);
-    world = new E2eWorld(refPlugins);
-    world.cleanUpOnExit();
+    world = openWorld();
     if (SELF_CONTAINED) {
       const tp = performance.now();
       selfContainedPayload = ensurePayload();
@@ -337,20 +274,7 @@ describe('the node agent installs istio-cni-ts into a real containerd node and t
     );
     assert.deepEqual(conf.plugins.slice(0, 2), primary.plugins, 'the primary plugins are kept as they were');
     const entry = conf.plugins[2];
-    assert.deepEqual(Object.keys(entry).sort(), [
-      'ambient_enabled',
-      'cni_agent_run_dir',
-      'dns',
-      'enable_ambient_detection_retry',
-      'enablement_selectors',
-      'exclude_namespaces',
-      'ipam',
-      'name',
-      'native_nftables',
-      'plugin_log_level',
-      'pod_namespace',
-      'type',
-    ]);
+    assert.deepEqual(Object.keys(entry).sort(), PLUGIN_ENTRY_KEYS, 'the keys of the entry install-cni writes');
     assert.equal(entry.name, 'istio-cni');
     assert.equal(entry.cni_agent_run_dir, w().agentRunDir);
     assert.deepEqual(entry.exclude_namespaces, EXCLUDED_NAMESPACES);
@@ -501,22 +425,8 @@ describe('the node agent installs istio-cni-ts into a real containerd node and t
   });
 
   test('stopping the private containerd leaves no process, mount, bridge or file behind', T, async () => {
-    const world0 = w();
-    const ctrdPid = world0.ctrd.pid;
     const agentPid = agent?.proc.pid;
-    const problems = await world0.teardown();
-    assert.deepEqual(problems, []);
-    assert.throws(() => process.kill(ctrdPid, 0), 'containerd is gone');
+    await assertNothingLeft(w());
     if (agentPid) assert.throws(() => process.kill(agentPid, 0), 'the agent is gone');
-    assert.deepEqual(
-      processes()
-        .filter((p) => p.cmdline.includes(`${world0.dir}/`))
-        .map((p) => p.cmdline),
-      [],
-      'no process of this run',
-    );
-    assert.equal(spawnSync('ip', ['link', 'show', 'dev', world0.bridge]).status !== 0, true, 'bridge deleted');
-    assert.ok(!fs.existsSync(world0.dir), 'state dir removed');
-    assert.deepEqual(hostPathState(), world0.hostBefore, `untouched: ${Object.keys(world0.hostBefore).join(', ')}`);
   });
 });

@@ -31,8 +31,7 @@ import { makePki } from '../../support/tls';
 import { ZtunnelStandIn } from '../../support/ztunnel-standin';
 import { AMBIENT_NS_LABEL, SELECTORS_YAML } from '../../support/ambient-env';
 import { E2eAgent, agentWaits, stopAgentProcess } from './agent-wait';
-import { processes } from './containerd';
-import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, RunningPod, hostPathState, requirePrerequisites, sweepStaleRuns } from './harness';
+import { BIN, E2eWorld, PLUGIN_TYPE, RunningPod, Timings, agentEnv, assertNothingLeft, openWorld, setUp, tearDownAtEnd } from './harness';
 import { PodSpecLite, nodePod } from './pods';
 import { agentArgs } from '../../support/agent-proc';
 import {
@@ -62,9 +61,8 @@ const REFERENCE_PLUGINS = ['bridge', 'host-local', 'loopback', 'portmap'];
 const REDIRECTION = 'ambient.istio.io/redirection';
 
 let world: E2eWorld | undefined;
-const started = performance.now();
-const timings: Record<string, number[]> = {};
-const note = (k: string, ms: number) => (timings[k] ??= []).push(ms);
+const timings = new Timings();
+const { note } = timings;
 
 /** What the set-up test builds around containerd (the agent's node). */
 interface AmbientNode {
@@ -78,10 +76,7 @@ interface AmbientNode {
 }
 let node: AmbientNode | undefined;
 
-function w(): E2eWorld {
-  if (!world) throw new Error('the e2e world was not set up (see the failure of the set-up test)');
-  return world;
-}
+const w = (): E2eWorld => setUp(world);
 function a(): AgentProc {
   if (!agent) throw new Error('the agent was not started (see the failure of the agent test)');
   return agent;
@@ -100,18 +95,6 @@ let agent: AgentProc | undefined;
 /** Waits that fail at once (with its output) if the agent died meanwhile. */
 const { until, tail: agentTail } = agentWaits(() => agent);
 
-/** The launcher payload the agent installs as `istio-cni`: this checkout's plugin. */
-function payloadDir(): string {
-  const dir = path.join(w().dir, 'payload');
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(
-    path.join(dir, 'istio-cni'),
-    `#!/usr/bin/env node\n// e2e payload: the CNI plugin of this checkout's build.\nrequire(${JSON.stringify(BIN)});\n`,
-    { mode: 0o755 },
-  );
-  return dir;
-}
-
 /**
  * `istio-cni-ts agent` with AMBIENT_ENABLED=true in the agent container: directories as flags (the
  * command line names the state dir, so a killed run's agent is swept up), the rest as the
@@ -122,34 +105,18 @@ function startAgentProcess(): AgentProc {
     netnsPath: n().netns.path,
     rootDir: n().rootDir,
     containerdPid: w().ctrd.pid,
-    command: [
-      process.execPath,
-      BIN,
-      'agent',
-      ...agentArgs({ net: w().cniConfDir, bin: w().cniBinDir, src: payloadDir(), run: w().agentRunDir, sa: w().saDir }),
-    ],
+    command: [process.execPath, BIN, 'agent', ...agentArgs(w().agentDirs(w().launcherPayload()))],
   });
   const proc = spawn(argv[0], argv.slice(1), {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      KUBERNETES_SERVICE_HOST: '127.0.0.1',
-      KUBERNETES_SERVICE_PORT: String(n().api.port),
+    env: agentEnv(n().api.port, {
       NODE_NAME: NODE,
       POD_NAME: 'istio-cni-node-e2e',
-      POD_NAMESPACE: 'istio-system',
       AMBIENT_ENABLED: 'true',
       // The agent's netns plays the node's here (no ALLOW_SWITCH_TO_HOST_NS: it checks they are the same).
       HOST_NETNS: n().netns.path,
       AMBIENT_ENABLEMENT_SELECTOR: SELECTORS_YAML,
       ZTUNNEL_UDS_ADDRESS: n().zdsPath,
-      CHAINED_CNI_PLUGIN: 'true',
-      EXCLUDE_NAMESPACES: EXCLUDED_NAMESPACES.join(','),
-      NATIVE_NFTABLES: 'true',
-      PLUGIN_LOG_LEVEL: 'debug',
-      AGENT_LOG_LEVEL: 'debug',
-      // Repair has its own tests (test/root/agent); here it would only add API traffic.
-      REPAIR_ENABLED: 'false',
-    },
+    }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   w().daemons.push(proc);
@@ -213,13 +180,8 @@ after(async () => {
     await node.api.close();
     node.netns.remove();
   }
-  const problems = await world?.teardown();
-  if (problems?.length) process.stderr.write(`e2e teardown cleaned up:\n  ${problems.join('\n  ')}\n`);
-  const lines = Object.entries(timings).map(
-    ([k, v]) =>
-      `  ${k}: n=${v.length} min/avg/max ${Math.min(...v).toFixed(0)}/${(v.reduce((x, y) => x + y, 0) / v.length).toFixed(0)}/${Math.max(...v).toFixed(0)} ms`,
-  );
-  process.stdout.write(`containerd ambient e2e timings (ms):\n${lines.join('\n')}\n  whole file: ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  await tearDownAtEnd(world);
+  timings.print('containerd ambient e2e timings (ms)');
 });
 
 describe('containerd: pods in an ambient namespace started through CRI are enrolled end to end by the agent process', () => {
@@ -227,13 +189,11 @@ describe('containerd: pods in an ambient namespace started through CRI are enrol
     'set up: root and tools, containerd with bridge → portmap, API stand-in, agent netns and /host, kubelet and ztunnel stand-ins',
     { timeout: 120_000 },
     async () => {
-      const refPlugins = requirePrerequisites();
+      world = openWorld();
       const missing = ['chroot', 'setpriv', 'sleep'].filter((t) => spawnSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' }).status !== 0);
       if (missing.length) throw new Error(`the containerd ambient e2e test needs ${missing.join(', ')} on PATH (coreutils, util-linux)`);
-      const swept = [...sweepStaleRuns(), ...sweepStaleAgentNetns()];
-      if (swept.length) process.stderr.write(`cleaned up after killed e2e runs: ${swept.join(', ')}\n`);
-      world = new E2eWorld(refPlugins);
-      world.cleanUpOnExit();
+      const swept = sweepStaleAgentNetns();
+      if (swept.length) process.stderr.write(`cleaned up the agent netns of killed e2e runs: ${swept.join(', ')}\n`);
       const t0 = performance.now();
       await world.setup({ installPlugin: false });
 
@@ -596,17 +556,9 @@ describe('containerd: pods in an ambient namespace started through CRI are enrol
     await node0.forwarder.close();
     await node0.api.close();
     node0.netns.remove();
-    const problems = await world0.teardown();
     node = undefined;
-    assert.deepEqual(problems, []);
+    await assertNothingLeft(world0, 'no process of this run (agent, kubelet stand-in, containerd, shims)');
     if (agentPid) assert.throws(() => process.kill(agentPid, 0), 'the agent is gone');
-    assert.deepEqual(
-      processes()
-        .filter((p) => p.cmdline.includes(`${world0.dir}/`))
-        .map((p) => p.cmdline),
-      [],
-      'no process of this run (agent, kubelet stand-in, containerd, shims)',
-    );
     assert.ok(!fs.existsSync(node0.netns.path), "the agent's netns is gone");
     assert.deepEqual(
       fs
@@ -616,8 +568,5 @@ describe('containerd: pods in an ambient namespace started through CRI are enrol
       [],
       'no mount left',
     );
-    assert.equal(spawnSync('ip', ['link', 'show', 'dev', world0.bridge]).status !== 0, true, 'bridge deleted');
-    assert.ok(!fs.existsSync(world0.dir), 'state dir removed');
-    assert.deepEqual(hostPathState(), world0.hostBefore);
   });
 });

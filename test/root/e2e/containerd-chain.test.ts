@@ -9,86 +9,56 @@ import { after, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { processes } from './containerd';
-import { BIN, E2eWorld, EXCLUDED_NAMESPACES, PLUGIN_TYPE, RunningPod, hostPathState, requirePrerequisites, sweepStaleRuns } from './harness';
-import { PodSpecLite, VALIDATION_ARGS, injectedPod, plainPod } from './pods';
+import {
+  E2eWorld,
+  EXCLUDED_NAMESPACES,
+  PLUGIN_ENTRY_KEYS,
+  PLUGIN_TYPE,
+  RunningPod,
+  Timings,
+  assertNothingLeft,
+  eth0,
+  openWorld,
+  setUp,
+  referenceRuleset,
+  ruleset,
+  rulesCli,
+  sh,
+  tearDownAtEnd,
+} from './harness';
+import { PodSpecLite, VALIDATION_ARGS, injectedPod, iptablesArgs, plainPod } from './pods';
 
 const T = { timeout: 60_000 };
 let world: E2eWorld | undefined;
-const started = performance.now();
-const timings: Record<string, number[]> = {};
-const note = (k: string, ms: number) => (timings[k] ??= []).push(ms);
+const timings = new Timings();
+const { note } = timings;
 
-function w(): E2eWorld {
-  if (!world) throw new Error('the e2e world was not set up (see the failure of the set-up test)');
-  return world;
-}
+const w = (): E2eWorld => setUp(world);
 
-function sh(cmd: string[], input?: string): string {
-  const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', input, timeout: 15_000 });
-  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: exit ${r.status}: ${r.stderr}`);
-  return r.stdout;
-}
-
-const ruleset = (nsPath: string) => sh(['nsenter', `--net=${nsPath}`, 'nft', 'list', 'ruleset']);
 const ipRules = (nsPath: string) => sh(['nsenter', `--net=${nsPath}`, 'ip', '-4', 'rule', 'show']);
 const table133 = (nsPath: string) => sh(['nsenter', `--net=${nsPath}`, 'ip', '-4', 'route', 'show', 'table', '133']);
 const links = (nsPath: string) =>
   (JSON.parse(sh(['nsenter', `--net=${nsPath}`, 'ip', '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname).sort();
-
-/** The ruleset nft lists after applying `text` in a fresh, throwaway network namespace. */
-function referenceRuleset(text: string): string {
-  return sh(['unshare', '--net', 'sh', '-c', 'nft -f - && nft list ruleset'], text);
-}
 
 /**
  * The istio-iptables flags of what the CNI path applies to a default-injected pod (upstream's
  * plugin-dryrun "basic" effective config): the annotation's inbound exclusion first, then
  * 15021 and 15090, and 15020 also excluded from outbound capture.
  */
-const CNI_PATH_ARGS = [
-  '-p',
-  '15001',
-  '-z',
-  '15006',
-  '-u',
-  '1337',
-  '-g',
-  '1337',
-  '-m',
-  'REDIRECT',
-  '-i',
-  '*',
-  '-x',
-  '',
-  '-b',
-  '*',
-  '-d',
-  '15020,15021,15090',
-  '-o',
-  '15020',
-];
-
-/** `istio-cni-ts rules` output, run with the plugin's clean environment (containerd gives it PATH only). */
-function rulesCli(args: readonly string[]): string {
-  const r = spawnSync(process.execPath, [BIN, 'rules', ...args], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
-  assert.equal(r.status, 0, `istio-cni-ts rules ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-
-/** `istio-cni-ts rules --dry-run --pod FILE` for the pod object the API stand-in serves. */
-function rulesForPod(spec: PodSpecLite): string {
-  const file = path.join(w().dir, `${spec.namespace}_${spec.name}.json`);
-  fs.writeFileSync(file, JSON.stringify(spec.pod));
-  return rulesCli(['--dry-run', '--pod', file]);
-}
-
-function eth0Ipv4(nsPath: string): string | undefined {
-  const addrs = JSON.parse(sh(['nsenter', `--net=${nsPath}`, 'ip', '-j', '-4', 'addr', 'show', 'dev', 'eth0'])) as { addr_info: { local: string }[] }[];
-  return addrs[0]?.addr_info[0]?.local;
-}
+const CNI_PATH_ARGS = iptablesArgs({
+  '-p': '15001',
+  '-z': '15006',
+  '-u': '1337',
+  '-g': '1337',
+  '-m': 'REDIRECT',
+  '-i': '*',
+  '-x': '',
+  '-b': '*',
+  '-d': '15020,15021,15090',
+  '-o': '15020',
+});
 
 /** Plugin log lines that name this pod (the plugin logs to stderr; containerd keeps it). */
 function pluginLinesFor(spec: PodSpecLite): Record<string, unknown>[] {
@@ -121,7 +91,7 @@ async function run(key: string, spec: PodSpecLite): Promise<RunningPod> {
   assert.match(p.ip, /^10\.253\.7\.\d+$/, 'the pod got its IP from bridge/host-local');
   // containerd takes the pod IP from the result of the whole chain: it can only match the
   // address in the netns if portmap and istio-cni-ts passed bridge's result through intact.
-  assert.equal(eth0Ipv4(p.nsPath), p.ip);
+  assert.equal(eth0(p.nsPath).ip, p.ip);
   return p;
 }
 
@@ -135,23 +105,14 @@ function noteCniTimings(): void {
 after(async () => {
   noteCniTimings();
   // Also on failure: nothing may outlive the run.
-  const problems = await world?.teardown();
-  if (problems?.length) process.stderr.write(`e2e teardown cleaned up:\n  ${problems.join('\n  ')}\n`);
-  const lines = Object.entries(timings).map(
-    ([k, v]) =>
-      `  ${k}: n=${v.length} min/avg/max ${Math.min(...v).toFixed(0)}/${(v.reduce((a, b) => a + b, 0) / v.length).toFixed(0)}/${Math.max(...v).toFixed(0)} ms`,
-  );
-  process.stdout.write(`containerd e2e timings (ms):\n${lines.join('\n')}\n  whole file: ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  await tearDownAtEnd(world);
+  timings.print('containerd e2e timings (ms)');
 });
 
 describe('containerd CRI runs bridge → portmap → istio-cni-ts', () => {
   // A test, not a before hook: a missing prerequisite then counts as a failure, loudly.
   test('set up: root and tools, API stand-in, conflist and kubeconfig, pause image, containerd to CRI-ready', { timeout: 120_000 }, async () => {
-    const refPlugins = requirePrerequisites();
-    const swept = sweepStaleRuns();
-    if (swept.length) process.stderr.write(`cleaned up after killed e2e runs: ${swept.join(', ')}\n`);
-    world = new E2eWorld(refPlugins);
-    world.cleanUpOnExit();
+    world = openWorld();
     const t0 = performance.now();
     await world.setup();
     note('setup (CA, image, containerd to CRI-ready)', performance.now() - t0);
@@ -169,20 +130,7 @@ describe('containerd CRI runs bridge → portmap → istio-cni-ts', () => {
       ['bridge', 'portmap', PLUGIN_TYPE],
     );
     const entry = conf.plugins[2];
-    assert.deepEqual(Object.keys(entry).sort(), [
-      'ambient_enabled',
-      'cni_agent_run_dir',
-      'dns',
-      'enable_ambient_detection_retry',
-      'enablement_selectors',
-      'exclude_namespaces',
-      'ipam',
-      'name',
-      'native_nftables',
-      'plugin_log_level',
-      'pod_namespace',
-      'type',
-    ]);
+    assert.deepEqual(Object.keys(entry).sort(), PLUGIN_ENTRY_KEYS, 'the keys of the entry install-cni writes');
     assert.deepEqual(entry.exclude_namespaces, EXCLUDED_NAMESPACES);
     assert.equal(entry.cni_agent_run_dir, w().agentRunDir);
     const kubeconfig = fs.readFileSync(`${w().agentRunDir}/istio-cni-kubeconfig`, 'utf8');
@@ -202,7 +150,7 @@ describe('containerd CRI runs bridge → portmap → istio-cni-ts', () => {
     );
     const got = ruleset(p.nsPath);
     assert.match(got, /table inet istio-proxy-nat /);
-    assert.equal(got, referenceRuleset(rulesForPod(spec)), 'the pod netns holds what `rules --dry-run --pod` prints for the pod');
+    assert.equal(got, referenceRuleset(w().rulesForPod(spec)), 'the pod netns holds what `rules --dry-run --pod` prints for the pod');
     assert.equal(got, referenceRuleset(rulesCli(CNI_PATH_ARGS)), 'and what `rules` prints for the equivalent istio-iptables flags');
     // istio-validation's own istio-iptables args describe the same capture except that the CNI
     // path also keeps 15020 out of outbound capture: same rules once -o 15020 is added, order aside.
@@ -259,7 +207,7 @@ describe('containerd CRI runs bridge → portmap → istio-cni-ts', () => {
     });
     const p = await run('tproxy', spec);
     const got = ruleset(p.nsPath);
-    assert.equal(got, referenceRuleset(rulesForPod(spec)), 'the pod netns holds what `rules --dry-run --pod` prints for the pod');
+    assert.equal(got, referenceRuleset(w().rulesForPod(spec)), 'the pod netns holds what `rules --dry-run --pod` prints for the pod');
     assert.deepEqual(
       [...got.matchAll(/^table (\S+ \S+) /gm)].map((m) => m[1]),
       ['inet istio-proxy-nat', 'inet istio-proxy-mangle'],
@@ -355,20 +303,6 @@ describe('containerd CRI runs bridge → portmap → istio-cni-ts', () => {
   test('stopping the private containerd leaves no process, mount, bridge or file behind', T, async () => {
     const world0 = w();
     noteCniTimings();
-    const ctrdPid = world0.ctrd.pid;
-    // Teardown checks that no process is left in containerd's mount namespace before letting it go.
-    const problems = await world0.teardown();
-    assert.deepEqual(problems, []);
-    assert.throws(() => process.kill(ctrdPid, 0), 'containerd is gone');
-    assert.deepEqual(
-      processes()
-        .filter((p) => p.cmdline.includes(`${world0.dir}/`))
-        .map((p) => p.cmdline),
-      [],
-      'no process of this run',
-    );
-    assert.equal(spawnSync('ip', ['link', 'show', 'dev', world0.bridge]).status !== 0, true, 'bridge deleted');
-    assert.ok(!fs.existsSync(world0.dir), 'state dir removed');
-    assert.deepEqual(hostPathState(), world0.hostBefore, `untouched: ${Object.keys(world0.hostBefore).join(', ')}`);
+    await assertNothingLeft(world0);
   });
 });

@@ -1,6 +1,7 @@
 // The real-runtime e2e world: a private state dir, the kube API stand-in, the conflist and
 // kubeconfig as Istio's install-cni writes them (made with the project's own installer code),
 // the sandbox image, a private containerd, and helpers to look inside pod network namespaces.
+import * as assert from 'node:assert/strict';
 import { ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -8,10 +9,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { insertCNIConfig } from '../../../src/installer/cniconfig';
 import { installConfig, parseEnablementSelectors, pluginConfigText } from '../../../src/installer/config';
 import { createKubeConfig } from '../../../src/installer/kubeconfig';
+import { AgentDirPaths } from '../../support/agent-proc';
 import { PACKAGE_ROOT } from '../../support/conformance';
 import { PrivateContainerd, killStrays, processes } from './containerd';
 import { SandboxStatus, kubeletSandboxConfig, sandboxNetnsPath } from './cri';
 import { KubeApiStandIn } from '../../support/kube-api';
+import { SELECTORS_YAML } from '../../support/selectors';
 import { makePki } from '../../support/tls';
 import { buildPauseImage } from './pause-image';
 import { PodSpecLite } from './pods';
@@ -22,6 +25,21 @@ export const PROBE_CLIENT = path.join(PACKAGE_ROOT, 'dist', 'test', 'fixtures', 
 
 /** The plugin type: the name Istio's install-cni gives the binary and the conflist entry. */
 export const PLUGIN_TYPE = 'istio-cni';
+/** The keys of the plugin entry install-cni chains into the conflist, sorted. */
+export const PLUGIN_ENTRY_KEYS = [
+  'ambient_enabled',
+  'cni_agent_run_dir',
+  'dns',
+  'enable_ambient_detection_retry',
+  'enablement_selectors',
+  'exclude_namespaces',
+  'ipam',
+  'name',
+  'native_nftables',
+  'plugin_log_level',
+  'pod_namespace',
+  'type',
+];
 export const NETWORK_NAME = 'k8s-pod-network';
 export const EXCLUDED_NAMESPACES = ['kube-system'];
 const CNI_PLUGIN_DIRS = ['/usr/lib/cni', '/opt/cni/bin'];
@@ -59,6 +77,76 @@ export function hostPathState(): Record<string, string> {
       }
     }),
   );
+}
+
+/** Runs a command to its end: its stdout, or an error naming it with its exit status and stderr. */
+export function sh(cmd: string[], input?: string): string {
+  const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', input, timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: exit ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** `nft list ruleset` in a network namespace. */
+export const ruleset = (nsPath: string): string => sh(['nsenter', `--net=${nsPath}`, 'nft', 'list', 'ruleset']);
+
+/** The ruleset nft lists after applying `text` in a fresh, throwaway network namespace. */
+export function referenceRuleset(text: string): string {
+  return sh(['unshare', '--net', 'sh', '-c', 'nft -f - && nft list ruleset'], text);
+}
+
+/** `istio-cni-ts rules` output, run with the plugin's clean environment (containerd gives it PATH only). */
+export function rulesCli(args: readonly string[]): string {
+  const r = spawnSync(process.execPath, [BIN, 'rules', ...args], { encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  assert.equal(r.status, 0, `istio-cni-ts rules ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+/** eth0's first IPv4 address and its MTU in a network namespace. */
+export function eth0(nsPath: string): { ip?: string; mtu?: number } {
+  const links = JSON.parse(sh(['nsenter', `--net=${nsPath}`, 'ip', '-j', '-4', 'addr', 'show', 'dev', 'eth0'])) as {
+    mtu: number;
+    addr_info: { local: string }[];
+  }[];
+  return { ip: links[0]?.addr_info[0]?.local, mtu: links[0]?.mtu };
+}
+
+/** How long each step of an e2e run took, noted as it goes and printed at the end (min/avg/max). */
+export class Timings {
+  private readonly started = performance.now();
+  private readonly steps: Record<string, number[]> = {};
+  readonly note = (step: string, ms: number): void => {
+    (this.steps[step] ??= []).push(ms);
+  };
+
+  print(title: string): void {
+    const lines = Object.entries(this.steps).map(
+      ([k, v]) =>
+        `  ${k}: n=${v.length} min/avg/max ${Math.min(...v).toFixed(0)}/${(v.reduce((x, y) => x + y, 0) / v.length).toFixed(0)}/${Math.max(...v).toFixed(0)} ms`,
+    );
+    process.stdout.write(`${title}:\n${lines.join('\n')}\n  whole file: ${((performance.now() - this.started) / 1000).toFixed(1)} s\n`);
+  }
+}
+
+/**
+ * The node agent's environment as the DaemonSet's ConfigMap sets it on the e2e node: the API at
+ * 127.0.0.1:`apiPort`, our entry chained with the namespaces the world excludes, native nftables,
+ * debug logs, and no repair controller (test/root/agent covers it; here it would only add API
+ * traffic). `extra` adds to it or overrides it.
+ */
+export function agentEnv(apiPort: number, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    KUBERNETES_SERVICE_HOST: '127.0.0.1',
+    KUBERNETES_SERVICE_PORT: String(apiPort),
+    CHAINED_CNI_PLUGIN: 'true',
+    EXCLUDE_NAMESPACES: EXCLUDED_NAMESPACES.join(','),
+    POD_NAMESPACE: 'istio-system',
+    NATIVE_NFTABLES: 'true',
+    PLUGIN_LOG_LEVEL: 'debug',
+    AGENT_LOG_LEVEL: 'debug',
+    REPAIR_ENABLED: 'false',
+    ...extra,
+  };
 }
 
 export interface RunningPod {
@@ -131,6 +219,39 @@ export class E2eWorld {
     return this.ctrd.cri;
   }
 
+  /** The node agent's directory flags for this node: `src` is its CNI_BIN_SOURCE_DIR. */
+  agentDirs(src: string): AgentDirPaths {
+    return { net: this.cniConfDir, bin: this.cniBinDir, src, run: this.agentRunDir, sa: this.saDir };
+  }
+
+  /**
+   * A payload dir whose `istio-cni` is a launcher of this checkout's plugin (containerd's PATH has
+   * node), so a test needs only the build. Its command line names the bin dir it is copied to, so
+   * a stray plugin process of a killed run is found like any other.
+   */
+  launcherPayload(): string {
+    const dir = path.join(this.dir, 'payload');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(
+      path.join(dir, 'istio-cni'),
+      [
+        '#!/usr/bin/env node',
+        "// e2e payload: the CNI plugin of this checkout's build (the image ships the self-contained one).",
+        `require(${JSON.stringify(BIN)});`,
+        '',
+      ].join('\n'),
+      { mode: 0o755 },
+    );
+    return dir;
+  }
+
+  /** `rules --dry-run --pod FILE` for the pod object the API stand-in serves. */
+  rulesForPod(spec: PodSpecLite): string {
+    const file = path.join(this.dir, `${spec.namespace}_${spec.name}.json`);
+    fs.writeFileSync(file, JSON.stringify(spec.pod));
+    return rulesCli(['--dry-run', '--pod', file]);
+  }
+
   /**
    * The node's primary network (bridge + host-local, then portmap) as its own CNI would write it.
    * No gateway address and no masquerading: the host's addresses, routes, forwarding sysctl and
@@ -179,18 +300,7 @@ export class E2eWorld {
       k8sServiceAccountPath: saDir,
       cniBinTargetDirs: [this.cniBinDir],
       nativeNftables: true,
-      enablementSelectors: parseEnablementSelectors(
-        'AMBIENT_ENABLEMENT_SELECTOR',
-        [
-          '- podSelector:',
-          '    matchLabels: {istio.io/dataplane-mode: ambient}',
-          '- podSelector:',
-          '    matchExpressions:',
-          '    - {key: istio.io/dataplane-mode, operator: NotIn, values: [none]}',
-          '  namespaceSelector:',
-          '    matchLabels: {istio.io/dataplane-mode: ambient}',
-        ].join('\n'),
-      ),
+      enablementSelectors: parseEnablementSelectors('AMBIENT_ENABLEMENT_SELECTOR', SELECTORS_YAML),
     });
     fs.writeFileSync(path.join(this.agentRunDir, 'istio-cni-kubeconfig'), createKubeConfig(cfg).full, { mode: 0o600 });
 
@@ -440,4 +550,47 @@ export function sweepStaleRuns(): string[] {
     swept.push(`${dir} (${killed.length} processes killed)`);
   }
   return swept;
+}
+
+/** The set-up of every e2e run: prerequisites checked, killed runs swept, a world cleaned up on exit. */
+export function openWorld(say: (m: string) => void = (m) => process.stderr.write(`${m}\n`)): E2eWorld {
+  const refPlugins = requirePrerequisites();
+  const swept = sweepStaleRuns();
+  if (swept.length) say(`cleaned up after killed e2e runs: ${swept.join(', ')}`);
+  const world = new E2eWorld(refPlugins);
+  world.cleanUpOnExit();
+  return world;
+}
+
+/** The world a file's set-up test opened; fails, pointing at that test, when it did not get so far. */
+export function setUp(world: E2eWorld | undefined): E2eWorld {
+  if (!world) throw new Error('the e2e world was not set up (see the failure of the set-up test)');
+  return world;
+}
+
+/** Tears the world down at the end of a file, also after a failure, saying what it had to clean up. */
+export async function tearDownAtEnd(world: E2eWorld | undefined): Promise<void> {
+  const problems = await world?.teardown();
+  if (problems?.length) process.stderr.write(`e2e teardown cleaned up:\n  ${problems.join('\n  ')}\n`);
+}
+
+/**
+ * The last test of an e2e file: teardown found nothing left over, and no process of the run, no
+ * bridge, no state dir remain; the host's CNI and containerd paths are as they were.
+ */
+export async function assertNothingLeft(world: E2eWorld, processesWhat = 'no process of this run'): Promise<void> {
+  const ctrdPid = world.ctrd.pid;
+  // Teardown checks that no process is left in containerd's mount namespace before letting it go.
+  assert.deepEqual(await world.teardown(), []);
+  assert.throws(() => process.kill(ctrdPid, 0), 'containerd is gone');
+  assert.deepEqual(
+    processes()
+      .filter((p) => p.cmdline.includes(`${world.dir}/`))
+      .map((p) => p.cmdline),
+    [],
+    processesWhat,
+  );
+  assert.equal(spawnSync('ip', ['link', 'show', 'dev', world.bridge]).status !== 0, true, 'bridge deleted');
+  assert.ok(!fs.existsSync(world.dir), 'state dir removed');
+  assert.deepEqual(hostPathState(), world.hostBefore, `untouched: ${Object.keys(world.hostBefore).join(', ')}`);
 }

@@ -15,25 +15,13 @@ export interface PodSpecLite {
   pod: Pod;
 }
 
+/** istio-iptables flags and their values, in order, as a command line: `{ '-p': '15001' }` is `['-p', '15001']`. */
+export const iptablesArgs = (flags: Record<string, string>): string[] => Object.entries(flags).flat();
+
 /** The istio-iptables arguments the injection template gives istio-validation for the defaults. */
 export const VALIDATION_ARGS = [
   'istio-iptables',
-  '-p',
-  '15001',
-  '-z',
-  '15006',
-  '-u',
-  '1337',
-  '-m',
-  'REDIRECT',
-  '-i',
-  '*',
-  '-x',
-  '',
-  '-b',
-  '*',
-  '-d',
-  '15090,15021,15020',
+  ...iptablesArgs({ '-p': '15001', '-z': '15006', '-u': '1337', '-m': 'REDIRECT', '-i': '*', '-x': '', '-b': '*', '-d': '15090,15021,15020' }),
   '--log_output_level=default:info',
   '--run-validation',
   '--skip-rule-apply',
