@@ -168,7 +168,9 @@ export function agentCniHandler(pluginLog: ScopedLogger, opts: { runDir: string;
   const handler = async (env: Env, stdin: string, view: NetnsView = {}): Promise<CniOutput> => {
     const foreign = env.CNI_COMMAND === 'VERSION' ? undefined : foreignRunDir(stdin, runDir);
     if (foreign !== undefined) return refuseRunDir(stdin, foreign, runDir);
-    const log = pluginLog.pluginRun();
+    // Held until the reply is out: serveOne sends it in the microtasks that follow this
+    // handler's return, before the setImmediate below writes the lines.
+    const log = pluginLog.pluginRun({ held: true });
     const base = realDeps(env);
     // CNI_NETNS as the shim saw it: its descriptor's /proc path (the runtime's path may not
     // even be visible in the agent's mount namespace), or missing. Every effect then goes
@@ -188,7 +190,11 @@ export function agentCniHandler(pluginLog: ScopedLogger, opts: { runDir: string;
         isDualStack: base.netns.isDualStack,
       },
     };
-    return handleCni(env, stdin, deps);
+    try {
+      return await handleCni(env, stdin, deps);
+    } finally {
+      setImmediate(() => void log.flush?.());
+    }
   };
   return Object.assign(handler, {
     close: () => {

@@ -41,11 +41,17 @@ export class LogCore {
   }
 
   emit(scope: string, level: LogLevel, msg: string, fields?: LogFields, time?: string): void {
-    if (!this.levels.enabled(scope, level)) return;
+    const rec = this.record(scope, level, msg, fields, time);
+    if (rec) this.backend.write(rec);
+  }
+
+  /** The entry as it would be written now (time, caller and stack taken here), or undefined when the scope's level drops it. */
+  record(scope: string, level: LogLevel, msg: string, fields?: LogFields, time?: string): LogRecord | undefined {
+    if (!this.levels.enabled(scope, level)) return undefined;
     const wantCaller = this.callers.has(scope) || this.callers.has('all');
     const wantStack = this.stackLevels.enabled(scope, level);
     const frames = wantCaller || wantStack ? callFrames() : [];
-    this.backend.write({
+    return {
       level,
       time: time ?? this.now(),
       scope,
@@ -53,7 +59,7 @@ export class LogCore {
       fields,
       caller: wantCaller ? frames[0]?.short : undefined,
       stack: wantStack ? frames.map((f) => f.line).join('\n') : undefined,
-    });
+    };
   }
 }
 
@@ -98,10 +104,17 @@ export class ScopedLogger implements Logger {
    * plugin would have relayed through log.sock, written on this scope, filtered first by the
    * run's plugin_log_level as the plugin itself would.
    */
-  pluginRun(): PluginRunLogger {
+  pluginRun(opts: { held?: boolean } = {}): PluginRunLogger {
     let threshold: Threshold = 'info';
+    // Held: each entry is made when it is logged (its time and caller are the call's) and written
+    // by flush(), so a caller can answer first and write its lines after (a line written to a
+    // pipe is a synchronous write on the answer's path).
+    const held: LogRecord[] | undefined = opts.held ? [] : undefined;
     const at = (level: LogLevel) => (msg: string, fields?: LogFields) => {
-      if (passes(level, threshold)) this.log(level, msg, fields);
+      if (!passes(level, threshold)) return;
+      if (!held) return this.log(level, msg, fields);
+      const rec = this.core.record(this.scope, level, msg, fields);
+      if (rec) held.push(rec);
     };
     return {
       debug: at('debug'),
@@ -112,7 +125,9 @@ export class ScopedLogger implements Logger {
         threshold = c.level;
       },
       redact: (secret) => this.redact(secret),
-      flush: async () => undefined,
+      flush: async () => {
+        for (const rec of held?.splice(0) ?? []) this.core.backend.write(rec);
+      },
     };
   }
 }

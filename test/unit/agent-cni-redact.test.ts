@@ -38,7 +38,12 @@ test('every request through the agent redacts the token, the first one and those
         CNI_PATH: '/opt/cni/bin',
         CNI_ARGS: `K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-${n};K8S_POD_INFRA_CONTAINER_ID=c${n}`,
       };
+      const before = lines.length;
       const r = await handler(env, stdin);
+      // The run's lines are written after the answer (the shim gets its reply first), on the next turn.
+      assert.equal(lines.length, before, `request ${n}: nothing written before the answer is out`);
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.ok(lines.length > before, `request ${n}: its lines are written once the answer is out`);
       assert.equal(r.exitCode, 1, `request ${n}: ${r.stdout}`);
       assert.ok(!r.stdout.includes(token), `request ${n}: the CNI error carries no token: ${r.stdout}`);
     }

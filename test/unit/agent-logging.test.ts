@@ -205,6 +205,31 @@ test('the agent logger (winston): per-scope levels, text and JSON, caller and st
   assert.doesNotMatch(b.stack, /log\/scoped\./, 'no frames of the logger itself');
 });
 
+test('a held plugin run writes nothing until flush(), then its lines in order, with the time and caller of each call', async () => {
+  const out = sink();
+  let now = T;
+  const root = agentLogger({ json: true, targets: [out.stream], now: () => now, callers: new Set(['cni-plugin']) });
+  const run = root.withScope('cni-plugin').pluginRun({ held: true });
+  run.configure?.({ level: 'info', agentRunDir: '/nonexistent' });
+  run.info('first', { n: 1 });
+  run.debug('below the run level');
+  now = new Date(T.getTime() + 1000);
+  run.warn('second');
+  assert.deepEqual(out.lines, [], 'held lines are not written before flush');
+  await run.flush?.();
+  const got = out.lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.deepEqual(
+    got.map((r) => [r.level, r.msg, r.time]),
+    [
+      ['info', 'first', TS],
+      ['warn', 'second', '2024-01-02T03:04:06.678000Z'],
+    ],
+  );
+  assert.match(String(got[0].caller), /^unit\/agent-logging\.test\.js:\d+$/, 'the caller is the call site, not flush()');
+  await run.flush?.();
+  assert.equal(out.lines.length, 2, 'a second flush writes nothing again');
+});
+
 test('redaction: the token and its JSON-escaped form never reach a line, in either layout, in any scope', () => {
   const token = 'eyJhbGciOi"quoted\\token-0123456789';
   for (const json of [false, true]) {
