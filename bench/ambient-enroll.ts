@@ -31,9 +31,10 @@ import { load, machine } from './support/stats';
 import { AmbientApiStandIn, ZtunnelStandIn, makePki } from './support/testbed';
 
 const N = Number(process.argv[2] ?? 200);
-const RSS_PODS = Math.max(N, Number(process.argv[3] ?? 1000));
+const RSS_PODS = Math.max(N + 1, Number(process.argv[3] ?? 1000)); // pod 0 warms up, pods 1..N are timed
 const CONCURRENCY = Number(process.argv[4] ?? 16);
 const TAG = `icts-ab${process.pid}`;
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 const NODE = 'bench-node';
 const SELECTORS = `- podSelector:
     matchLabels:
@@ -160,9 +161,13 @@ async function main(): Promise<void> {
     await enroll(0);
 
     const idx = Array.from({ length: N }, (_, i) => i + 1);
+    const cpuAgent0 = cpuMs(child.pid!);
+    const cpuSelf0 = cpuMs('self');
     let t0 = process.hrtime.bigint();
     await pool(idx, CONCURRENCY, enroll);
     const agentMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    const cpuAgent = cpuMs(child.pid!) - cpuAgent0;
+    const cpuStandIns = cpuMs('self') - cpuSelf0;
     const acked = idx.filter((i) => standIn.workloads.has(podUid(i))).length;
     const annotated = idx.filter((i) => api.pod('shop', `pod-${i}`)?.metadata.annotations?.['ambient.istio.io/redirection'] === 'enabled').length;
 
@@ -172,6 +177,7 @@ async function main(): Promise<void> {
     t0 = process.hrtime.bigint();
     for (let i = 0; i < half; i++) await nftExec(`/run/netns/${baseNs(i)}`, script);
     const serialMs = (Number(process.hrtime.bigint() - t0) / 1e6) * (N / half);
+    const cpuChildren0 = cpuMs('self', true);
     t0 = process.hrtime.bigint();
     await pool(
       Array.from({ length: N - half }, (_, i) => half + i),
@@ -179,6 +185,7 @@ async function main(): Promise<void> {
       (i) => nftExec(`/run/netns/${baseNs(i)}`, script),
     );
     const parallelMs = (Number(process.hrtime.bigint() - t0) / 1e6) * (N / (N - half));
+    const cpuBaseline = cpuMs('self', true) - cpuChildren0;
     const loadBaseline = load();
 
     const rest = Array.from({ length: RSS_PODS - N - 1 }, (_, i) => N + 1 + i);
@@ -203,6 +210,10 @@ async function main(): Promise<void> {
     console.log(
       `ratio agent / baseline (same concurrency): ${(parallelMs / agentMs).toFixed(2)}x (target >= 3x: ${parallelMs / agentMs >= 3 ? 'met' : 'NOT met'}); agent / serial baseline: ${(serialMs / agentMs).toFixed(2)}x`,
     );
+    console.log(
+      `CPU per pod (user+sys, both cores): agent ${(cpuAgent / N).toFixed(2)} ms, plus the bench's API and ztunnel stand-ins and client ${(cpuStandIns / N).toFixed(2)} ms; ` +
+        `baseline nsenter+nft ${(cpuBaseline / (N - half)).toFixed(2)} ms`,
+    );
     console.log(`next ${rest.length} pods: ${restMs.toFixed(0)} ms = ${rate(restMs, rest.length)} pods/s`);
     console.log(
       `agent RSS: idle ${mb(idle.rss)} MB; with ${full.enrolled} enrolled pods ${mb(full.rss)} MB (${mb(full.rssAfterGc)} MB after a GC; heap used ${mb(full.heapUsed)} MB)`,
@@ -223,6 +234,15 @@ async function main(): Promise<void> {
     ipBatch(created.map((n) => `netns del ${n}`));
     fs.rmSync(runDir, { recursive: true, force: true });
   }
+}
+
+/** CPU time (user+sys) of a process so far, from /proc/<pid>/stat; with `children`, that of its waited-for children. */
+function cpuMs(pid: number | 'self', children = false): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14-17 of proc(5) (utime stime cutime cstime), counted from field 3 here.
+  const [u, s, cu, cs] = [f[11], f[12], f[13], f[14]].map(Number);
+  return ((children ? cu + cs : u + s) * 1000) / CLOCK_TICKS;
 }
 
 main().catch((e) => {

@@ -116,13 +116,13 @@ async function main(): Promise<void> {
     fs.copyFileSync(path.join(dirs.run, 'istio-cni-kubeconfig'), path.join(downDir, 'istio-cni-kubeconfig'));
     const confDown = JSON.stringify({ ...JSON.parse(conf), cni_agent_run_dir: downDir });
     const want = `${JSON.stringify(prevResult)}\n`;
-    const cniEnv = (command: string, ifName = 'eth0') => ({
+    const cniEnv = (command: string, ifName = 'eth0', namespace = POD.namespace) => ({
       PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
       CNI_COMMAND: command,
       CNI_CONTAINERID: 'c0ffee',
       CNI_IFNAME: ifName,
       CNI_PATH: dirs.bin,
-      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${POD.namespace};K8S_POD_NAME=${POD.name};K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=${spec.uid}`,
+      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${POD.name};K8S_POD_INFRA_CONTAINER_ID=c0ffee;K8S_POD_UID=${spec.uid}`,
     });
 
     // What Istio's plugin sends for this pod: the golden text.
@@ -141,6 +141,9 @@ async function main(): Promise<void> {
       add: { program: agent.shim, env: cniEnv('ADD'), stdin: conf },
       del: { program: agent.shim, env: cniEnv('DEL'), stdin: conf },
       addDown: { program: agent.shim, env: cniEnv('ADD'), stdin: confDown },
+      // A pod in an excluded namespace (the chart's EXCLUDE_NAMESPACES): answered before any
+      // lookup or netns work, so this is the round trip itself (exec, socket, agent, exit).
+      addExcluded: { program: agent.shim, env: cniEnv('ADD', 'eth0', 'kube-system'), stdin: conf },
       loopback: {
         program: GO_LOOPBACK,
         env: { ...cniEnv('ADD', 'lo'), CNI_PATH: path.dirname(GO_LOOPBACK) },
@@ -184,6 +187,15 @@ async function main(): Promise<void> {
           checkAdd('ADD before DEL')((await once(L.add, ns))[1], ns);
           const [t, r] = await once(L.del, ns);
           checkDel(r, ns);
+          return t;
+        },
+      },
+      {
+        name: 'shim -> agent ADD, pod passed through (explains: the round trip alone)',
+        run: async (ns) => {
+          const [t, r] = await once(L.addExcluded, ns);
+          if (r.code !== 0 || r.stdout !== want) throw new Error(`excluded ADD: exit ${r.code}, stdout ${JSON.stringify(r.stdout)}, stderr ${r.stderr}`);
+          if (nftTables(ns).length) throw new Error(`excluded ADD: tables written: ${nftTables(ns).join(', ')}`);
           return t;
         },
       },
