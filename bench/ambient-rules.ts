@@ -7,7 +7,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { buildInpodRules } from '../src/ambient/build';
 import { parseAmbientConfig, parsePodOverrides } from '../src/ambient/config';
 import { POD_TABLES } from '../src/ambient/tables';
-import { ambientRouting, configureAmbientRoutesIn } from '../src/netns/ambient-routes';
+import { configureAmbientRoutesIn } from '../src/netns/ambient-routes';
+import { ambientRoutePlan } from '../src/netns/route-plan';
 import { applyNft } from '../src/netns/nft';
 import { planReplace } from '../src/nft/plan';
 import { render } from '../src/nft/transaction';
@@ -62,7 +63,7 @@ async function main(): Promise<void> {
       await viaExec(b.path, script);
       const tExec = ms(t0);
       t0 = process.hrtime.bigint();
-      await configureAmbientRoutesIn(a.path, ambientRouting(true));
+      await configureAmbientRoutesIn(a.path, ambientRoutePlan(true));
       const tRoutes = ms(t0);
       if (i >= 3) {
         build.push(tBuild);

@@ -18,8 +18,9 @@
 //   reply    "ICTSRES1" | exit code | stdout length, then stdout
 // The pod's netns comes as a descriptor the shim opened (O_PATH) where the runtime's mounts are:
 // CNI_NETNS is a path in the runtime's mount namespace, which this container may not see. The
-// request's env keeps CNI_NETNS as the runtime gave it (so every message names the same path as
-// the standalone plugin's); only the netns and rule operations use /proc/self/fd/<fd>.
+// request's env keeps CNI_NETNS as the runtime gave it, and the netns handle every effect goes
+// through is opened from the descriptor (/proc/self/fd/<fd>) but named CNI_NETNS, so every
+// message names the same path as the standalone plugin's.
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -29,7 +30,7 @@ import { HttpsKubeClient, KubeClient } from '../kube/client';
 import { KUBECONFIG_NAME, parseKubeconfig } from '../kube/kubeconfig';
 import { handleCni } from '../plugin/istio';
 import { DEFAULT_AGENT_RUN_DIR } from '../plugin/config';
-import { inspectNetns } from '../netns/handle';
+import { openPodNetns } from '../netns/handle';
 import { PluginDeps } from '../plugin/ports';
 import { realDeps } from '../plugin/wiring';
 import { PluginRunLogger } from '../log/logger';
@@ -172,22 +173,23 @@ export function agentCniHandler(pluginLog: ScopedLogger, opts: { runDir: string;
     // handler's return, before the setImmediate below writes the lines.
     const log = pluginLog.pluginRun({ held: true });
     const base = realDeps(env);
-    // CNI_NETNS as the shim saw it: its descriptor's /proc path (the runtime's path may not
-    // even be visible in the agent's mount namespace), or missing. Every effect then goes
-    // through that path; messages keep naming CNI_NETNS.
+    // CNI_NETNS as the shim saw it: its descriptor (the runtime's path may not even be visible in
+    // the agent's mount namespace), or missing. The handle is opened from the descriptor and
+    // named CNI_NETNS, so every message reads as the standalone plugin's.
     const requested = env.CNI_NETNS ?? '';
     const deps: PluginDeps = {
       ...base,
       log,
       kube: pods ? async () => withPodCache(await kube(log), pods) : () => kube(log),
       netns: {
-        resolve: async (p) => {
-          if (p !== requested || p === '') return base.netns.resolve(p);
-          if (view.missing) return { state: 'missing', path: p };
-          const at = view.path ?? p;
-          return { state: inspectNetns(at), path: at };
+        open: async (p) => {
+          if (p !== requested || p === '') return base.netns.open(p);
+          if (view.missing) return { state: 'missing' };
+          return openPodNetns(view.path ?? p, p);
         },
         isDualStack: base.netns.isDualStack,
+        // CNI_NETNS may not be visible here: the shim checks it once the reply is in.
+        stillNamed: async (p, ns) => (p === requested ? true : base.netns.stillNamed(p, ns)),
       },
     };
     try {

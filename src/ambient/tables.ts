@@ -2,7 +2,7 @@
 // with their declared chains (in the order Istio writes them), the ztunnel ports, and the packet
 // and connection marks ztunnel and these rules agree on.
 import { TableSpec } from '../nft/assemble';
-import { Priority } from '../nft/transaction';
+import { Priority, TableRef } from '../nft/transaction';
 
 export const NAT = 'istio-ambient-nat';
 export const MANGLE = 'istio-ambient-mangle';
@@ -87,3 +87,9 @@ export const HOST_TABLE: TableSpec = {
   name: NAT,
   chains: [{ name: Chain.postrouting, base: { type: 'nat', hook: 'postrouting', priority: Priority.srcnat } }],
 };
+
+/** The in-pod tables as the dataplane port replaces and removes them. */
+export const POD_TABLE_REFS: readonly TableRef[] = POD_TABLES.map((t) => ({ family: t.family, table: t.name }));
+
+/** The host table as the dataplane port lists it. */
+export const HOST_TABLE_REF: TableRef = { family: HOST_TABLE.family, table: HOST_TABLE.name };

@@ -2,6 +2,7 @@
 // and the repair controller: the rules in one transaction, then the routes they need; if the
 // routes fail the rules go again, since TPROXY rules without their routes black-hole inbound
 // traffic.
+import type { NetnsRef } from '../netns/handle';
 import type { DataplanePort } from '../netns/port';
 import { TableRef, Transaction, tablesOf } from '../nft/transaction';
 import { routePlanFor } from '../redirect/capture';
@@ -38,20 +39,20 @@ export class CaptureApplyError extends Error {
   }
 }
 
-/** Applies the capture `config` builds in the netns; resolves to the transaction it built. */
-export async function applySidecarCapture(port: DataplanePort, netnsPath: string, config: CaptureConfig): Promise<Transaction> {
+/** Applies the capture `config` builds in the netns `ns`; resolves to the transaction it built. */
+export async function applySidecarCapture(port: DataplanePort, ns: NetnsRef, config: CaptureConfig): Promise<Transaction> {
   const tx = buildCapture(config);
   try {
-    await port.apply(netnsPath, tx);
+    await port.apply(ns, tx);
   } catch (e) {
     throw new CaptureApplyError('rules', e);
   }
   const routes = routePlanFor(config);
   if (routes) {
     try {
-      await port.setupRoutes(netnsPath, routes);
+      await port.setupRoutes(ns, routes);
     } catch (e) {
-      await port.remove(netnsPath, tablesOf(tx)).catch(() => undefined);
+      await port.remove(ns, tablesOf(tx)).catch(() => undefined);
       throw new CaptureApplyError('routes', e);
     }
   }
@@ -59,7 +60,7 @@ export async function applySidecarCapture(port: DataplanePort, netnsPath: string
 }
 
 /** Removes the sidecar tables and the TPROXY rule and routes; what is absent is no error. */
-export async function removeSidecarCapture(port: DataplanePort, netnsPath: string, tproxy = defaultTproxyRouting()): Promise<void> {
-  await port.remove(netnsPath, SIDECAR_TABLE_REFS);
-  await port.removeRoutes(netnsPath, tproxy);
+export async function removeSidecarCapture(port: DataplanePort, ns: NetnsRef, tproxy = defaultTproxyRouting()): Promise<void> {
+  await port.remove(ns, SIDECAR_TABLE_REFS);
+  await port.removeRoutes(ns, { kind: 'sidecar', ...tproxy });
 }

@@ -4,6 +4,7 @@ import { SIDECAR_TABLE_REFS, applySidecarCapture, removeSidecarCapture } from '.
 import { buildCapture } from '../capture/build';
 import { CaptureConfig } from '../capture/config';
 import { isDualStack } from '../netns/dualstack';
+import { NetnsHandle } from '../netns/handle';
 import { DataplanePort, addonDataplane } from '../netns/port';
 import { render } from '../nft/transaction';
 import { VALIDATION_FAILED_EXIT, validateRedirection } from './validation';
@@ -34,24 +35,26 @@ export async function runInit(cfg: CaptureConfig, opts: InitOptions, io: InitIo,
       io.out(render(buildCapture({ ...cfg, cleanupOnly: true })));
       return 0;
     }
-    await removeSidecarCapture(port, nsPath, tproxyTable);
+    await withNetns(nsPath, (ns) => removeSidecarCapture(port, ns, tproxyTable));
     io.log(`removed istio-proxy tables and TPROXY routes from ${nsPath}`);
     return 0;
   }
 
-  // IPv6 rules only for a dual-stack pod (unless --ipv6 says otherwise).
-  const ipv6 = opts.ipv6Override ?? (cfg.dryRun ? cfg.enableIPv6 : await isDualStack(opts.netnsPath));
-  const effective: CaptureConfig = { ...cfg, enableIPv6: ipv6 };
-
   if (cfg.dryRun) {
-    io.out(render(buildCapture(effective)));
+    const ipv6 = opts.ipv6Override ?? cfg.enableIPv6;
+    io.out(render(buildCapture({ ...cfg, enableIPv6: ipv6 })));
     return 0;
   }
   if (!cfg.skipRuleApply) {
-    // As the plugin does: all three sidecar tables replaced, then the routes; the rules go again
-    // if the routes fail.
-    const tx = await applySidecarCapture(port, nsPath, effective);
-    io.log(`applied ${tx.length} nft operations in ${nsPath} (IPv6 rules: ${ipv6 ? 'yes' : 'no'})`);
+    await withNetns(nsPath, async (ns) => {
+      // IPv6 rules only for a dual-stack pod (unless --ipv6 says otherwise); our own netns is
+      // read without entering it.
+      const ipv6 = opts.ipv6Override ?? (await isDualStack(opts.netnsPath === undefined ? undefined : ns.path));
+      // As the plugin does: all three sidecar tables replaced, then the routes; the rules go
+      // again if the routes fail.
+      const tx = await applySidecarCapture(port, ns, { ...cfg, enableIPv6: ipv6 });
+      io.log(`applied ${tx.length} nft operations in ${nsPath} (IPv6 rules: ${ipv6 ? 'yes' : 'no'})`);
+    });
   }
   if (cfg.runValidation) {
     const result = await validateRedirection({
@@ -67,4 +70,14 @@ export async function runInit(cfg: CaptureConfig, opts: InitOptions, io: InitIo,
     io.log('validation passed: traffic is redirected');
   }
   return 0;
+}
+
+/** Opens the netns once for everything init does there, and closes it. */
+async function withNetns<T>(nsPath: string, fn: (ns: NetnsHandle) => Promise<T>): Promise<T> {
+  const ns = NetnsHandle.openForRequest(nsPath);
+  try {
+    return await fn(ns);
+  } finally {
+    ns.release();
+  }
 }

@@ -7,31 +7,15 @@
 //   ip route replace local 0.0.0.0/0 dev lo table 100          (and ::/0 when IPv6 is on and lo has it)
 import * as fs from 'node:fs';
 import { RouteType } from 'netlink/dist/rt/gen_structs';
-import { INPOD_TPROXY_MARK, INPOD_TPROXY_MASK, ROUTE_TABLE, RULE_PRIORITY } from '../ambient/tables';
 import { withNetnsSync } from './nft';
+import { AmbientRoutePlan, ambientRoutePlan } from './route-plan';
 import { AF_INET, AF_INET6, CREATE_EXCL, Rtnl, isExists, loopbackIndex, withRtnl } from './rtnl';
 
 /** NLM_F_CREATE | NLM_F_REPLACE: `ip route replace`. */
 const CREATE_REPLACE = 0x400 | 0x100;
 
-export interface AmbientRouting {
-  /** AMBIENT_IPV6: IPv6 rule and route too (the route only when lo has IPv6). */
-  readonly ipv6: boolean;
-  readonly mark: number;
-  readonly mask: number;
-  readonly table: number;
-  readonly priority: number;
-}
-
-export const AMBIENT_ROUTING_V4: AmbientRouting = {
-  ipv6: false,
-  mark: INPOD_TPROXY_MARK,
-  mask: INPOD_TPROXY_MASK,
-  table: ROUTE_TABLE,
-  priority: RULE_PRIORITY,
-};
-
-export const ambientRouting = (ipv6: boolean): AmbientRouting => ({ ...AMBIENT_ROUTING_V4, ipv6 });
+/** What finds the rule and routes again (both families are looked at). */
+type AmbientRouteRef = Omit<AmbientRoutePlan, 'ipv6'>;
 
 const DISABLE_IPV6_LO = '/proc/sys/net/ipv6/conf/lo/disable_ipv6';
 
@@ -55,7 +39,7 @@ function tableOf(attrs: { table?: number }, data: { table?: number }): number | 
   return attrs.table ?? data.table;
 }
 
-async function markRules(rt: Rtnl, family: number, r: AmbientRouting) {
+async function markRules(rt: Rtnl, family: number, r: AmbientRouteRef) {
   const rules = await rt.getRules({ family });
   return rules.filter(
     (x) =>
@@ -67,7 +51,7 @@ async function markRules(rt: Rtnl, family: number, r: AmbientRouting) {
   );
 }
 
-async function localDefaultRoutes(rt: Rtnl, family: number, r: AmbientRouting) {
+async function localDefaultRoutes(rt: Rtnl, family: number, r: AmbientRouteRef) {
   const routes = await rt.getRoutes({ family });
   return routes.filter(
     (x) =>
@@ -82,7 +66,7 @@ async function localDefaultRoutes(rt: Rtnl, family: number, r: AmbientRouting) {
  * Adds the mark rule and the local default route; running it again changes nothing. `lo6Disabled`
  * says whether lo has IPv6 turned off (then no IPv6 route, as upstream).
  */
-export async function configureAmbientRoutes(rt: Rtnl, r: AmbientRouting, lo6Disabled: boolean): Promise<void> {
+export async function configureAmbientRoutes(rt: Rtnl, r: AmbientRoutePlan, lo6Disabled: boolean): Promise<void> {
   const lo = await loopbackIndex(rt);
   const families = r.ipv6 ? [AF_INET, AF_INET6] : [AF_INET];
   for (const family of families) {
@@ -115,7 +99,7 @@ export async function configureAmbientRoutes(rt: Rtnl, r: AmbientRouting, lo6Dis
 }
 
 /** Removes the mark rules and local default routes of both families; absent ones are no error. */
-export async function removeAmbientRoutes(rt: Rtnl, r: AmbientRouting): Promise<void> {
+export async function removeAmbientRoutes(rt: Rtnl, r: AmbientRouteRef): Promise<void> {
   for (const family of [AF_INET, AF_INET6]) {
     for (const rule of await markRules(rt, family, r)) {
       await rt.delRule(rule.data, { fwmark: r.mark, fwmask: r.mask, priority: r.priority, table: r.table });
@@ -127,13 +111,13 @@ export async function removeAmbientRoutes(rt: Rtnl, r: AmbientRouting): Promise<
 }
 
 /** configureAmbientRoutes in the netns at `netnsPath` (the current one when undefined). */
-export function configureAmbientRoutesIn(netnsPath: string | undefined, r: AmbientRouting): Promise<void> {
+export function configureAmbientRoutesIn(netnsPath: string | undefined, r: AmbientRoutePlan): Promise<void> {
   const lo6Disabled = r.ipv6 && loopbackIPv6Disabled(netnsPath);
   return withRtnl(netnsPath, (rt) => configureAmbientRoutes(rt, r, lo6Disabled));
 }
 
-export function removeAmbientRoutesIn(netnsPath: string | undefined, r: AmbientRouting = AMBIENT_ROUTING_V4): Promise<void> {
+export function removeAmbientRoutesIn(netnsPath: string | undefined, r: AmbientRouteRef = ambientRoutePlan(false)): Promise<void> {
   return withRtnl(netnsPath, (rt) => removeAmbientRoutes(rt, r));
 }
 
-const hexMark = (r: AmbientRouting) => `0x${r.mark.toString(16)}/0x${r.mask.toString(16)}`;
+const hexMark = (r: AmbientRouteRef) => `0x${r.mark.toString(16)}/0x${r.mask.toString(16)}`;

@@ -8,7 +8,7 @@ import { LISTING_SCRIPT, NftState, parseListing, planReplace } from '../nft/plan
 import { TableRef, Transaction, render, tablesOf } from '../nft/transaction';
 import { addon } from './addon';
 import { NetnsError, NftError } from './errors';
-import { NetnsHandle, NetnsOpenError } from './handle';
+import { NetnsHandle, NetnsOpenError, NetnsRef } from './handle';
 
 /** The process' own network namespace, for applying where we run (`init` without --netns). */
 export const CURRENT_NETNS = '/proc/self/ns/net';
@@ -29,6 +29,15 @@ export interface TransactionOptions extends ApplyOptions {
 }
 
 export { NftError, NetnsError, isNetnsFault } from './errors';
+
+/**
+ * Where an nft call runs: a netns path (opened by the call), or a handle the caller holds
+ * (nothing is opened again; messages name the handle's source).
+ */
+export type NetnsTarget = string | NetnsRef;
+
+const pathOf = (t: NetnsTarget) => (typeof t === 'string' ? t : t.path);
+const shownOf = (t: NetnsTarget) => (typeof t === 'string' ? t : t.source);
 
 interface NativeError extends Error {
   code?: string;
@@ -62,8 +71,8 @@ async function run(netnsPath: string, script: string, dryRun: boolean, json: boo
 }
 
 /** Runs an nft script in the netns as one transaction: all of it applies, or none. */
-export async function applyNft(netnsPath: string, script: string, opts: ApplyOptions = {}): Promise<void> {
-  await run(netnsPath, script, opts.check ?? false, false);
+export async function applyNft(netns: NetnsTarget, script: string, opts: ApplyOptions = {}): Promise<void> {
+  await run(pathOf(netns), script, opts.check ?? false, false, shownOf(netns));
 }
 
 /** A failure to list (or open, or enter) the netns, worded and staged as a listing's. */
@@ -72,10 +81,10 @@ function listFault(n: NftError, shownAs: string): NftError {
 }
 
 /** The tables in the netns with their chains (`nft -j list tables; list chains`, ~0.4 ms). */
-export async function listNftState(netnsPath: string, shownAs = netnsPath): Promise<NftState> {
+export async function listNftState(netns: NetnsTarget, shownAs = shownOf(netns)): Promise<NftState> {
   let out: string;
   try {
-    out = await run(netnsPath, LISTING_SCRIPT, false, true, shownAs);
+    out = await run(pathOf(netns), LISTING_SCRIPT, false, true, shownAs);
   } catch (e) {
     throw listFault(e as NftError, shownAs);
   }
@@ -104,7 +113,7 @@ function inTurn<T>(key: string, fn: () => Promise<T>): Promise<T> {
 /** Opens the netns once for a listing and the apply after it; open errors as the addon words them. */
 function openNetns(netnsPath: string): NetnsHandle {
   try {
-    return NetnsHandle.open(netnsPath);
+    return NetnsHandle.openForRequest(netnsPath);
   } catch (e) {
     if (!(e instanceof NetnsOpenError)) throw e;
     throw new NftError(e.message, e.code, netnsPath, '', '', 'list');
@@ -119,61 +128,67 @@ const sameState = (a: NftState | Transaction, b: NftState | Transaction) => JSON
  * deleted (planReplace), so a fresh netns gets render(tx) alone and no kernel grace period. That
  * plan is sent first, in one nft job that runs it only if none of those tables exists (a fresh
  * pod netns: the whole apply is that one job); else the job answers with the netns' listing, the
- * plan is made from it and sent as a second job. The netns is opened once, so every job reaches
- * the same namespace even if its path is removed meanwhile. If a transaction fails and a new
- * listing differs from the state it was planned on (another process changed the netns
- * meanwhile), it is planned and sent once more. Resolves to the transaction that was sent (empty
- * when there was nothing to do).
+ * plan is made from it and sent as a second job. Every job reaches the same namespace even if its
+ * path is removed meanwhile: a path is opened once for the call, a handle is used as it is. If a
+ * transaction fails and a new listing differs from the state it was planned on (another process
+ * changed the netns meanwhile), it is planned and sent once more. Resolves to the transaction
+ * that was sent (empty when there was nothing to do).
  */
-export async function applyTransaction(netnsPath: string, tx: Transaction, opts: TransactionOptions = {}): Promise<Transaction> {
-  const ns = openNetns(netnsPath);
-  const check = opts.check ?? false;
-  const owned = opts.replace ?? [];
+export async function applyTransaction(netns: NetnsTarget, tx: Transaction, opts: TransactionOptions = {}): Promise<Transaction> {
+  if (typeof netns !== 'string') return applyIn(netns, tx, opts);
+  const ns = openNetns(netns);
   try {
-    return await inTurn(String(ns.ino), async () => {
-      let state: NftState = [];
-      let retried = false;
-      const fresh = planReplace(tx, owned, state);
-      if (fresh.length === 0) {
-        state = await listNftState(ns.path, netnsPath);
-      } else {
-        // planReplace reads only the listed tables that are owned or that tx touches: with none
-        // of them there, `fresh` is the plan for whatever else the netns holds.
-        const script = render(fresh);
-        try {
-          const r = await runJob(ns.path, script, check, false, netnsPath, [...owned, ...tablesOf(tx)]);
-          if (r.applied) return fresh;
-          state = parseListing(r.listing);
-        } catch (e) {
-          if ((e as NftError).code !== 'ENFT' || (e as NftError).stage === 'list') throw listFault(e as NftError, netnsPath);
-          const now = await listNftState(ns.path, netnsPath);
-          if (sameState(planReplace(tx, owned, now), fresh)) throw e;
-          state = now;
-          retried = true;
-        }
-      }
-      for (let attempt = retried ? 2 : 1; ; attempt++) {
-        const plan = planReplace(tx, owned, state);
-        if (plan.length === 0) return plan;
-        try {
-          await run(ns.path, render(plan), check, false, netnsPath);
-          return plan;
-        } catch (e) {
-          if (attempt > 1 || (e as NftError).code !== 'ENFT') throw e;
-          const now = await listNftState(ns.path, netnsPath);
-          if (sameState(now, state)) throw e;
-          state = now;
-        }
-      }
-    });
+    return await applyIn(ns, tx, opts);
   } finally {
     ns.release();
   }
 }
 
+function applyIn(ns: NetnsRef, tx: Transaction, opts: TransactionOptions): Promise<Transaction> {
+  const netnsPath = ns.source;
+  const check = opts.check ?? false;
+  const owned = opts.replace ?? [];
+  return inTurn(String(ns.ino), async () => {
+    let state: NftState = [];
+    let retried = false;
+    const fresh = planReplace(tx, owned, state);
+    if (fresh.length === 0) {
+      state = await listNftState(ns.path, netnsPath);
+    } else {
+      // planReplace reads only the listed tables that are owned or that tx touches: with none
+      // of them there, `fresh` is the plan for whatever else the netns holds.
+      const script = render(fresh);
+      try {
+        const r = await runJob(ns.path, script, check, false, netnsPath, [...owned, ...tablesOf(tx)]);
+        if (r.applied) return fresh;
+        state = parseListing(r.listing);
+      } catch (e) {
+        if ((e as NftError).code !== 'ENFT' || (e as NftError).stage === 'list') throw listFault(e as NftError, netnsPath);
+        const now = await listNftState(ns.path, netnsPath);
+        if (sameState(planReplace(tx, owned, now), fresh)) throw e;
+        state = now;
+        retried = true;
+      }
+    }
+    for (let attempt = retried ? 2 : 1; ; attempt++) {
+      const plan = planReplace(tx, owned, state);
+      if (plan.length === 0) return plan;
+      try {
+        await run(ns.path, render(plan), check, false, netnsPath);
+        return plan;
+      } catch (e) {
+        if (attempt > 1 || (e as NftError).code !== 'ENFT') throw e;
+        const now = await listNftState(ns.path, netnsPath);
+        if (sameState(now, state)) throw e;
+        state = now;
+      }
+    }
+  });
+}
+
 /** `nft -j list ruleset` in the netns, parsed. */
-export async function listRulesetJson(netnsPath: string): Promise<NftJsonRuleset> {
-  const out = await run(netnsPath, 'list ruleset', false, true);
+export async function listRulesetJson(netns: NetnsTarget): Promise<NftJsonRuleset> {
+  const out = await run(pathOf(netns), 'list ruleset', false, true, shownOf(netns));
   return JSON.parse(out) as NftJsonRuleset;
 }
 
@@ -181,9 +196,9 @@ export async function listRulesetJson(netnsPath: string): Promise<NftJsonRuleset
  * Removes these tables from the netns in one transaction, deleting only those the listing shows:
  * nothing there is no error and costs no grace period.
  */
-export async function deleteTables(netnsPath: string, tables: readonly TableRef[]): Promise<Transaction> {
+export async function deleteTables(netns: NetnsTarget, tables: readonly TableRef[]): Promise<Transaction> {
   if (tables.length === 0) return [];
-  return applyTransaction(netnsPath, [], { replace: tables });
+  return applyTransaction(netns, [], { replace: tables });
 }
 
 /**

@@ -1,15 +1,10 @@
 // Policy routing TPROXY inbound capture needs inside the pod netns: packets carrying the TPROXY
 // mark look up a table whose default route is `local` on lo, so they are delivered to the
 // transparent listener. IPv6 also gets ::6 on lo, the inbound passthrough source address.
+import type { SidecarRoutePlan } from './route-plan';
 import { AF_INET, AF_INET6, CREATE_EXCL, Rtnl, isExists, loopbackIndex, withRtnl } from './rtnl';
 
-export interface TproxyRouting {
-  /** Set up the mark rule and local route (TPROXY with inbound ports). */
-  readonly tproxy: boolean;
-  readonly mark: number;
-  readonly table: number;
-  readonly ipv6: boolean;
-}
+type TproxyRef = { readonly mark: number; readonly table: number };
 
 const PASSTHROUGH_V6 = Buffer.from('00000000000000000000000000000006', 'hex');
 
@@ -18,16 +13,17 @@ async function markRuleExists(rt: Rtnl, family: number, mark: number, table: num
   return rules.some((r) => r.data.family === family && r.attrs.fwmark === mark && (r.attrs.table ?? r.data.table) === table);
 }
 
-export async function configureRoutes(rt: Rtnl, r: TproxyRouting): Promise<void> {
+export async function configureRoutes(rt: Rtnl, plan: SidecarRoutePlan): Promise<void> {
   const lo = await loopbackIndex(rt);
-  if (r.ipv6) {
+  if (plan.loopbackV6) {
     await rt
       .newAddress({ family: AF_INET6, prefixlen: 128, index: lo }, { address: PASSTHROUGH_V6, local: PASSTHROUGH_V6 }, { flags: CREATE_EXCL })
       .catch((e) => {
         if (!isExists(e)) throw new Error(`adding ::6/128 to lo: ${(e as Error).message}`);
       });
   }
-  if (!r.tproxy) return;
+  const r = plan.tproxy;
+  if (!r) return;
   for (const family of r.ipv6 ? [AF_INET, AF_INET6] : [AF_INET]) {
     // Checked first: the kernel accepts duplicate rules, and a second run must change nothing.
     if (!(await markRuleExists(rt, family, r.mark, r.table))) {
@@ -46,7 +42,7 @@ export async function configureRoutes(rt: Rtnl, r: TproxyRouting): Promise<void>
 }
 
 /** Remove the mark rules and the table's routes; absent ones are not an error. */
-export async function removeRoutes(rt: Rtnl, r: Pick<TproxyRouting, 'mark' | 'table'>): Promise<void> {
+export async function removeRoutes(rt: Rtnl, r: TproxyRef): Promise<void> {
   for (const family of [AF_INET, AF_INET6]) {
     while (await markRuleExists(rt, family, r.mark, r.table)) {
       await rt.delRule({ family, action: 'toTbl', table: r.table < 256 ? r.table : 0 }, { fwmark: r.mark, table: r.table });
@@ -58,10 +54,10 @@ export async function removeRoutes(rt: Rtnl, r: Pick<TproxyRouting, 'mark' | 'ta
   }
 }
 
-export function configureRoutesIn(netnsPath: string | undefined, r: TproxyRouting): Promise<void> {
-  return withRtnl(netnsPath, (rt) => configureRoutes(rt, r));
+export function configureRoutesIn(netnsPath: string | undefined, plan: SidecarRoutePlan): Promise<void> {
+  return withRtnl(netnsPath, (rt) => configureRoutes(rt, plan));
 }
 
-export function removeRoutesIn(netnsPath: string | undefined, r: Pick<TproxyRouting, 'mark' | 'table'>): Promise<void> {
+export function removeRoutesIn(netnsPath: string | undefined, r: TproxyRef): Promise<void> {
   return withRtnl(netnsPath, (rt) => removeRoutes(rt, r));
 }

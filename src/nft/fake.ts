@@ -129,6 +129,12 @@ export class FakeNft {
       ?.elements.map((e) => ({ ...e }));
   }
 
+  /** The sets of a table with their elements (single-value keys), as a listing reads them. */
+  sets(family: Family, table: string): Map<string, { value: string; comment: string }[]> {
+    const t = this.state.get(`${family} ${table}`);
+    return new Map([...(t?.sets ?? [])].map(([name, set]) => [name, set.elements.map((e) => ({ value: e.key.join(' . '), comment: e.comment ?? '' }))]));
+  }
+
   /**
    * Tables by family then name; chains by name, then sets by name; then each chain's rules in
    * order and each set's elements, all as "add" (knftables.Fake.Dump's order).

@@ -27,3 +27,29 @@ export interface NftJsonSet {
 
 /** A bare value, or an element object that carries a comment (and timeouts, which we do not set). */
 export type NftJsonSetElem = string | number | { elem: { val: unknown; comment?: string } };
+
+/** A set element as the readers of a listing need it: its value as nft prints it, and its comment. */
+export interface SetElement {
+  readonly value: string;
+  readonly comment: string;
+}
+
+/**
+ * The sets of one table in a listing, by name, with their elements (those with a plain value;
+ * the sets we keep hold single addresses). Absent table: an empty map.
+ */
+export function setsOf(json: NftJsonRuleset | undefined, family: string, table: string): Map<string, SetElement[]> {
+  const out = new Map<string, SetElement[]>();
+  for (const item of json?.nftables ?? []) {
+    const s = item?.set;
+    if (!s || s.family !== family || s.table !== table) continue;
+    const elems: SetElement[] = [];
+    for (const e of s.elem ?? []) {
+      const val = typeof e === 'object' ? e?.elem?.val : e;
+      const comment = typeof e === 'object' ? (e?.elem?.comment ?? '') : '';
+      if (typeof val === 'string') elems.push({ value: val, comment: String(comment) });
+    }
+    out.set(s.name, elems);
+  }
+  return out;
+}

@@ -19,7 +19,8 @@ import { isNetnsFault } from '../netns/errors';
 import { PluginConfig, parsePluginConfig } from './config';
 import { SKIP_EXPLANATION, earlyDecision, sidecarSkipReason } from './decide';
 import { LogFields } from '../log/logger';
-import { NetnsState, PluginDeps, PodNetnsRef } from './ports';
+import type { NetnsRef } from '../netns/handle';
+import { PluginDeps, PodNetnsRef } from './ports';
 
 /**
  * The whole CNI plugin as one function: environment and stdin in, stdout text and exit code out.
@@ -76,25 +77,29 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
     return { pc, args, fields };
   };
 
-  const netnsState = async (req: CniRequest): Promise<PodNetnsRef> => {
-    const ns = await deps.netns.resolve(req.netns);
-    const state = ns.state;
-    if (state === 'own') {
-      throw new CniError(
-        ErrorCode.InvalidNetns,
-        "plugin's netns and netns from CNI_NETNS should not be the same",
-        `CNI_NETNS=${req.netns} is the plugin's own network namespace`,
-      );
+  /** Runs `fn` with CNI_NETNS opened once for the request, and always releases it. */
+  const withNetns = async <T>(req: CniRequest, fn: (ns: PodNetnsRef) => Promise<T>): Promise<T> => {
+    const ns = await deps.netns.open(req.netns);
+    try {
+      if (ns.state === 'own') {
+        throw new CniError(
+          ErrorCode.InvalidNetns,
+          "plugin's netns and netns from CNI_NETNS should not be the same",
+          `CNI_NETNS=${req.netns} is the plugin's own network namespace`,
+        );
+      }
+      return await fn(ns);
+    } finally {
+      if (ns.state === 'ok') ns.netns.release();
     }
-    return ns;
   };
 
-  const requireNetns = (req: CniRequest, state: NetnsState): void => {
-    if (state === 'ok') return;
+  const requireNetns = (req: CniRequest, ns: PodNetnsRef): NetnsRef => {
+    if (ns.state === 'ok') return ns.netns;
     throw new CniError(
       PluginErrorCode.NetnsUnusable,
       `cannot use CNI_NETNS ${req.netns}`,
-      state === 'missing' ? 'it does not exist' : 'it is not a network namespace',
+      ns.state === 'missing' ? 'it does not exist' : 'it is not a network namespace',
     );
   };
 
@@ -142,10 +147,10 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
     // Validate the pod's settings before looking at the netns: a bad annotation is the user's
     // error to fix whatever the netns.
     planSidecar(pi, { netnsPath: req.netns, enableIPv6: false, env: deps.env }, (m) => log.warn(m, fields));
-    requireNetns(req, ns.state);
+    const netns = requireNetns(req, ns);
     let enableIPv6: boolean;
     try {
-      enableIPv6 = await deps.netns.isDualStack(ns.path);
+      enableIPv6 = await deps.netns.isDualStack(netns);
     } catch (e) {
       throw new CniError(PluginErrorCode.NetnsUnusable, `cannot read the addresses in ${req.netns}`, (e as Error).message);
     }
@@ -161,33 +166,42 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
         log.info(`ADD: pod passed through (${early.reason})`, fields);
         return result;
       }
-      const ns = await netnsState(req);
-      const client = await kubeClient(pc);
-      if (await ambient(pc, args, req, conf, client, fields)) return result;
-      const pi = await lookupPod(client, pc, args, fields);
-      const p = await plan(req, pi, fields, ns);
-      if (!p.capture) {
-        log.info(`ADD: no sidecar capture: ${p.reason}`, fields);
+      return withNetns(req, async (ns) => {
+        const client = await kubeClient(pc);
+        if (await ambient(pc, args, req, conf, client, fields)) return result;
+        const pi = await lookupPod(client, pc, args, fields);
+        const p = await plan(req, pi, fields, ns);
+        if (!p.capture) {
+          log.info(`ADD: no sidecar capture: ${p.reason}`, fields);
+          return result;
+        }
+        const netns = requireNetns(req, ns);
+        let tx: Transaction;
+        try {
+          tx = await applySidecarCapture(deps.rules, netns, p.config);
+        } catch (e) {
+          if (!(e instanceof CaptureApplyError)) throw e;
+          const details = e.message;
+          if (e.stage === 'routes') throw new CniError(PluginErrorCode.RuleApplyFailed, `failed to set up routes in ${req.netns}`, details);
+          // The netns gone (or unlistable) before anything changed is the netns's fault, not the rules'.
+          if (isNetnsFault(e.error)) throw new CniError(PluginErrorCode.NetnsUnusable, `cannot use CNI_NETNS ${req.netns}`, details);
+          throw new CniError(PluginErrorCode.RuleApplyFailed, `failed to apply nftables rules in ${req.netns}`, details);
+        }
+        if (!(await deps.netns.stillNamed(req.netns, netns))) {
+          throw new CniError(
+            PluginErrorCode.NetnsUnusable,
+            `network namespace ${req.netns} was removed while ADD ran`,
+            'CNI_NETNS no longer names the namespace the rules were applied to',
+          );
+        }
+        log.info('ADD: sidecar capture applied', {
+          ...fields,
+          mode: p.redirect.mode,
+          ipv6: p.config.enableIPv6,
+          tables: tablesOf(tx).map((t) => t.table),
+        });
         return result;
-      }
-      let tx: Transaction;
-      try {
-        tx = await applySidecarCapture(deps.rules, ns.path, p.config);
-      } catch (e) {
-        if (!(e instanceof CaptureApplyError)) throw e;
-        const details = e.message;
-        if (e.stage === 'routes') throw new CniError(PluginErrorCode.RuleApplyFailed, `failed to set up routes in ${req.netns}`, details);
-        // The netns gone (or unlistable) before anything changed is the netns's fault, not the rules'.
-        if (isNetnsFault(e.error)) throw new CniError(PluginErrorCode.NetnsUnusable, `cannot use CNI_NETNS ${req.netns}`, details);
-        throw new CniError(PluginErrorCode.RuleApplyFailed, `failed to apply nftables rules in ${req.netns}`, details);
-      }
-      log.info('ADD: sidecar capture applied', {
-        ...fields,
-        mode: p.redirect.mode,
-        ipv6: p.config.enableIPv6,
-        tables: tablesOf(tx).map((t) => t.table),
       });
-      return result;
     },
 
     async del(req, conf) {
@@ -208,43 +222,45 @@ export function istioPlugin(deps: PluginDeps): CniPlugin {
         // DEL is best effort: a config or CNI_ARGS problem must not keep the rules in place.
         log.warn('DEL: ignoring a config problem', { ...fields, error: (e as Error).message });
       }
-      const ns = await netnsState(req);
-      if (ns.state !== 'ok') {
-        log.debug(`DEL: netns ${ns.state}, nothing to remove`, fields);
-        return;
-      }
-      try {
-        await removeSidecarCapture(deps.rules, ns.path);
-        log.info('DEL: sidecar capture removed', fields);
-      } catch (e) {
-        // The netns is being torn down; failing DEL would only make the runtime retry.
-        log.warn('DEL: could not remove everything', { ...fields, error: (e as Error).message });
-      }
+      await withNetns(req, async (ns) => {
+        if (ns.state !== 'ok') {
+          log.debug(`DEL: netns ${ns.state}, nothing to remove`, fields);
+          return;
+        }
+        try {
+          await removeSidecarCapture(deps.rules, ns.netns);
+          log.info('DEL: sidecar capture removed', fields);
+        } catch (e) {
+          // The netns is being torn down; failing DEL would only make the runtime retry.
+          log.warn('DEL: could not remove everything', { ...fields, error: (e as Error).message });
+        }
+      });
     },
 
     async check(req, conf) {
       const { pc, args, fields } = setup(req, conf);
       const early = earlyDecision(pc, args);
       if (early.pass) return;
-      const ns = await netnsState(req);
-      requireNetns(req, ns.state);
-      const client = await kubeClient(pc);
-      if (pc.ambientEnabled) {
-        log.debug('CHECK: ambient pods are checked by the node agent', fields);
-      }
-      const pi = await lookupPod(client, pc, args, fields);
-      const p = await plan(req, pi, fields, ns);
-      if (!p.capture) return;
-      const want = tablesOf(buildCapture(p.config));
-      const have = await deps.rules.listTables(ns.path);
-      const missing = want.filter((w) => !have.some((h) => h.family === w.family && h.table === w.table));
-      if (missing.length > 0) {
-        throw new CniError(
-          PluginErrorCode.RulesMissing,
-          `sidecar capture is missing in ${req.netns}`,
-          `tables not found: ${missing.map((t) => `${t.family} ${t.table}`).join(', ')}`,
-        );
-      }
+      await withNetns(req, async (ns) => {
+        const netns = requireNetns(req, ns);
+        const client = await kubeClient(pc);
+        if (pc.ambientEnabled) {
+          log.debug('CHECK: ambient pods are checked by the node agent', fields);
+        }
+        const pi = await lookupPod(client, pc, args, fields);
+        const p = await plan(req, pi, fields, ns);
+        if (!p.capture) return;
+        const want = tablesOf(buildCapture(p.config));
+        const have = await deps.rules.listTables(netns);
+        const missing = want.filter((w) => !have.some((h) => h.family === w.family && h.table === w.table));
+        if (missing.length > 0) {
+          throw new CniError(
+            PluginErrorCode.RulesMissing,
+            `sidecar capture is missing in ${req.netns}`,
+            `tables not found: ${missing.map((t) => `${t.family} ${t.table}`).join(', ')}`,
+          );
+        }
+      });
     },
 
     async status(_req, conf) {

@@ -6,25 +6,31 @@ import { PrevResult } from '../cni/netconf';
 import { Env } from '../cni/env';
 import { KubeClient } from '../kube/client';
 import { LogFields, PluginRunLogger } from '../log/logger';
-import type { NetnsState } from '../netns/handle';
+import type { NetnsRef, NetnsState } from '../netns/handle';
 import type { DataplanePort } from '../netns/port';
 import { PluginConfig } from './config';
 
 export type { NetnsState };
 
-/** CNI_NETNS as this request reaches it. */
-export interface PodNetnsRef {
-  /** A netns, nothing, something else, or the plugin's own netns. */
-  readonly state: NetnsState;
-  /** The path every effect on it uses: CNI_NETNS itself, or the descriptor the shim sent. */
-  readonly path: string;
-}
+/**
+ * CNI_NETNS as this request reaches it: the pod's netns with the handle every effect of the
+ * request goes through (the handler releases it), or why there is none.
+ */
+export type PodNetnsRef = { readonly state: 'ok'; readonly netns: NetnsRef } | { readonly state: Exclude<NetnsState, 'ok'> };
 
 export interface PodNetns {
-  /** Looks CNI_NETNS up once per request; messages keep naming CNI_NETNS, effects use `path`. */
-  resolve(netnsPath: string): Promise<PodNetnsRef>;
+  /**
+   * Opens CNI_NETNS once per request (from the path, or from the descriptor the shim sent);
+   * messages name CNI_NETNS (the handle's source).
+   */
+  open(netnsPath: string): Promise<PodNetnsRef>;
   /** Whether the pod netns has IPv6 addresses besides link-local and loopback: IPv6 rules then. */
-  isDualStack(netnsPath: string): Promise<boolean>;
+  isDualStack(ns: NetnsRef): Promise<boolean>;
+  /**
+   * Whether CNI_NETNS still names `ns` once the rules are in: a netns removed (or replaced) while
+   * ADD ran fails the ADD, as the rules went to a namespace the pod no longer has.
+   */
+  stillNamed(netnsPath: string, ns: NetnsRef): Promise<boolean>;
 }
 
 /** The sidecar path's effects on a pod netns (src/netns/port.ts). */

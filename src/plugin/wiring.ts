@@ -7,7 +7,7 @@ import { SIDECAR_TABLE_REFS } from '../capture/apply';
 import { HttpsKubeClient, KubeClient } from '../kube/client';
 import { KUBECONFIG_NAME, parseKubeconfig } from '../kube/kubeconfig';
 import { PluginLogger } from '../log/plugin-logger';
-import { inspectNetns } from '../netns/handle';
+import { namesNetns, openPodNetns } from '../netns/handle';
 import { addonDataplane } from '../netns/port';
 import { TableRef } from '../nft/transaction';
 import { ambientBranch } from './ambient';
@@ -17,8 +17,9 @@ import { PluginDeps, PodNetns, RuleApplier } from './ports';
 const dualStackModule = () => import('../netns/dualstack');
 
 export const realNetns = (): PodNetns => ({
-  resolve: async (netnsPath) => ({ state: inspectNetns(netnsPath), path: netnsPath }),
-  isDualStack: async (netnsPath) => (await dualStackModule()).isDualStack(netnsPath),
+  open: async (netnsPath) => openPodNetns(netnsPath),
+  isDualStack: async (ns) => (await dualStackModule()).isDualStack(ns.path),
+  stillNamed: async (netnsPath, ns) => namesNetns(netnsPath, ns),
 });
 
 /** The sidecar tables: every apply replaces all of them, so a table a new config no longer needs goes. */

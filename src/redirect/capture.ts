@@ -4,6 +4,7 @@
 // port-53 traffic (redirectDNS and captureAllDNS together), so resolv.conf is never read.
 import { CaptureConfig, parseCaptureConfig } from '../capture/config';
 import { RawConfig } from '../capture/fields';
+import type { SidecarRoutePlan } from '../netns/route-plan';
 import { Redirect } from './redirect';
 
 export interface CaptureContext {
@@ -58,21 +59,15 @@ export function captureConfigFor(r: Redirect, ctx: CaptureContext): CaptureConfi
 /**
  * Netlink setup that goes with the rules (upstream: tproxy.ConfigureRoutes, after the rules are
  * applied): with IPv6, the address ::6/128 on lo (the passthrough source the rules match); in
- * TPROXY mode with inbound capture, `ip rule fwmark <mark> lookup <table>` and
- * `ip route add local default dev lo table <table>`, for IPv4 and, with IPv6, for IPv6.
+ * TPROXY mode with inbound capture, the mark rule and local route for IPv4 and, with IPv6, IPv6.
  */
-export interface RoutePlan {
-  readonly loopbackV6: boolean;
-  readonly tproxy?: { readonly mark: number; readonly table: number; readonly ipv6: boolean };
-}
-
 /** undefined when the rules need no routes or addresses. */
-export function routePlanFor(cfg: CaptureConfig): RoutePlan | undefined {
+export function routePlanFor(cfg: CaptureConfig): SidecarRoutePlan | undefined {
   const hasInbound = cfg.inboundPortsInclude === '*' || cfg.inboundPortsInclude.length > 0;
   const tproxy =
     cfg.inboundInterceptionMode === 'TPROXY' && hasInbound
       ? { mark: cfg.inboundTProxyMark as number, table: cfg.inboundTProxyRouteTable as number, ipv6: cfg.enableIPv6 }
       : undefined;
   if (!tproxy && !cfg.enableIPv6) return undefined;
-  return { loopbackV6: cfg.enableIPv6, ...(tproxy ? { tproxy } : {}) };
+  return { kind: 'sidecar', loopbackV6: cfg.enableIPv6, ...(tproxy ? { tproxy } : {}) };
 }

@@ -141,7 +141,7 @@ for (const c of cases) {
     const tproxy = c.input.effectiveConfig.inboundInterceptionMode === 'TPROXY';
     assert.deepEqual(
       f.rules.routes.map((r) => r.plan),
-      tproxy ? [{ loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } }] : [],
+      tproxy ? [{ kind: 'sidecar', loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } }] : [],
     );
   });
 }

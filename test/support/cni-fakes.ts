@@ -4,7 +4,7 @@ import { FakeKubeClient } from '../../src/kube/fake';
 import { KubeClient } from '../../src/kube/client';
 import { Pod } from '../../src/kube/pod';
 import { SIDECAR_TABLE_REFS } from '../../src/capture/apply';
-import { FakeDataplane } from '../../src/netns/fake-port';
+import { FakeDataplane, FakeNetns } from '../../src/netns/fake-port';
 import { NetnsState, PluginDeps } from '../../src/plugin/ports';
 
 export interface LogEntry {
@@ -29,6 +29,8 @@ export interface Fakes {
   netns: Map<string, NetnsState>;
   dualStack: Set<string>;
   kubeRunDirs: string[];
+  /** Every netns handle the handler opened (each must be released by the end of its request). */
+  handles: FakeNetns[];
   /** Make deps.kube() reject (kubeconfig missing). */
   kubeconfigError?: Error;
 }
@@ -41,8 +43,9 @@ export function fakes(pods: Pod[] = [], opts: { env?: Record<string, string> } =
   const netns = new Map<string, NetnsState>([['/var/run/netns/pod', 'ok']]);
   const dualStack = new Set<string>();
   const kubeRunDirs: string[] = [];
+  const handles: FakeNetns[] = [];
   let clock = 0;
-  const f: Fakes = { deps: undefined as unknown as PluginDeps, kube, rules, logs, sleeps, netns, dualStack, kubeRunDirs };
+  const f: Fakes = { deps: undefined as unknown as PluginDeps, kube, rules, logs, sleeps, netns, dualStack, kubeRunDirs, handles };
   const rec = (level: string) => (msg: string, fields?: Record<string, unknown>) => logs.push({ level, msg, fields });
   f.deps = {
     kube: async (dir: string): Promise<KubeClient> => {
@@ -51,8 +54,15 @@ export function fakes(pods: Pod[] = [], opts: { env?: Record<string, string> } =
       return kube;
     },
     netns: {
-      resolve: async (p) => ({ state: netns.get(p) ?? 'missing', path: p }),
-      isDualStack: async (p) => dualStack.has(p),
+      open: async (p) => {
+        const state = netns.get(p) ?? 'missing';
+        if (state !== 'ok') return { state };
+        const h = new FakeNetns(p);
+        handles.push(h);
+        return { state, netns: h };
+      },
+      isDualStack: async (ns) => dualStack.has(ns.source),
+      stillNamed: async (p) => netns.get(p) === 'ok',
     },
     rules,
     // Not ambient unless a test installs a branch that says otherwise.

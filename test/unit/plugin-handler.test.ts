@@ -13,6 +13,10 @@ const PREV = JSON.parse(netconf()).prevResult;
 
 async function run(f: ReturnType<typeof fakes>, command: string, env: Record<string, string | undefined> = {}, conf: Record<string, unknown> = {}) {
   const out = await handleCni(cniEnv(command, env), netconf(conf), f.deps);
+  assert.ok(
+    f.handles.every((h) => h.refs === 0),
+    'every netns handle the request opened is released',
+  );
   const doc = out.stdout === '' ? undefined : JSON.parse(out.stdout);
   return { ...out, doc };
 }
@@ -41,7 +45,7 @@ test('ADD, dual-stack pod netns: IPv6 rules and ::6 on lo', async () => {
   assert.match(render(f.rules.applied[0].tx), /ip6 saddr ::6\/128/);
   assert.deepEqual(
     f.rules.routes.map((x) => x.plan),
-    [{ loopbackV6: true }],
+    [{ kind: 'sidecar', loopbackV6: true }],
   );
 });
 
@@ -53,7 +57,7 @@ test('ADD, TPROXY pod: rules then policy routing; a routing failure removes the 
   assert.match(render(f.rules.applied[0].tx), /tproxy ip to :15006/);
   assert.deepEqual(
     f.rules.routes.map((x) => x.plan),
-    [{ loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } }],
+    [{ kind: 'sidecar', loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } }],
   );
 
   f = fakes([pod]);
@@ -64,6 +68,20 @@ test('ADD, TPROXY pod: rules then policy routing; a routing failure removes the 
   assert.match(r.doc.details, /Operation not permitted/);
   assert.equal(f.rules.removed.length, 1, 'the tables just applied are removed');
   assert.equal(f.rules.nft.get(POD_NETNS)!.dump(), '');
+});
+
+test('ADD, the netns removed while the pod was looked up: the rules went to the held netns, and ADD fails with code 104', async () => {
+  const f = fakes([sidecarPod()]);
+  const getPod = f.kube.getPod.bind(f.kube);
+  f.kube.getPod = async (namespace, name) => {
+    f.netns.set(POD_NETNS, 'missing');
+    return getPod(namespace, name);
+  };
+  const r = await run(f, 'ADD');
+  assert.equal(r.exitCode, 1);
+  assert.equal(r.doc.code, 104);
+  assert.equal(r.doc.msg, `network namespace ${POD_NETNS} was removed while ADD ran`);
+  assert.equal(f.rules.applied.length, 1, 'applied through the handle opened at the start');
 });
 
 test("ADD, nft refuses the transaction: code 105 with nft's message", async () => {
@@ -227,7 +245,10 @@ test('DEL removes our tables and TPROXY routes; repeated DEL and DEL without a n
     f.rules.removed[0].tables.map((t) => t.table),
     ['istio-proxy-nat', 'istio-proxy-mangle', 'istio-proxy-raw'],
   );
-  assert.deepEqual(f.rules.routesRemoved, [POD_NETNS, POD_NETNS]);
+  assert.deepEqual(
+    f.rules.routesRemoved.map((x) => [x.netns, x.routes]),
+    [0, 1].map(() => [POD_NETNS, { kind: 'sidecar', mark: 1337, table: 133 }]),
+  );
   // The runtime's second DEL comes with CNI_NETNS="" (or the netns already gone).
   for (const netns of ['', '/var/run/netns/gone']) {
     const r = await run(f, 'DEL', { CNI_NETNS: netns });

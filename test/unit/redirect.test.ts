@@ -219,9 +219,9 @@ test('capture config: owner groups and loopback CIDR come from the plugin proces
 test('route plan: TPROXY with inbound ports gets policy routing; IPv6 adds ::6 on lo', () => {
   const cfg = (mode: string, ipv6: boolean) => captureConfigFor(redirectOf({ [Annotation.interceptionMode]: mode }), { netnsPath: '/n', enableIPv6: ipv6 });
   assert.equal(routePlanFor(cfg('REDIRECT', false)), undefined);
-  assert.deepEqual(routePlanFor(cfg('REDIRECT', true)), { loopbackV6: true });
-  assert.deepEqual(routePlanFor(cfg('TPROXY', false)), { loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } });
-  assert.deepEqual(routePlanFor(cfg('TPROXY', true)), { loopbackV6: true, tproxy: { mark: 1337, table: 133, ipv6: true } });
+  assert.deepEqual(routePlanFor(cfg('REDIRECT', true)), { kind: 'sidecar', loopbackV6: true });
+  assert.deepEqual(routePlanFor(cfg('TPROXY', false)), { kind: 'sidecar', loopbackV6: false, tproxy: { mark: 1337, table: 133, ipv6: false } });
+  assert.deepEqual(routePlanFor(cfg('TPROXY', true)), { kind: 'sidecar', loopbackV6: true, tproxy: { mark: 1337, table: 133, ipv6: true } });
 });
 
 test('pod info: init and regular containers count, native sidecar istio-proxy, proxy type', () => {

@@ -17,7 +17,7 @@
 import { PodOverrides, podOverridesFromAnnotations } from '../../ambient/config';
 import { Logger } from '../../log/logger';
 import { IpAddr, parseIp } from '../../net/ip';
-import { NetnsHandle, NetnsOpenError } from '../../netns/handle';
+import { NetnsHandle, NetnsOpenError, NetnsRef } from '../../netns/handle';
 import { EnrolledPods } from './enrolled-pods';
 import { REDIRECTION_ENABLED, REDIRECTION_PENDING, ipKey, workloadOf } from './pods';
 import { Pod, podIPs, podRef, podUid } from '../../kube/pod';
@@ -35,10 +35,10 @@ export class NonRetryableAddError extends Error {
   }
 }
 
-/** The in-pod half, applied through a netns handle's path. */
+/** The in-pod half, applied in the pod's held netns (netnsPodRules: through the dataplane port). */
 export interface PodRules {
-  apply(netns: NetnsHandle, overrides: PodOverrides): Promise<void>;
-  remove(netns: NetnsHandle): Promise<void>;
+  apply(netns: NetnsRef, overrides: PodOverrides): Promise<void>;
+  remove(netns: NetnsRef): Promise<void>;
 }
 
 export type AnnotationValue = typeof REDIRECTION_ENABLED | typeof REDIRECTION_PENDING | null;

@@ -17,19 +17,17 @@
 import { buildHostSetup, deleteHostRules } from '../../ambient/build';
 import { AmbientConfig, HostRuleParams } from '../../ambient/config';
 import { ProbeSets, addProbeAddress, deleteProbeAddress, destroyProbeSets, probeSetName } from '../../ambient/probe-sets';
-import { NAT } from '../../ambient/tables';
-import { NftJsonRuleset } from '../../nft/json';
+import { HOST_TABLE_REF } from '../../ambient/tables';
 import { Logger } from '../../log/logger';
 import { IpAddr, parseIp } from '../../net/ip';
-import { Op, render } from '../../nft/transaction';
+import type { NetnsRef } from '../../netns/handle';
+import type { DataplanePort } from '../../netns/port';
+import { Op } from '../../nft/transaction';
 import { PodUid, parsePodUid } from '../../values/typed';
 import { ipKey } from './pods';
 
-/** How the host netns is reached: nft scripts applied there, its ruleset read as JSON. */
-export interface HostNft {
-  apply(script: string): Promise<void>;
-  listRuleset(): Promise<NftJsonRuleset>;
-}
+/** What the probe sets need of the dataplane port: in-place changes, and a listing of the sets. */
+export type HostPort = Pick<DataplanePort, 'update' | 'listSets'>;
 
 interface Change {
   readonly ops: Op[];
@@ -54,7 +52,9 @@ export class HostProbeSets {
   constructor(
     private readonly cfg: AmbientConfig,
     private readonly host: HostRuleParams,
-    private readonly nft: HostNft,
+    private readonly port: HostPort,
+    /** The node's netns, held by the agent for its life. */
+    private readonly netns: NetnsRef,
     private readonly log: Logger,
   ) {
     this.sets = { prefix: host.probeIPSetName, ipv6: cfg.enableIPv6 };
@@ -65,10 +65,10 @@ export class HostProbeSets {
    * does (10 times, 2 s apart), then reads the sets' current elements into the mirror.
    */
   async setup(retry: HostSetupRetry = { attempts: 10, intervalMs: 2000 }, sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))): Promise<void> {
-    const script = render(buildHostSetup(this.cfg, this.host));
+    const setup = buildHostSetup(this.cfg, this.host);
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.nft.apply(script);
+        await this.port.update(this.netns, setup);
         this.runs++;
         break;
       } catch (e) {
@@ -82,17 +82,12 @@ export class HostProbeSets {
 
   /** Reads the sets' elements from the kernel into the mirror. */
   async reload(): Promise<void> {
-    const json = await this.nft.listRuleset();
+    const sets = await this.port.listSets(this.netns, HOST_TABLE_REF);
     this.mirror.clear();
-    const names = new Set([probeSetName(this.sets, 4), ...(this.sets.ipv6 ? [probeSetName(this.sets, 6)] : [])]);
-    for (const item of json?.nftables ?? []) {
-      const s = item?.set;
-      if (!s || s.family !== 'inet' || s.table !== NAT || !names.has(s.name)) continue;
-      for (const e of s.elem ?? []) {
-        const val = typeof e === 'object' ? e?.elem?.val : e;
-        const comment = typeof e === 'object' ? (e?.elem?.comment ?? '') : '';
-        const a = typeof val === 'string' ? parseIp(val) : undefined;
-        if (a) this.mirror.set(ipKey(a), String(comment));
+    for (const name of [probeSetName(this.sets, 4), ...(this.sets.ipv6 ? [probeSetName(this.sets, 6)] : [])]) {
+      for (const e of sets.get(name) ?? []) {
+        const a = parseIp(e.value);
+        if (a) this.mirror.set(ipKey(a), e.comment);
       }
     }
   }
@@ -168,8 +163,8 @@ export class HostProbeSets {
 
   /** Agent shutdown without upgrade: the host rule, then the sets (the whole host table). */
   async destroy(): Promise<void> {
-    await this.nft.apply(render(deleteHostRules()));
-    await this.nft.apply(render(destroyProbeSets()));
+    await this.port.update(this.netns, deleteHostRules());
+    await this.port.update(this.netns, destroyProbeSets());
     this.mirror.clear();
   }
 
@@ -188,7 +183,10 @@ export class HostProbeSets {
         this.pending = [];
         try {
           this.runs++;
-          await this.nft.apply(render(batch.flatMap((c) => c.ops)));
+          await this.port.update(
+            this.netns,
+            batch.flatMap((c) => c.ops),
+          );
           for (const c of batch) c.resolve();
         } catch (e) {
           if (batch.length === 1) {
@@ -199,7 +197,7 @@ export class HostProbeSets {
           for (const c of batch) {
             try {
               this.runs++;
-              await this.nft.apply(render(c.ops));
+              await this.port.update(this.netns, c.ops);
               c.resolve();
             } catch (e2) {
               c.reject(e2 as Error);

@@ -12,7 +12,7 @@ import { buildInpodRules } from '../../ambient/build';
 import { AmbientConfig, parseAmbientConfig, parseHostRuleParams } from '../../ambient/config';
 import { PLUGIN_EVENT_SOCKET } from '../../ambient/cni-event';
 import { findKubeletUid } from '../../ambient/kubelet-uid';
-import { POD_TABLES } from '../../ambient/tables';
+import { POD_TABLE_REFS } from '../../ambient/tables';
 import { Logger } from '../../log/logger';
 import { InformerOptions } from '../../kube/informer';
 import { RestClient, inClusterRest, statusError } from '../../kube/rest';
@@ -24,6 +24,8 @@ import { CniEventServer, startCniEventServer } from './cni-event-server';
 import { HostProbeSets, HostSetupRetry } from './host-probes';
 import { HostSide, ambientHostSide } from '../host-side';
 import { NetnsHandle } from '../../netns/handle';
+import { DataplanePort, addonDataplane } from '../../netns/port';
+import { ambientRoutePlan } from '../../netns/route-plan';
 import { findPodNetns, netnsHoldsAnyAddress } from './proc-finder';
 import { EnrolledPods } from './enrolled-pods';
 import { REDIRECTION_ANNOTATION } from './pods';
@@ -75,22 +77,21 @@ export interface RunningAmbient {
   readonly parts: () => { dataplane: MeshDataplane; controller: AmbientController; zds: ZtunnelServer; hostSets: HostProbeSets; cache: EnrolledPods };
 }
 
-/** The in-pod rules and mark routing, applied inside a pod netns through the addon and netlink. */
-export function netnsPodRules(cfg: AmbientConfig, log: Logger): PodRules {
-  // Loaded on first use (Node keeps them): unit tests with fake rules never load the addon.
-  const nftModule = () => import('../../netns/nft');
-  const routesModule = () => import('../../netns/ambient-routes');
-  const owned = POD_TABLES.map((t) => ({ family: t.family, table: t.name }));
+/**
+ * The in-pod rules and mark routing, through the dataplane port (default: the addon and netlink)
+ * in the pod's held netns: one transaction replacing the three istio-ambient-* tables, then the
+ * routes. A removal that cannot delete the tables still takes the routes out.
+ */
+export function netnsPodRules(cfg: AmbientConfig, log: Logger, port: DataplanePort = addonDataplane(POD_TABLE_REFS)): PodRules {
+  const routes = ambientRoutePlan(cfg.enableIPv6);
   return {
     async apply(netns, overrides) {
-      const [nft, routes] = await Promise.all([nftModule(), routesModule()]);
-      await nft.applyTransaction(netns.path, buildInpodRules(cfg, overrides), { replace: owned });
-      await routes.configureAmbientRoutesIn(netns.path, routes.ambientRouting(cfg.enableIPv6));
+      await port.apply(netns, buildInpodRules(cfg, overrides));
+      await port.setupRoutes(netns, routes);
     },
     async remove(netns) {
-      const [nft, routes] = await Promise.all([nftModule(), routesModule()]);
-      await nft.deleteTables(netns.path, owned).catch((e) => log.warn('in-pod tables not deleted', { error: (e as Error).message }));
-      await routes.removeAmbientRoutesIn(netns.path);
+      await port.remove(netns, POD_TABLE_REFS).catch((e) => log.warn('in-pod tables not deleted', { error: (e as Error).message }));
+      await port.removeRoutes(netns, routes);
     },
   };
 }
@@ -119,7 +120,6 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
   const ac = new AbortController();
 
   const start = async (): Promise<void> => {
-    const nft = await import('../../netns/nft');
     const amb = cfg.ambient;
     const ambientCfg = parseAmbientConfig({
       enableIPv6: amb.ipv6,
@@ -132,7 +132,6 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
     const procRoot = deps.procRoot ?? path.join(hostRoot, 'proc');
     // Held open for the agent's life: host rules go through this fd, whatever the path names later.
     hostHandle ??= NetnsHandle.open(hostSide.netns);
-    const hostNetns = hostHandle.path;
     const api = deps.api ?? inClusterRest(cfg.install);
     const kubeletUid = deps.kubeletUid ?? Number(findKubeletUid(procRoot));
     if (cfg.nodeName === '') log.warn('NODE_NAME is not set: only pods with no node would be watched (field selector spec.nodeName=)');
@@ -149,7 +148,9 @@ export function createAmbientAgent(cfg: AgentConfig, log: Logger, deps: AmbientA
     const hostSets = new HostProbeSets(
       ambientCfg,
       parseHostRuleParams({ kubeletUID: kubeletUid }),
-      { apply: (s) => nft.applyNft(hostNetns, s), listRuleset: () => nft.listRulesetJson(hostNetns) },
+      // The host's table is only changed in place (its sets keep their elements): no owned tables.
+      addonDataplane([]),
+      hostHandle,
       log,
     );
     await hostSets.setup(deps.hostSetupRetry);

@@ -24,7 +24,7 @@ export interface PodRepairer {
 export interface NetnsRepairerDeps {
   procRoot: string;
   probe: NetnsProbe;
-  netns: Pick<PodNetns, 'isDualStack'>;
+  netns: PodNetns;
   rules: RuleApplier;
   /** The environment capture settings are read from (upstream: the agent's own). */
   env: Readonly<Record<string, string | undefined>>;
@@ -40,15 +40,20 @@ export function netnsRepairer(d: NetnsRepairerDeps): PodRepairer {
       const skip = sidecarSkipReason(pi);
       if (skip) return { outcome: 'skipped', reason: SKIP_EXPLANATION[skip] };
       const found = await findPodNetns(pod, { procRoot: d.procRoot, probe: d.probe, debug: d.debug });
-      const enableIPv6 = await d.netns.isDualStack(found.path);
-      const plan = planSidecar(pi, { netnsPath: found.path, enableIPv6, env: d.env });
-      if (!plan.capture) return { outcome: 'skipped', reason: plan.reason };
+      // Opened once: the dual-stack check and both rules and routes reach the same netns.
+      const ns = await d.netns.open(found.path);
+      if (ns.state !== 'ok') throw new Error(`cannot use the netns of pod ${pi.namespace}/${pi.name} at ${found.path}: ${ns.state}`);
       let tx: Transaction;
       try {
+        const enableIPv6 = await d.netns.isDualStack(ns.netns);
+        const plan = planSidecar(pi, { netnsPath: found.path, enableIPv6, env: d.env });
+        if (!plan.capture) return { outcome: 'skipped', reason: plan.reason };
         // As on ADD: rules, then routes; the rules go again if the routes fail.
-        tx = await applySidecarCapture(d.rules, found.path, plan.config);
+        tx = await applySidecarCapture(d.rules, ns.netns, plan.config);
       } catch (e) {
         throw e instanceof CaptureApplyError ? e.error : e;
+      } finally {
+        ns.netns.release();
       }
       return { outcome: 'repaired', netns: found.path, via: found.via, tables: tablesOf(tx).map((t) => t.table) };
     },

@@ -3,7 +3,8 @@
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { ambientRouting, configureAmbientRoutesIn, loopbackIPv6Disabled, removeAmbientRoutesIn } from '../../../src/netns/ambient-routes';
+import { configureAmbientRoutesIn, loopbackIPv6Disabled, removeAmbientRoutesIn } from '../../../src/netns/ambient-routes';
+import { ambientRoutePlan } from '../../../src/netns/route-plan';
 import { Netns, makeNetns, removeAllNetns, requireRootAndTools, threadNetns } from './addon-support';
 
 let selfNetns: string;
@@ -31,8 +32,8 @@ function table100(ns: Netns, family: '-4' | '-6'): string {
 
 test('IPv4 only: one mark rule at pref 32764 and the local default route; nothing for IPv6; idempotent', async () => {
   const ns = makeNetns();
-  await configureAmbientRoutesIn(ns.path, ambientRouting(false));
-  await configureAmbientRoutesIn(ns.path, ambientRouting(false));
+  await configureAmbientRoutesIn(ns.path, ambientRoutePlan(false));
+  await configureAmbientRoutesIn(ns.path, ambientRoutePlan(false));
   assert.deepEqual(markRules(ns, '-4'), ['32764:\tfrom all fwmark 0x111/0xfff lookup 100']);
   assert.match(table100(ns, '-4'), /^local default dev lo scope host\s*$/);
   assert.deepEqual(markRules(ns, '-6'), []);
@@ -44,8 +45,8 @@ test('IPv4 only: one mark rule at pref 32764 and the local default route; nothin
 
 test('IPv6 on: both families; removal takes everything and is safe to repeat', async () => {
   const ns = makeNetns();
-  await configureAmbientRoutesIn(ns.path, ambientRouting(true));
-  await configureAmbientRoutesIn(ns.path, ambientRouting(true));
+  await configureAmbientRoutesIn(ns.path, ambientRoutePlan(true));
+  await configureAmbientRoutesIn(ns.path, ambientRoutePlan(true));
   assert.equal(markRules(ns, '-4').length, 1);
   assert.deepEqual(markRules(ns, '-6'), ['32764:\tfrom all fwmark 0x111/0xfff lookup 100']);
   assert.match(table100(ns, '-6'), /^local default dev lo/);
@@ -66,7 +67,7 @@ test('IPv6 on but lo has IPv6 disabled: the IPv6 rule without the IPv6 route, as
   assert.equal(loopbackIPv6Disabled(ns.path), false);
   execFileSync('ip', ['netns', 'exec', ns.name, 'sysctl', '-q', '-w', 'net.ipv6.conf.lo.disable_ipv6=1']);
   assert.equal(loopbackIPv6Disabled(ns.path), true, 'read in the pod netns, not ours');
-  await configureAmbientRoutesIn(ns.path, ambientRouting(true));
+  await configureAmbientRoutesIn(ns.path, ambientRoutePlan(true));
   assert.equal(markRules(ns, '-4').length, 1);
   assert.equal(markRules(ns, '-6').length, 1);
   assert.equal(table100(ns, '-6'), '');
@@ -74,6 +75,6 @@ test('IPv6 on but lo has IPv6 disabled: the IPv6 rule without the IPv6 route, as
 });
 
 test('a missing netns is an error naming it', async () => {
-  await assert.rejects(configureAmbientRoutesIn('/run/netns/icts-no-such-netns', ambientRouting(false)), /icts-no-such-netns/);
+  await assert.rejects(configureAmbientRoutesIn('/run/netns/icts-no-such-netns', ambientRoutePlan(false)), /icts-no-such-netns/);
   await assert.rejects(removeAmbientRoutesIn('/run/netns/icts-no-such-netns'), /icts-no-such-netns/);
 });

@@ -19,7 +19,7 @@ test('dual-stack means a global IPv6 address on a non-loopback interface', async
   // IPv4 plus a link-local IPv6 address (the veth's own) is not dual-stack.
   assert.equal(await isDualStack(t.pod.path), false);
   // ::6 on lo (what TPROXY routing adds) does not count either.
-  await configureRoutesIn(t.pod.path, { tproxy: false, mark: 1337, table: 133, ipv6: true });
+  await configureRoutesIn(t.pod.path, { kind: 'sidecar', loopbackV6: true });
   assert.match(execFileSync('ip', ['-n', t.pod.name, '-6', 'addr', 'show', 'dev', 'lo'], { encoding: 'utf8' }), /::6\/128/);
   assert.equal(await isDualStack(t.pod.path), false);
   execFileSync('ip', ['-n', t.pod.name, 'addr', 'add', 'fd00:99::2/64', 'dev', 'eth0', 'nodad']);
