@@ -1,13 +1,16 @@
-// The node agent as a real process (`istio-cni-ts agent`) on temporary directories, for the
-// fault and fast-path tests: a primary CNI config, a fake plugin binary, a service account whose
-// CA and token point the installer's kubeconfig at a local API stand-in, and the run dir where it
-// serves log.sock and cni-shim.sock. Output lines are kept; /proc tells its fds and threads.
+// The node agent as a real process (`istio-cni-ts agent`) on temporary directories, the one way
+// every test starts it: a primary CNI config, a fake plugin binary, a service account whose CA and
+// token point the installer's kubeconfig at a local API stand-in, and the run dir where it serves
+// log.sock and cni-shim.sock; configured by flags or, as the DaemonSet does, by environment
+// variables. Output lines are kept; the health and metrics addresses come from its log; /proc
+// tells its fds and threads.
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ExitStatus, stopChild, watchChild } from './child-lines';
 import { PACKAGE_ROOT } from './conformance';
+import { freePort } from './http-get';
 import { tempDir } from './tmp';
 import { until } from './until';
 
@@ -58,6 +61,10 @@ export interface AgentProc {
   readonly out: string[];
   readonly exit: Promise<ExitStatus>;
   readonly dirs: AgentDirs;
+  /** The health server's address (host:port). */
+  health: string;
+  /** The metrics server's address; '' without `metrics`. */
+  metrics: string;
   /** Open descriptors of the agent (entries of /proc/<pid>/fd). */
   fds(): string[];
   threads(): number;
@@ -88,20 +95,57 @@ export function agentArgs(d: AgentDirPaths, opts: { local?: boolean } = {}): str
 }
 
 /**
- * Starts the agent and waits for its fast-path socket. `apiPort` sets KUBERNETES_SERVICE_HOST/PORT
- * to 127.0.0.1:<port> (the installer's kubeconfig then points at the stand-in).
+ * The same directories, and health and metrics on 127.0.0.1 (`monitoringPort`; 0 = no metrics
+ * server), as the DaemonSet's environment variables instead of flags.
  */
-export async function startAgentProcess(
-  d: AgentDirs,
-  opts: { apiPort?: number; env?: Record<string, string>; args?: string[]; installCni?: boolean } = {},
-): Promise<AgentProc> {
-  const args = [...(opts.installCni ? [INSTALL_CNI_BIN] : [AGENT_BIN, 'agent']), ...agentArgs(d, { local: true }), ...(opts.args ?? [])];
+export function agentEnvVars(d: AgentDirPaths, monitoringPort = 0): Record<string, string> {
+  return {
+    MOUNTED_CNI_NET_DIR: d.net,
+    CNI_BIN_DIR: d.bin,
+    CNI_BIN_SOURCE_DIR: d.src,
+    SERVICE_ACCOUNT_DIR: d.sa,
+    CNI_AGENT_RUN_DIR: d.run,
+    LISTEN_ADDRESS: '127.0.0.1',
+    HEALTH_PORT: '0',
+    MONITORING_PORT: String(monitoringPort),
+  };
+}
+
+export interface AgentStartOptions {
+  /** KUBERNETES_SERVICE_HOST/PORT = 127.0.0.1:<port> (the installer's kubeconfig then points at the stand-in). */
+  apiPort?: number;
+  env?: Record<string, string>;
+  args?: string[];
+  /** Start it as `install-cni`, the name Istio's chart runs it under. */
+  installCni?: boolean;
+  /** A metrics server on a free port (`metrics` is its address); none otherwise. */
+  metrics?: boolean;
+  /** Directories and listen settings as environment variables (agentEnvVars), not flags. */
+  configFromEnv?: boolean;
+}
+
+/** The address a `<server> server listening` line names, in the text or the JSON log format. */
+function listeningAddress(out: string[], server: string): string | undefined {
+  const line = out.find((l) => l.includes(`${server} server listening`));
+  const m = line && /address=(\S+)|"address":"([^"]+)"/.exec(line);
+  return m ? (m[1] ?? m[2]) : undefined;
+}
+
+/**
+ * Starts the agent and waits until it serves its fast path and health (and metrics, when asked
+ * for). The agent gets PATH, the API address and REPAIR_ENABLED=false, then `env`.
+ */
+export async function startAgentProcess(d: AgentDirs, opts: AgentStartOptions = {}): Promise<AgentProc> {
+  const monitoringPort = opts.metrics ? await freePort() : 0;
+  const config = opts.configFromEnv ? [] : [...agentArgs(d, { local: true }), ...(opts.metrics ? ['--monitoring-port', String(monitoringPort)] : [])];
+  const args = [...(opts.installCni ? [INSTALL_CNI_BIN] : [AGENT_BIN, 'agent']), ...config, ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, {
     env: {
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       KUBERNETES_SERVICE_HOST: '127.0.0.1',
       KUBERNETES_SERVICE_PORT: String(opts.apiPort ?? 6443),
       REPAIR_ENABLED: 'false',
+      ...(opts.configFromEnv ? agentEnvVars(d, monitoringPort) : {}),
       ...opts.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -115,6 +159,8 @@ export async function startAgentProcess(
     out,
     exit: child.exited,
     dirs: d,
+    health: '',
+    metrics: '',
     fds: () => fs.readdirSync(`/proc/${pid}/fd`),
     threads: () => Number(/^Threads:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]),
     stop: async () => {
@@ -124,12 +170,14 @@ export async function startAgentProcess(
   };
   try {
     await until(
-      'the agent serving cni-shim.sock',
+      opts.metrics ? 'the agent serving cni-shim.sock, health and metrics' : 'the agent serving cni-shim.sock and health',
       () => {
         if (child.exit) throw new Error(`the agent exited during start-up:\n${out.join('\n')}`);
-        return out.some((l) => l.includes('CNI fast-path server listening'));
+        a.health = listeningAddress(out, 'health') ?? '';
+        a.metrics = listeningAddress(out, 'metrics') ?? '';
+        return out.some((l) => l.includes('CNI fast-path server listening')) && a.health !== '' && (!opts.metrics || a.metrics !== '');
       },
-      20_000,
+      30_000,
     );
   } catch (e) {
     proc.kill('SIGKILL');

@@ -3,7 +3,7 @@
 // the kubeconfig token kept out of every log. Sockets and files live in temp dirs.
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -14,11 +14,10 @@ import { agentLogger } from '../../src/log/winston-backend';
 import { startLogServer } from '../../src/agent/logserver';
 import { PluginLogger, RollingFile, backupStamp, encodeEntry, istioTimestamp, postLogLines } from '../../src/log';
 import { ApiStandIn, startApiStandIn } from '../support/kube-api';
-import { watchChild } from '../support/child-lines';
-import { BIN, logLines, runPlugin } from '../support/cni-run';
+import { logLines, runPlugin } from '../support/cni-run';
 import { tempDir } from '../support/tmp';
 import { until } from '../support/until';
-import { AgentDirPaths, agentArgs } from '../support/agent-proc';
+import { AgentProc, agentDirs, startAgentProcess } from '../support/agent-proc';
 
 const tmp = (tag: string) => tempDir(path.join(os.tmpdir(), `icts-${tag}-`));
 
@@ -374,20 +373,11 @@ describe('the binary', () => {
 // The real node agent process (`istio-cni-ts agent`) and the real plugin process, talking over
 // log.sock the way they do on a node.
 test("agent process + plugin process: the plugin's log lines appear in the agent's output on the cni-plugin scope", async () => {
-  const root = tmp('agent');
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as AgentDirPaths;
-  for (const n of ['net', 'bin', 'src', 'sa'] as const) fs.mkdirSync(d[n]);
-  fs.writeFileSync(path.join(d.src, 'istio-cni'), '#!/bin/sh\n', { mode: 0o755 });
-  fs.writeFileSync(path.join(d.sa, 'token'), 'agent-token');
-  fs.writeFileSync(path.join(d.sa, 'ca.crt'), 'CA');
-  let agent: ChildProcess | undefined;
+  const d = agentDirs({ base: tmp('agent'), api: { caPem: 'CA', token: 'agent-token' }, primary: false });
+  let agent: AgentProc | undefined;
   try {
-    agent = spawn(process.execPath, [BIN, 'agent', ...agentArgs(d, { local: true })], {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443', REPAIR_ENABLED: 'false' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const { out } = watchChild(agent);
-    await until('log server', () => fs.existsSync(path.join(d.run, 'log.sock')), 10_000);
+    agent = await startAgentProcess(d);
+    const { out } = agent;
 
     const r = await runPlugin(env('ADD', EXCLUDED), conf(d.run));
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -398,11 +388,7 @@ test("agent process + plugin process: the plugin's log lines appear in the agent
     assert.match(relayed, /\tcontainerId=c0ffee .*pod=kube-system\/coredns-5d78c/);
     assert.match(fs.readFileSync(path.join(d.run, 'istio-cni.log'), 'utf8'), /passed through \(excluded-namespace\)/);
   } finally {
-    if (agent && agent.exitCode === null) {
-      const exited = new Promise((r) => agent!.on('exit', r));
-      agent.kill('SIGTERM');
-      await exited;
-    }
-    fs.rmSync(root, { recursive: true, force: true });
+    await agent?.stop();
+    fs.rmSync(d.root, { recursive: true, force: true });
   }
 });

@@ -2,14 +2,13 @@
 // to 127.0.0.1 on free ports; no traffic leaves the machine.
 import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { AGENT_BIN as BIN, AgentDirs as Dirs, PRIMARY_LIST as LIST, agentArgs, agentDirs } from '../../support/agent-proc';
-import { ExitStatus, watchChild } from '../../support/child-lines';
-import { freePort, httpGet } from '../../support/http-get';
+import { AGENT_BIN as BIN, AgentDirs as Dirs, PRIMARY_LIST as LIST, agentArgs, agentDirs, startAgentProcess } from '../../support/agent-proc';
+import { httpGet } from '../../support/http-get';
 import { tempDir } from '../../support/tmp';
 import { until } from '../../support/until';
 
@@ -28,24 +27,6 @@ function dirs(): Dirs {
 const dirArgs = (d: Dirs): string[] => agentArgs(d);
 
 const baseEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: '6443' };
-
-interface Agent {
-  proc: ChildProcess;
-  out: string[];
-  exit: Promise<ExitStatus>;
-  health: string;
-}
-
-async function startAgent(d: Dirs, extra: string[] = [], env: Record<string, string> = {}): Promise<Agent> {
-  const proc = spawn(process.execPath, [BIN, 'agent', ...dirArgs(d), '--listen-address', '127.0.0.1', '--health-port', '0', ...extra], {
-    env: { ...baseEnv, REPAIR_ENABLED: 'false', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const { out, exited: exit } = watchChild(proc);
-  const line = await until('health server address in the log', () => out.find((l) => l.includes('health server listening')), 10_000);
-  const health = /address=(\S+)/.exec(line)![1];
-  return { proc, out, exit, health };
-}
 
 function hasIstio(file: string): boolean {
   try {
@@ -68,8 +49,7 @@ function postLog(socketPath: string, lines: object[]): Promise<number> {
 
 test('agent: not ready without a primary config; installs within 2 s of it appearing; metrics, plugin logs, re-install, SIGTERM cleanup', async () => {
   const d = dirs();
-  const metricsPort = await freePort();
-  const a = await startAgent(d, ['--monitoring-port', String(metricsPort)]);
+  const a = await startAgentProcess(d, { metrics: true });
   try {
     assert.equal((await httpGet(`http://${a.health}/healthz`)).status, 200);
     assert.equal((await httpGet(`http://${a.health}/readyz`)).status, 503, 'chained: waits for the primary CNI');
@@ -84,7 +64,7 @@ test('agent: not ready without a primary config; installs within 2 s of it appea
     const kubeconfig = path.join(d.run, 'istio-cni-kubeconfig');
     assert.equal(fs.statSync(kubeconfig).mode & 0o777, 0o600);
 
-    const metrics = await httpGet(`http://127.0.0.1:${metricsPort}/metrics`);
+    const metrics = await httpGet(`http://${a.metrics}/metrics`);
     assert.match(metrics.body, /^istio_cni_install_ready 1$/m);
     assert.match(metrics.body, /^istio_cni_installs_total\{result="SUCCESS"\} [1-9]/m);
 
@@ -121,7 +101,7 @@ test('agent: a primary CNI that keeps rewriting its config never exposes a torn 
   const d = dirs();
   const conf = path.join(d.net, '10-k8s.conflist');
   fs.writeFileSync(conf, LIST);
-  const a = await startAgent(d, ['--monitoring-port', '0']);
+  const a = await startAgentProcess(d);
   try {
     await until('installed', () => hasIstio(conf), 2000);
     let reads = 0;

@@ -5,83 +5,32 @@
 // Last, the fast path's pod cache, the other pod watch the agent runs: when it starts and when not.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { ExitStatus, watchChild } from '../../support/child-lines';
-import { PACKAGE_ROOT } from '../../support/conformance';
 import { freePort, httpGet } from '../../support/http-get';
 import { KubeApiStandIn, NODE, brokenTerminated, brokenWaiting, healthy, recovered, repairPod } from '../../support/kube-api';
 import { makePki } from '../../support/tls';
-import { tempDir } from '../../support/tmp';
 import { until } from '../../support/until';
-import { AgentDirPaths, agentArgs } from '../../support/agent-proc';
+import { AGENT_BIN, AgentProc, agentArgs, agentDirs, startAgentProcess } from '../../support/agent-proc';
 
-const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
-const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp' }] });
 const pki = makePki();
 
-interface Agent {
-  proc: ChildProcess;
-  out: string[];
-  exit: Promise<ExitStatus>;
-  health: string;
-  metrics: string;
-  root: string;
-}
-
-function nodeDirs(token: string) {
-  const root = tempDir(path.join(os.tmpdir(), 'icts-agent-repair-'));
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as AgentDirPaths;
-  for (const n of ['net', 'bin', 'src', 'sa'] as const) fs.mkdirSync(d[n]);
-  fs.writeFileSync(path.join(d.src, 'istio-cni'), '#!/bin/sh\n', { mode: 0o755 });
-  fs.writeFileSync(path.join(d.sa, 'token'), `${token}\n`);
-  fs.writeFileSync(path.join(d.sa, 'ca.crt'), pki.ca);
-  fs.writeFileSync(path.join(d.net, '10-k8s.conflist'), LIST);
-  return { root, d };
-}
-
-async function startAgent(apiPort: number, env: Record<string, string>): Promise<Agent> {
-  const { root, d } = nodeDirs('repair-token');
-  const metricsPort = await freePort();
-  const proc = spawn(process.execPath, [BIN, 'agent'], {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      MOUNTED_CNI_NET_DIR: d.net,
-      CNI_BIN_DIR: d.bin,
-      CNI_BIN_SOURCE_DIR: d.src,
-      SERVICE_ACCOUNT_DIR: d.sa,
-      CNI_AGENT_RUN_DIR: d.run,
-      LISTEN_ADDRESS: '127.0.0.1',
-      HEALTH_PORT: '0',
-      MONITORING_PORT: String(metricsPort),
-      KUBERNETES_SERVICE_HOST: '127.0.0.1',
-      KUBERNETES_SERVICE_PORT: String(apiPort),
-      REPAIR_ENABLED: 'true',
-      REPAIR_NODE_NAME: NODE,
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const { out, exited: exit } = watchChild(proc);
-  let line: string;
-  try {
-    line = await until('health server address in the log', () => out.find((l) => l.includes('health server listening')), 30_000);
-  } catch (e) {
-    // Leave nothing running or on disk when the agent never came up.
-    proc.kill('SIGKILL');
-    await exit;
-    fs.rmSync(root, { recursive: true, force: true });
+/**
+ * The agent as the DaemonSet configures it (directories and ports as environment variables), with
+ * REPAIR_ENABLED=true on NODE unless `env` says otherwise; metrics on a free port.
+ */
+function startAgent(apiPort: number, env: Record<string, string>): Promise<AgentProc> {
+  const d = agentDirs({ api: { caPem: pki.ca, token: 'repair-token\n' } });
+  return startAgentProcess(d, { apiPort, metrics: true, configFromEnv: true, env: { REPAIR_ENABLED: 'true', REPAIR_NODE_NAME: NODE, ...env } }).catch((e) => {
+    // Leave nothing on disk when the agent never came up.
+    fs.rmSync(d.root, { recursive: true, force: true });
     throw e;
-  }
-  return { proc, out, exit, health: /address=(\S+)/.exec(line)![1], metrics: `127.0.0.1:${metricsPort}`, root };
+  });
 }
 
-async function stop(a: Agent): Promise<void> {
-  a.proc.kill('SIGTERM');
-  const r = await a.exit;
-  fs.rmSync(a.root, { recursive: true, force: true });
+async function stop(a: AgentProc): Promise<void> {
+  const r = await a.stop();
+  fs.rmSync(a.dirs.root, { recursive: true, force: true });
   assert.equal(r.code, 0, a.out.join('\n'));
 }
 
@@ -166,9 +115,9 @@ test('agent process: an unreachable API does not stop the install (logged, retri
   } finally {
     await stop(a);
   }
-  const { root, d } = nodeDirs('x');
-  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
-  const r = spawnSync(process.execPath, [BIN, 'agent', ...agentArgs(d), '--health-port', '0', '--monitoring-port', '0'], {
+  const d = agentDirs({ api: { caPem: pki.ca, token: 'x' } });
+  t.after(() => fs.rmSync(d.root, { recursive: true, force: true }));
+  const r = spawnSync(process.execPath, [AGENT_BIN, 'agent', ...agentArgs(d), '--health-port', '0', '--monitoring-port', '0'], {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', REPAIR_ENABLED: 'true' },
     encoding: 'utf8',
     timeout: 20_000,

@@ -7,20 +7,18 @@
 // one place the token is expected. Servers bind 127.0.0.1; no traffic leaves the machine.
 import { after, test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
 import { sidecarPod } from '../../support/cni-fakes';
-import { BIN, CniRun, runPlugin } from '../../support/cni-run';
+import { CniRun, runPlugin } from '../../support/cni-run';
 import { tempDir } from '../../support/tmp';
 import { until } from '../../support/until';
-import { AgentDirPaths, agentArgs } from '../../support/agent-proc';
+import { agentDirs, startAgentProcess } from '../../support/agent-proc';
 
 const TOKEN = `icts-secret-${process.pid}-Zq9xT4vK`;
-const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s-pod-network', plugins: [{ type: 'ptp', mtu: 1460 }] });
 
 const cleanups: (() => Promise<void> | void)[] = [];
 after(async () => {
@@ -36,38 +34,6 @@ function get(url: string): Promise<number> {
       })
       .on('error', reject);
   });
-}
-
-interface Agent {
-  proc: ChildProcess;
-  out: string[];
-  exit: Promise<number | null>;
-  health: string;
-}
-
-async function startAgent(args: string[], env: Record<string, string>): Promise<Agent> {
-  const proc = spawn(process.execPath, [BIN, 'agent', ...args], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const out: string[] = [];
-  proc.stdout!.on('data', (c) => out.push(...String(c).split('\n')));
-  proc.stderr!.on('data', (c) =>
-    out.push(
-      ...String(c)
-        .split('\n')
-        .map((l) => `STDERR ${l}`),
-    ),
-  );
-  const exit = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
-  cleanups.push(async () => {
-    if (proc.exitCode === null && proc.signalCode === null) {
-      proc.kill('SIGKILL');
-      await exit;
-    }
-  });
-  const line = await until('health server address', () => out.find((l) => l.includes('health server listening')), 10_000);
-  return { proc, out, exit, health: /address=(\S+)/.exec(line)![1] };
 }
 
 /** Every file under dir, recursively, except those named. */
@@ -101,20 +67,14 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
   ).toString();
   const port = new URL(api.url).port;
 
-  const root = tempDir(path.join(os.tmpdir(), 'icts-secrets-'));
-  cleanups.push(() => fs.rmSync(root, { recursive: true, force: true }));
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as AgentDirPaths;
-  for (const n of ['net', 'bin', 'src', 'sa'] as const) fs.mkdirSync(d[n]);
-  fs.writeFileSync(path.join(d.src, 'istio-cni'), '#!/bin/sh\necho plugin\n', { mode: 0o755 });
-  fs.writeFileSync(path.join(d.sa, 'token'), TOKEN);
-  fs.writeFileSync(path.join(d.sa, 'ca.crt'), ca);
-  fs.writeFileSync(path.join(d.net, '10-k8s.conflist'), LIST);
-
-  const a = await startAgent(
-    agentArgs(d, { local: true }),
-    // The repair controller lists pods at start: one more caller that meets the echoing 403.
-    { KUBERNETES_SERVICE_HOST: '127.0.0.1', KUBERNETES_SERVICE_PORT: port, REPAIR_ENABLED: 'true', REPAIR_NODE_NAME: 'node-1' },
-  );
+  // The repair controller lists pods at start: one more caller that meets the echoing 403.
+  const a = await startAgentProcess(agentDirs({ api: { caPem: ca, token: TOKEN } }), {
+    apiPort: Number(port),
+    env: { REPAIR_ENABLED: 'true', REPAIR_NODE_NAME: 'node-1' },
+  });
+  const d = a.dirs;
+  cleanups.push(() => fs.rmSync(d.root, { recursive: true, force: true }));
+  cleanups.push(async () => void (await a.stop()));
   const kubeconfig = path.join(d.run, 'istio-cni-kubeconfig');
   await until('ready', async () => (await get(`http://${a.health}/readyz`)) === 200, 10_000);
   await until('the repair controller met the 403', () => api.requestLines.some((r) => r.startsWith('GET /api/v1/pods')), 10_000);
@@ -179,8 +139,7 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
 
   // Let relayed plugin logs arrive, then stop the agent (SIGTERM cleanup logs too).
   await new Promise((r) => setTimeout(r, 500));
-  a.proc.kill('SIGTERM');
-  assert.equal(await a.exit, 0, a.out.join('\n'));
+  assert.equal((await a.stop()).code, 0, a.out.join('\n'));
 
   const produced: { where: string; text: string }[] = [
     { where: 'agent output', text: a.out.join('\n') },
@@ -188,7 +147,7 @@ test('agent + plugin: sockets and kubeconfig are 0600 for the agent user; the to
       { where: `plugin run ${i} stdout`, text: r.stdout },
       { where: `plugin run ${i} stderr`, text: r.stderr },
     ]),
-    ...filesUnder(root, [kubeconfig, path.join(d.sa, 'token')]).map((f) => ({ where: f, text: fs.readFileSync(f, 'latin1') })),
+    ...filesUnder(d.root, [kubeconfig, path.join(d.sa, 'token')]).map((f) => ({ where: f, text: fs.readFileSync(f, 'latin1') })),
   ];
   const lines = produced.reduce((n, p) => n + p.text.split('\n').length, 0);
   for (const p of produced) {

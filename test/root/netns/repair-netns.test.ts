@@ -9,21 +9,18 @@ import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { findPodNetns } from '../../../src/agent/repair/netns';
 import { netnsRepairer, rtnlProbe } from '../../../src/agent/repair/redirect';
 import { realNetns, realRules } from '../../../src/plugin/wiring';
 import { SIDECAR_TABLES } from '../../../src/capture/tables';
 import { currentNetnsId } from '../../../src/netns/nft';
-import { PACKAGE_ROOT } from '../../support/conformance';
-import { freePort, httpGet } from '../../support/http-get';
+import { httpGet } from '../../support/http-get';
+import { agentDirs, startAgentProcess } from '../../support/agent-proc';
 import { KubeApiStandIn, NODE, brokenWaiting, repairPod } from '../../support/kube-api';
 import { inNetns, makeNetns, requireRootAndTools } from '../../support/root';
 import { makePki } from '../../support/tls';
-import { tempDir } from '../../support/tmp';
 
-const BIN = path.join(PACKAGE_ROOT, 'bin', 'istio-cni-ts.js');
 const TABLES = SIDECAR_TABLES.map((t) => ({ family: t.family, table: t.name }));
 // Addresses from the benchmarking range, random per run so that concurrent runs never collide.
 const rnd = () => 1 + Math.floor(Math.random() * 250);
@@ -166,57 +163,32 @@ test('the agent process in repair mode repairs the broken pod in its own netns, 
   t.after(() => api.close());
   api.token = 'tok';
   api.upsert(repairPod({ name: 'b', podIP: IP_B, initStatus: brokenWaiting }));
-  const root = tempDir(path.join(os.tmpdir(), 'icts-repair-agent-'));
-  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)]));
-  for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);
-  fs.writeFileSync(path.join(d.src, 'istio-cni'), '#!/bin/sh\n', { mode: 0o755 });
-  fs.writeFileSync(path.join(d.sa, 'token'), 'tok');
-  fs.writeFileSync(path.join(d.sa, 'ca.crt'), pki.ca);
-  fs.writeFileSync(path.join(d.net, '10-k8s.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'ptp' }] }));
-  const metricsPort = await freePort();
-  const proc = spawn(process.execPath, [BIN, 'agent'], {
-    env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      MOUNTED_CNI_NET_DIR: d.net,
-      CNI_BIN_DIR: d.bin,
-      CNI_BIN_SOURCE_DIR: d.src,
-      SERVICE_ACCOUNT_DIR: d.sa,
-      CNI_AGENT_RUN_DIR: d.run,
-      LISTEN_ADDRESS: '127.0.0.1',
-      HEALTH_PORT: '0',
-      MONITORING_PORT: String(metricsPort),
-      KUBERNETES_SERVICE_HOST: '127.0.0.1',
-      KUBERNETES_SERVICE_PORT: String(api.port),
-      REPAIR_ENABLED: 'true',
-      REPAIR_REPAIR_PODS: 'true',
-      REPAIR_NODE_NAME: NODE,
-      REPAIR_HOST_PROC_DIR: '/proc',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const a = await startAgentProcess(agentDirs({ api: { caPem: pki.ca, token: 'tok' } }), {
+    apiPort: api.port,
+    metrics: true,
+    configFromEnv: true,
+    env: { REPAIR_ENABLED: 'true', REPAIR_REPAIR_PODS: 'true', REPAIR_NODE_NAME: NODE, REPAIR_HOST_PROC_DIR: '/proc' },
   });
-  const out: string[] = [];
-  proc.stdout!.on('data', (c) => out.push(String(c)));
-  proc.stderr!.on('data', (c) => out.push(`STDERR ${c}`));
-  const exit = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
+  t.after(() => fs.rmSync(a.dirs.root, { recursive: true, force: true }));
+  const out = a.out;
   try {
     const metricLine = /^istio_cni_repair_pods_repaired_total\{(?=[^}]*type="repair")(?=[^}]*result="success")[^}]*\} (\d+)/m;
     const start = Date.now();
     let count = 0;
     while (Date.now() - start < 30_000) {
-      const text = await get(`http://127.0.0.1:${metricsPort}/metrics`).catch(() => '');
+      const text = await get(`http://${a.metrics}/metrics`).catch(() => '');
       count = Number(metricLine.exec(text)?.[1] ?? 0);
       if (count === 1) break;
       await new Promise((r) => setTimeout(r, 50));
     }
-    assert.equal(count, 1, out.join(''));
+    assert.equal(count, 1, out.join('\n'));
     assert.match(tablesIn(podB.ns.name), /table inet istio-proxy-nat/);
-    assert.match(out.join(''), /pod shop\/b repaired\tnetns=\/proc\/\d+\/ns\/net foundBy=ip/);
+    assert.match(out.join('\n'), /pod shop\/b repaired\tnetns=\/proc\/\d+\/ns\/net foundBy=ip/);
     // Status churn of the crash-looping pod: the rules are not applied again.
     const p = api.pod('shop', 'b')!;
     api.upsert({ ...p, status: { ...p.status, message: 'back-off 40s' } });
     await new Promise((r) => setTimeout(r, 500));
-    assert.equal(Number(metricLine.exec(await get(`http://127.0.0.1:${metricsPort}/metrics`))?.[1]), 1);
+    assert.equal(Number(metricLine.exec(await get(`http://${a.metrics}/metrics`))?.[1]), 1);
     assert.equal(hostTables(), hostBefore);
     assert.deepEqual(
       api.requests.filter((r) => r.method !== 'GET'),
@@ -224,7 +196,6 @@ test('the agent process in repair mode repairs the broken pod in its own netns, 
       'repair mode writes nothing to the API',
     );
   } finally {
-    proc.kill('SIGTERM');
-    assert.equal(await exit, 0, out.join(''));
+    assert.equal((await a.stop()).code, 0, out.join('\n'));
   }
 });
