@@ -288,8 +288,16 @@ export class AmbientEnv {
     });
   }
 
-  /** Cleans up everything this env made. */
+  /** Cleans up everything this env made; with ICTS_DEBUG set, prints the agent's log first. */
   async close(): Promise<void> {
+    if (process.env.ICTS_DEBUG) {
+      for (const e of this.log.entries)
+        console.log(
+          e.level,
+          e.msg,
+          JSON.stringify(e.fields ?? {}, (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
+        );
+    }
     await this.stopAgent(false).catch(() => undefined);
     this.standIn?.close();
     for (const c of this.children) c.kill('SIGKILL');

@@ -1,7 +1,8 @@
 // The pods, prevResults, expected tables and the checked ADD/DEL pair of the 100-pod concurrency
 // tests (standalone plugin and shim -> agent): both drive the same mix, so it is written once.
 import * as assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import { promisify } from 'node:util';
 import { buildCapture } from '../../src/capture/build';
 import { Pod } from '../../src/kube/pod';
@@ -9,6 +10,7 @@ import { tablesOf } from '../../src/nft/transaction';
 import { planSidecar } from '../../src/plugin/istio';
 import { extractPodInfo } from '../../src/redirect';
 import { sidecarPod } from './cni-fakes';
+import { addNetns, tableNames } from './root';
 
 /** Pod `<prefix>-<i>` in namespace load: default REDIRECT, TPROXY with inbound capture, and some with port/CIDR annotations. */
 export function mixedPod(prefix: string, i: number): Pod {
@@ -50,12 +52,7 @@ const run = promisify(execFile);
 
 /** The netns's tables as `family name`, sorted. */
 export async function netnsTables(ns: string): Promise<string[]> {
-  const { stdout } = await run('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset']);
-  const doc = JSON.parse(stdout) as { nftables: { table?: { family: string; name: string } }[] };
-  return doc.nftables
-    .filter((x) => x.table)
-    .map((x) => `${x.table!.family} ${x.table!.name}`)
-    .sort();
+  return tableNames((await run('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset'])).stdout);
 }
 
 export async function netnsRuleset(ns: string): Promise<string> {
@@ -116,4 +113,35 @@ export async function addCheckDel(p: PairRunner, ns: string, pod: Pod, i: number
   assert.deepEqual(await look(() => netnsTables(ns)), [], `${ns}: no table after DEL`);
   stats.addMs.push(add.ms);
   stats.delMs.push(del.ms);
+}
+
+/** Netns `<tag>-<i>` for pods 0..count-1, each pod `podFor(i)` added to the API; their names, in order. */
+export function podNetns(tag: string, count: number, api: { addPod(p: Pod): unknown }, podFor: (i: number) => Pod): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < count; i++) {
+    names.push(addNetns(`${tag}-${i}`));
+    api.addPod(podFor(i));
+  }
+  return names;
+}
+
+/** Deletes every netns in `names` and empties it; `gone` tolerates those already deleted (after hooks). */
+export function deleteNetns(names: string[], gone: 'ignore' | 'fail' = 'fail'): void {
+  for (const n of names.splice(0)) {
+    try {
+      execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' });
+    } catch (e) {
+      if (gone === 'fail') throw e;
+    }
+  }
+}
+
+/** Nothing left of the run's netns: no /run/netns entry and no mount whose name has `tag`. */
+export function assertNetnsGone(tag: string): void {
+  assert.deepEqual(
+    fs.readdirSync('/run/netns').filter((n) => n.startsWith(tag)),
+    [],
+    'no netns left',
+  );
+  assert.ok(!fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(tag), 'no netns mount left');
 }

@@ -6,6 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from './conformance';
+import { pluginConf } from './cni-run';
 import { tempDir } from './tmp';
 
 export const TEST_PAYLOAD = path.join(PACKAGE_ROOT, 'build', 'test-payload');
@@ -222,17 +223,7 @@ export const SIDECAR_PREV_RESULT = {
   interfaces: [{ name: 'eth0', sandbox: '/run/netns/x' }],
   ips: [{ address: '10.0.0.2/24', interface: 0 }],
 };
-export const sidecarConf = (runDir: string): string =>
-  JSON.stringify({
-    cniVersion: '1.0.0',
-    name: 'k8s-pod-network',
-    type: 'istio-cni',
-    cni_agent_run_dir: runDir,
-    plugin_log_level: 'debug',
-    exclude_namespaces: ['kube-system'],
-    pod_namespace: 'istio-system',
-    prevResult: SIDECAR_PREV_RESULT,
-  });
+export const sidecarConf = (runDir: string): string => pluginConf(runDir, SIDECAR_PREV_RESULT);
 export const sidecarEnv = (command: string, netns: string): Record<string, string> => ({
   CNI_COMMAND: command,
   CNI_CONTAINERID: 'c0ffee',

@@ -38,3 +38,15 @@ export function inNetns(name: string, cmd: string[], input?: string): string {
   if (r.status !== 0) throw new Error(`${cmd.join(' ')} in ${name} failed: ${r.stderr}`);
   return r.stdout;
 }
+
+/** "family name" of every table in `nft -j list ruleset` output, sorted. */
+export function tableNames(nftJson: string): string[] {
+  const doc = JSON.parse(nftJson) as { nftables: { table?: { family: string; name: string } }[] };
+  return doc.nftables
+    .filter((x) => x.table)
+    .map((x) => `${x.table!.family} ${x.table!.name}`)
+    .sort();
+}
+
+/** The tables in named netns `ns`, as "family name", sorted. */
+export const netnsTableNames = (ns: string): string[] => tableNames(inNetns(ns, ['nft', '-j', 'list', 'ruleset']));

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { parseAgentConfig } from '../../src/agent/config';
 import { PACKAGE_ROOT } from '../support/conformance';
+import { ManifestDoc, loadManifests } from '../support/manifests';
 import { CHART, EnvFact, Profile, RuleFact } from './istio-cni-chart-1.28.1';
 
 /** The image our manifests deploy (the chart's `image` value when installing with Helm). */
@@ -31,28 +32,6 @@ const NARROWER: Record<string, Record<string, string>> = {
     '/pods/status:update': 'the enrollment annotation is a merge PATCH; nothing PUTs pods/status',
   },
 };
-
-interface Doc {
-  kind: string;
-  apiVersion: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a parsed YAML manifest, free-form; each test asserts the fields it reads
-  [k: string]: any;
-}
-
-function load(p: Profile): Doc[] {
-  const dir = path.join(PACKAGE_ROOT, 'install', 'kubernetes', p);
-  return fs
-    .readdirSync(dir)
-    .filter((f) => f.endsWith('.yaml'))
-    .sort()
-    .flatMap((f) =>
-      YAML.parseAllDocuments(fs.readFileSync(path.join(dir, f), 'utf8')).map((d) => {
-        assert.deepEqual(d.errors, [], `${p}/${f}: YAML errors`);
-        return d.toJS() as Doc;
-      }),
-    );
-}
 
 const grants = (rules: RuleFact[]): Set<string> =>
   new Set(
@@ -78,8 +57,8 @@ const strip = <T extends { profiles?: Profile[] }>(xs: readonly T[], p: Profile)
     });
 
 for (const p of ['sidecar', 'ambient'] as Profile[]) {
-  const docs = load(p);
-  const one = (kind: string, name: string): Doc => {
+  const docs = loadManifests(p);
+  const one = (kind: string, name: string): ManifestDoc => {
     const found = docs.filter((d) => d.kind === kind && d.metadata.name === name);
     assert.equal(found.length, 1, `${p}: one ${kind} ${name}`);
     return found[0];
@@ -180,9 +159,9 @@ for (const p of ['sidecar', 'ambient'] as Profile[]) {
 }
 
 test('sidecar and ambient differ exactly where the chart makes ambient.enabled matter', () => {
-  const strip2 = (docs: Doc[]) => docs.filter((d) => !d.metadata.name.includes('ambient'));
-  const [s, a] = (['sidecar', 'ambient'] as Profile[]).map(load);
-  const ds = (d: Doc[]) => d.find((x) => x.kind === 'DaemonSet')!.spec.template.spec;
+  const strip2 = (docs: ManifestDoc[]) => docs.filter((d) => !d.metadata.name.includes('ambient'));
+  const [s, a] = (['sidecar', 'ambient'] as Profile[]).map((p) => loadManifests(p));
+  const ds = (d: ManifestDoc[]) => d.find((x) => x.kind === 'DaemonSet')!.spec.template.spec;
   assert.deepEqual(
     ds(a)
       .volumes.filter((v: { name: string }) => !ds(s).volumes.some((w: { name: string }) => w.name === v.name))

@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { istioKubeconfig, makePki } from '../support/tls';
 import { sidecarPod } from '../support/cni-fakes';
+import { pluginConf } from '../support/cni-run';
 import { tempDir } from '../support/tmp';
 import { CniErrorResult } from '../../src/cni/errors';
 
@@ -76,18 +77,7 @@ after(() => {
 });
 
 const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: '/var/run/netns/x' }], ips: [{ address: '10.0.0.2/24', interface: 0 }] };
-const conf = (over: Record<string, unknown> = {}) =>
-  JSON.stringify({
-    cniVersion: '1.0.0',
-    name: 'k8s-pod-network',
-    type: 'istio-cni',
-    cni_agent_run_dir: runDir,
-    plugin_log_level: 'debug',
-    exclude_namespaces: ['kube-system'],
-    pod_namespace: 'istio-system',
-    prevResult,
-    ...over,
-  });
+const conf = (over: Record<string, unknown> = {}) => pluginConf(runDir, prevResult, over);
 const env = (command: string, over: Record<string, string> = {}) => ({
   CNI_COMMAND: command,
   CNI_CONTAINERID: 'c0ffee',

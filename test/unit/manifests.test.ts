@@ -6,14 +6,10 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as YAML from 'yaml';
 import { PARAMS, parseAgentConfig } from '../../src/agent/config';
 import { repairAction, repairApiRules } from '../../src/agent/repair/controller';
 import { PACKAGE_ROOT } from '../support/conformance';
-
-const PROFILES = ['sidecar', 'ambient'] as const;
-type Profile = (typeof PROFILES)[number];
-const dirOf = (p: Profile) => path.join(PACKAGE_ROOT, 'install', 'kubernetes', p);
+import { PROFILES, Profile, loadManifests } from '../support/manifests';
 
 type S =
   | 'string'
@@ -246,28 +242,6 @@ function check(v: unknown, s: S, at: string, errors: string[]): void {
   }
 }
 
-interface Doc {
-  file: string;
-  kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a parsed YAML manifest, free-form; each test asserts the fields it reads
-  [k: string]: any;
-}
-
-function loadDocs(p: Profile): Doc[] {
-  const dir = dirOf(p);
-  return fs
-    .readdirSync(dir)
-    .filter((f) => f.endsWith('.yaml'))
-    .sort()
-    .flatMap((f) =>
-      YAML.parseAllDocuments(fs.readFileSync(path.join(dir, f), 'utf8')).map((d) => {
-        assert.deepEqual(d.errors, [], `${p}/${f}: YAML errors`);
-        return { ...(d.toJS() as Doc), file: `${p}/${f}` };
-      }),
-    );
-}
-
 test('the validator itself rejects unknown fields, wrong types and bad names', () => {
   const errors: string[] = [];
   check(
@@ -359,7 +333,7 @@ const asGrants = (rules: { apiGroups: string[]; resources: string[]; verbs: stri
   rules.flatMap((r) => r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`))));
 
 for (const profile of PROFILES) {
-  const docs = loadDocs(profile);
+  const docs = loadManifests(profile);
   const find = (kind: string, name: string) => docs.find((d) => d.kind === kind && d.metadata.name === name);
 
   test(`${profile}: every manifest object matches its Kubernetes API type (strict)`, () => {
@@ -553,7 +527,7 @@ for (const profile of PROFILES) {
 
 test('ambient adds to the sidecar rendering only rights that ambient code uses, and every ambient call is granted', () => {
   const bound = (p: Profile) => {
-    const docs = loadDocs(p);
+    const docs = loadManifests(p);
     const sa = docs.find((d) => d.kind === 'DaemonSet')!.spec.template.spec.serviceAccountName;
     return new Set(
       docs

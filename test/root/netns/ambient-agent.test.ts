@@ -12,20 +12,8 @@ import { AmbientEnv, KUBELET_UID, TestPod, ipRules, probeAsync, rulesetText } fr
 const env = new AmbientEnv();
 let pod: TestPod;
 
-before(async () => {
-  await env.start();
-});
-after(async () => {
-  if (process.env.ICTS_DEBUG) {
-    for (const e of env.log.entries)
-      console.log(
-        e.level,
-        e.msg,
-        JSON.stringify(e.fields ?? {}, (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
-      );
-  }
-  await env.close();
-});
+before(() => env.start());
+after(() => env.close());
 
 test('CNI ADD of an ambient pod: rules, routes, ztunnel Add with the netns fd, probe set, annotation', async () => {
   pod = await env.addPod('web-1');

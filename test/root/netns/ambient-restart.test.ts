@@ -16,20 +16,8 @@ const COUNT = 20;
 let pods: TestPod[] = [];
 const handlesBefore = new Map<string, string>();
 
-before(async () => {
-  await env.start();
-});
-after(async () => {
-  if (process.env.ICTS_DEBUG) {
-    for (const e of env.log.entries)
-      console.log(
-        e.level,
-        e.msg,
-        JSON.stringify(e.fields ?? {}, (_k, v) => (typeof v === 'bigint' ? String(v) : v)),
-      );
-  }
-  await env.close();
-});
+before(() => env.start());
+after(() => env.close());
 
 const lastSnapshot = () => env.standIn.snapshots[env.standIn.snapshots.length - 1];
 

@@ -12,10 +12,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Pod } from '../../../src/kube/pod';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
-import { addCheckDel, mixedPod, newPairStats, prevResultIn } from '../../support/concurrent-pods';
-import { CniRun, runPlugin } from '../../support/cni-run';
+import { addCheckDel, assertNetnsGone, deleteNetns, mixedPod, newPairStats, podNetns, prevResultIn } from '../../support/concurrent-pods';
+import { CniRun, cniEnv, pluginConf, runPlugin } from '../../support/cni-run';
 import { PACKAGE_ROOT } from '../../support/conformance';
-import { addNetns, requireRootAndTools } from '../../support/root';
+import { requireRootAndTools } from '../../support/root';
 import { tempDir } from '../../support/tmp';
 
 const PODS = Number(process.env.ICTS_CONC_PODS ?? 100);
@@ -61,49 +61,21 @@ before(async () => {
 
 after(async () => {
   if (pkg) fs.rmSync(pkg, { recursive: true, force: true });
-  for (const n of netnsNames) {
-    try {
-      execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' });
-    } catch {
-      /* already gone */
-    }
-  }
+  deleteNetns(netnsNames, 'ignore');
   await api?.close();
 });
 
 const prevResult = (netns: string, i: number) => prevResultIn(77, netns, i);
 
-function netconf(netns: string, i: number): string {
-  return JSON.stringify({
-    cniVersion: '1.0.0',
-    name: 'k8s-pod-network',
-    type: 'istio-cni',
+function cni(command: string, netns: string, pod: Pod, i: number): Promise<CniRun> {
+  const conf = pluginConf(api.runDir, prevResult(netns, i), {
     plugin_log_level: 'info',
-    cni_agent_run_dir: api.runDir,
     ambient_enabled: false,
-    exclude_namespaces: ['kube-system'],
-    pod_namespace: 'istio-system',
     native_nftables: true,
     pod_lookup_attempts: 3,
     pod_lookup_interval_ms: 50,
-    prevResult: prevResult(netns, i),
   });
-}
-
-function cni(command: string, netns: string, pod: Pod, i: number): Promise<CniRun> {
-  const { name, namespace } = pod.metadata as { name: string; namespace: string };
-  return runPlugin(
-    {
-      CNI_COMMAND: command,
-      CNI_CONTAINERID: `ctr-${name}`,
-      CNI_NETNS: netns,
-      CNI_IFNAME: 'eth0',
-      CNI_PATH: '/opt/cni/bin',
-      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=ctr-${name};K8S_POD_UID=uid-${name}`,
-    },
-    netconf(netns, i),
-    BIN,
-  );
+  return runPlugin(cniEnv(command, netns, pod.metadata as { name: string; namespace: string }), conf, BIN);
 }
 
 /** Processes whose command line runs the plugin binary. */
@@ -121,11 +93,6 @@ function pluginProcesses(): number[] {
 }
 
 const fdCount = () => fs.readdirSync('/proc/self/fd').length;
-const ourMounts = () =>
-  fs
-    .readFileSync('/proc/self/mountinfo', 'utf8')
-    .split('\n')
-    .filter((l) => l.includes(TAG)).length;
 
 /** Mixed pods: default REDIRECT, TPROXY with inbound capture, and some with port/CIDR annotations. */
 const podFor = (i: number) => mixedPod('conc', i);
@@ -156,10 +123,7 @@ test(`${PODS} concurrent ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL on $
   assert.deepEqual(pluginProcesses(), [], 'no plugin process before');
 
   const t0 = Date.now();
-  for (let i = 0; i < PODS; i++) {
-    netnsNames.push(addNetns(`${TAG}-${i}`));
-    api.addPod(podFor(i));
-  }
+  netnsNames.push(...podNetns(TAG, PODS, api, podFor));
   const setupMs = Date.now() - t0;
 
   const pairs = newPairStats();
@@ -179,16 +143,11 @@ test(`${PODS} concurrent ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL on $
   const wallMs = Date.now() - t1;
   const { addMs, delMs, repeated } = pairs;
 
-  for (const n of netnsNames.splice(0)) execFileSync('ip', ['netns', 'del', n]);
+  deleteNetns(netnsNames);
 
   // Nothing leaked.
   assert.deepEqual(pluginProcesses(), [], 'no plugin process left');
-  assert.deepEqual(
-    fs.readdirSync('/run/netns').filter((n) => n.startsWith(TAG)),
-    [],
-    'no netns left',
-  );
-  assert.equal(ourMounts(), 0, 'no netns mount left');
+  assertNetnsGone(TAG);
   // The plugin's own log file is the one thing it may add to the run dir; no socket, nothing else.
   assert.deepEqual(
     fs

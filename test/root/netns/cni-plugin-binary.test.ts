@@ -12,8 +12,8 @@ import * as path from 'node:path';
 import { Pod } from '../../../src/kube/pod';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
 import { sidecarPod } from '../../support/cni-fakes';
-import { CniRun, runPlugin } from '../../support/cni-run';
-import { makeNetns, requireRootAndTools } from '../../support/root';
+import { CniRun, cniEnv, pluginConf, runPlugin } from '../../support/cni-run';
+import { makeNetns, netnsTableNames, requireRootAndTools } from '../../support/root';
 import { CLIENT, PEER2_V4, PEER_V4, PEER_V6, POD_V4, ProbeReply, Topology, makeTopology, probe, startServer } from '../../support/topology';
 import { tempDir } from '../../support/tmp';
 
@@ -34,35 +34,8 @@ const prevResult = (netns: string) => ({
   dns: {},
 });
 
-function netconf(netns: string, over: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    cniVersion: '1.0.0',
-    name: 'k8s-pod-network',
-    type: 'istio-cni',
-    plugin_log_level: 'debug',
-    cni_agent_run_dir: api.runDir,
-    ambient_enabled: false,
-    exclude_namespaces: ['kube-system'],
-    pod_namespace: 'istio-system',
-    native_nftables: true,
-    pod_lookup_attempts: 3,
-    pod_lookup_interval_ms: 50,
-    prevResult: prevResult(netns),
-    ...over,
-  });
-}
-
-function cniEnv(command: string, netns: string, pod: { namespace: string; name: string }, over: Record<string, string> = {}) {
-  return {
-    CNI_COMMAND: command,
-    CNI_CONTAINERID: `ctr-${pod.name}`,
-    CNI_NETNS: netns,
-    CNI_IFNAME: 'eth0',
-    CNI_PATH: '/opt/cni/bin',
-    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=ctr-${pod.name};K8S_POD_UID=uid-${pod.name}`,
-    ...over,
-  };
-}
+const netconf = (netns: string, over: Record<string, unknown> = {}): string =>
+  pluginConf(api.runDir, prevResult(netns), { ambient_enabled: false, native_nftables: true, pod_lookup_attempts: 3, pod_lookup_interval_ms: 50, ...over });
 
 const ref = (pod: Pod) => ({ namespace: pod.metadata!.namespace!, name: pod.metadata!.name! });
 
@@ -81,16 +54,8 @@ function cniError(r: CniRun): { code: number; msg: string; details: string } {
   return JSON.parse(r.stdout);
 }
 
-/** `nft -j list ruleset` in the netns: "family name" of every table. */
-function tables(ns: string): string[] {
-  const doc = JSON.parse(execFileSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset'], { encoding: 'utf8' })) as {
-    nftables: { table?: { family: string; name: string } }[];
-  };
-  return doc.nftables
-    .filter((x) => x.table)
-    .map((x) => `${x.table!.family} ${x.table!.name}`)
-    .sort();
-}
+/** The netns's tables as "family name", sorted. */
+const tables = netnsTableNames;
 
 function ipOut(ns: string, ...args: string[]): string {
   return execFileSync('ip', ['-n', ns, ...args], { encoding: 'utf8' });

@@ -13,9 +13,9 @@ import { AgentProc, agentDirs, startAgentProcess } from '../../support/agent-pro
 import { until } from '../../support/until';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
 import { sidecarPod } from '../../support/cni-fakes';
-import { BIN, CniRun } from '../../support/cni-run';
+import { BIN, CniRun, pluginConf } from '../../support/cni-run';
 import { SHIM_NAME, ensurePayload, runAsync } from '../../support/payload';
-import { makeNetns, requireRootAndTools } from '../../support/root';
+import { makeNetns, netnsTableNames, requireRootAndTools } from '../../support/root';
 
 const ATTEMPTS = 3;
 const INTERVAL_MS = 250;
@@ -48,21 +48,12 @@ after(async () => {
 
 type Path = 'standalone' | 'shim->agent';
 
-function netconf(p: Path, netns: string, over: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    cniVersion: '1.0.0',
-    name: 'k8s-pod-network',
-    type: 'istio-cni',
-    plugin_log_level: 'debug',
-    cni_agent_run_dir: p === 'standalone' ? api.runDir : agent.dirs.run,
-    exclude_namespaces: ['kube-system'],
-    pod_namespace: 'istio-system',
-    pod_lookup_attempts: ATTEMPTS,
-    pod_lookup_interval_ms: INTERVAL_MS,
-    prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: netns }], ips: [{ address: '10.9.0.2/24', interface: 0 }] },
-    ...over,
-  });
-}
+const netconf = (p: Path, netns: string, over: Record<string, unknown> = {}): string =>
+  pluginConf(
+    p === 'standalone' ? api.runDir : agent.dirs.run,
+    { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: netns }], ips: [{ address: '10.9.0.2/24', interface: 0 }] },
+    { pod_lookup_attempts: ATTEMPTS, pod_lookup_interval_ms: INTERVAL_MS, ...over },
+  );
 
 /** ADD (or another command) through one path; the shim must be answered by the agent (no standalone to fall back to). */
 async function cni(p: Path, netns: string, pod: { namespace: string; name: string }, conf: Record<string, unknown> = {}, command = 'ADD'): Promise<CniRun> {
@@ -100,15 +91,8 @@ function cniError(r: CniRun): CniErr {
   return e;
 }
 
-function tables(ns: string): string[] {
-  const doc = JSON.parse(execFileSync('ip', ['netns', 'exec', ns, 'nft', '-j', 'list', 'ruleset'], { encoding: 'utf8' })) as {
-    nftables: { table?: { family: string; name: string } }[];
-  };
-  return doc.nftables
-    .filter((x) => x.table)
-    .map((x) => `${x.table!.family} ${x.table!.name}`)
-    .sort();
-}
+/** The netns's tables as "family name", sorted. */
+const tables = netnsTableNames;
 
 /** "pod lookup failed (attempt i of n)" lines the run logged (the plugin's stderr, or the agent's output since `from`). */
 function attemptsLogged(p: Path, r: CniRun, from: number): number[] {

@@ -14,10 +14,22 @@ import * as path from 'node:path';
 import { Pod } from '../../../src/kube/pod';
 import { AgentProc, agentDirs, startAgentProcess } from '../../support/agent-proc';
 import { until } from '../../support/until';
+import { cniEnv, pluginConf } from '../../support/cni-run';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
-import { CniOut, PairRunner, addCheckDel, newPairStats, mixedPod, okRun, prevResultIn } from '../../support/concurrent-pods';
+import {
+  CniOut,
+  PairRunner,
+  addCheckDel,
+  assertNetnsGone,
+  deleteNetns,
+  newPairStats,
+  mixedPod,
+  okRun,
+  podNetns,
+  prevResultIn,
+} from '../../support/concurrent-pods';
 import { SHIM_NAME, ensurePayload, runAsync } from '../../support/payload';
-import { addNetns, requireRootAndTools } from '../../support/root';
+import { requireRootAndTools } from '../../support/root';
 
 const PODS = Number(process.env.ICTS_CONC_PODS ?? 100);
 const REPEAT_EVERY = 4;
@@ -39,13 +51,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const n of netnsNames) {
-    try {
-      execFileSync('ip', ['netns', 'del', n], { stdio: 'ignore' });
-    } catch {
-      /* already gone */
-    }
-  }
+  deleteNetns(netnsNames, 'ignore');
   if (agent) assert.equal((await agent.stop()).code, 0, agent.out.slice(-20).join('\n'));
   await api?.close();
 });
@@ -58,27 +64,11 @@ async function cni(command: string, netns: string, pod: Pod, i: number): Promise
   const r = await runAsync(shim, [], {
     env: {
       PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-      CNI_COMMAND: command,
-      CNI_CONTAINERID: `ctr-${name}`,
-      CNI_NETNS: netns,
-      CNI_IFNAME: 'eth0',
-      CNI_PATH: '/opt/cni/bin',
-      CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${namespace};K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=ctr-${name};K8S_POD_UID=uid-${name}`,
+      ...cniEnv(command, netns, { name, namespace }),
       ISTIO_CNI_SHIM_DEBUG: '1',
       ISTIO_CNI_SHIM_PLUGIN: '/nonexistent/icts-no-fallback',
     },
-    stdin: JSON.stringify({
-      cniVersion: '1.0.0',
-      name: 'k8s-pod-network',
-      type: 'istio-cni',
-      plugin_log_level: 'info',
-      cni_agent_run_dir: agent.dirs.run,
-      exclude_namespaces: ['kube-system'],
-      pod_namespace: 'istio-system',
-      pod_lookup_attempts: 3,
-      pod_lookup_interval_ms: 50,
-      prevResult: prevResult(netns, i),
-    }),
+    stdin: pluginConf(agent.dirs.run, prevResult(netns, i), { plugin_log_level: 'info', pod_lookup_attempts: 3, pod_lookup_interval_ms: 50 }),
     timeoutMs: 60_000,
   });
   return { ...r, ms: Number(process.hrtime.bigint() - t0) / 1e6 };
@@ -135,10 +125,7 @@ test(`${PODS} ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL pairs at once o
   const outBefore = agent.out.length;
 
   const t0 = Date.now();
-  for (let i = 0; i < PODS; i++) {
-    netnsNames.push(addNetns(`${TAG}-${i}`));
-    api.addPod(podFor(i));
-  }
+  netnsNames.push(...podNetns(TAG, PODS, api, podFor));
   const setupMs = Date.now() - t0;
 
   const pairs = newPairStats();
@@ -176,16 +163,11 @@ test(`${PODS} ADD (+ ADD again on every ${REPEAT_EVERY}th) / DEL pairs at once o
   }
   const wallMs = Date.now() - t1;
   const { addMs, delMs, repeated } = pairs;
-  for (const n of netnsNames.splice(0)) execFileSync('ip', ['netns', 'del', n]);
+  deleteNetns(netnsNames);
 
   // Nothing leaked.
   assert.deepEqual(shimProcesses(), [], 'no shim process left');
-  assert.deepEqual(
-    fs.readdirSync('/run/netns').filter((n) => n.startsWith(TAG)),
-    [],
-    'no netns left',
-  );
-  assert.ok(!fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(TAG), 'no netns mount left');
+  assertNetnsGone(TAG);
   assert.deepEqual(fs.readdirSync(agent.dirs.run).sort(), runDirBefore, 'the run dir holds what it held (kubeconfig, log.sock, cni-shim.sock)');
   // The burst opens up to 8 kept-alive API connections; the stand-in closes idle ones after 5 s
   // (Node's keepAliveTimeout), so give them that long before counting.
