@@ -17,7 +17,7 @@
 // pod at a time. Every line of the report gives the load average it was taken at.
 // Needs root, iproute2, nftables, util-linux (nsenter), openssl.
 // usage: node dist/bench/ambient-enroll.js [pods=200] [rssPods=1000] [concurrency=16]
-import { ChildProcess, execFileSync, fork, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync, fork } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -27,6 +27,7 @@ import { PLUGIN_EVENT_SOCKET } from '../src/ambient/cni-event';
 import { parseIp } from '../src/net/ip';
 import { render } from '../src/nft/transaction';
 import { postCniAddEvent } from '../src/plugin/ambient';
+import { nftExec } from './support/netns';
 import { load, machine } from './support/stats';
 import { AmbientApiStandIn, ZtunnelStandIn, makePki } from './support/testbed';
 
@@ -59,17 +60,6 @@ async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Prom
       while (next < items.length) await fn(items[next++]);
     }),
   );
-}
-
-function nftExec(nsPath: string, script: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('nsenter', [`--net=${nsPath}`, 'nft', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`nft exited ${code}: ${err}`))));
-    child.stdin.end(script);
-  });
 }
 
 interface Stats {

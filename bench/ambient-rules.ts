@@ -3,7 +3,6 @@
 // ip rule + local route over netlink. Fresh namespaces, the two apply paths interleaved.
 // Needs root, iproute2, nftables and util-linux (nsenter).
 // usage: node dist/bench/ambient-rules.js [pods, default 50]
-import { execFileSync, spawn } from 'node:child_process';
 import { buildInpodRules } from '../src/ambient/build';
 import { parseAmbientConfig, parsePodOverrides } from '../src/ambient/config';
 import { POD_TABLES } from '../src/ambient/tables';
@@ -12,30 +11,12 @@ import { ambientRoutePlan } from '../src/netns/route-plan';
 import { applyNft } from '../src/netns/nft';
 import { planReplace } from '../src/nft/plan';
 import { render } from '../src/nft/transaction';
+import { freshNetns, nftExec } from './support/netns';
 
 const N = Number(process.argv[2] ?? 50);
 const cfg = parseAmbientConfig({ enableIPv6: true, redirectDNS: true });
 const pod = parsePodOverrides({});
 const replace = POD_TABLES.map((t) => ({ family: t.family, table: t.name }));
-
-let seq = 0;
-function freshNetns(): { path: string; remove: () => void } {
-  const name = `icts-abench-${process.pid}-${seq++}`;
-  execFileSync('ip', ['netns', 'add', name]);
-  execFileSync('ip', ['-n', name, 'link', 'set', 'lo', 'up']);
-  return { path: `/run/netns/${name}`, remove: () => execFileSync('ip', ['netns', 'del', name]) };
-}
-
-function viaExec(nsPath: string, script: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('nsenter', [`--net=${nsPath}`, 'nft', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`nft exited ${code}: ${err}`))));
-    child.stdin.end(script);
-  });
-}
 
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -53,14 +34,14 @@ async function main(): Promise<void> {
     const tBuild = ms(t0);
     ops = tx.length;
     const script = render(planReplace(tx, replace, [])); // what the plan sends into a fresh netns
-    const a = freshNetns();
-    const b = freshNetns();
+    const a = freshNetns('abench', { loUp: true });
+    const b = freshNetns('abench', { loUp: true });
     try {
       t0 = process.hrtime.bigint();
       await applyNft(a.path, script);
       const tAddon = ms(t0);
       t0 = process.hrtime.bigint();
-      await viaExec(b.path, script);
+      await nftExec(b.path, script);
       const tExec = ms(t0);
       t0 = process.hrtime.bigint();
       await configureAmbientRoutesIn(a.path, ambientRoutePlan(true));

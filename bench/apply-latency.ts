@@ -2,53 +2,26 @@
 // path (`nsenter --net=PATH nft -f -` as a child process), applying the same script into fresh
 // namespaces, interleaved in one run. Needs root, iproute2, nftables and util-linux (nsenter).
 // usage: node dist/bench/apply-latency.js [iterations per path, default 50]
-import { execFileSync, spawn } from 'node:child_process';
-import { buildCapture } from '../src/capture/build';
-import { parseCaptureConfig } from '../src/capture/config';
 import { applyNft, listRulesetJson } from '../src/netns/nft';
 import { planReplace } from '../src/nft/plan';
 import { render } from '../src/nft/transaction';
+import { tproxyCapture } from './support/capture';
+import { freshNetns, nftExec } from './support/netns';
+import { quantile } from './support/stats';
 
 const N = Number(process.argv[2] ?? 50);
 const WARMUP = 3;
 
 // A full TPROXY sidecar config (nat, mangle and raw tables, IPv4 and IPv6): 73 operations.
-const tx = buildCapture(
-  parseCaptureConfig({
-    inboundInterceptionMode: 'TPROXY',
-    inboundPortsInclude: '*',
-    outboundIPRangesInclude: '9.9.0.0/16',
-    outboundIPRangesExclude: '1.1.0.0/16',
-    excludeInterfaces: 'not-istio-nic',
-    redirectDNS: true,
-    enableIPv6: true,
-    dnsServersV4: ['127.0.0.53'],
-  }),
-);
+const tx = tproxyCapture({ outboundIPRangesExclude: '1.1.0.0/16', excludeInterfaces: 'not-istio-nic' });
 const script = render(planReplace(tx, [], [])); // what the plan sends into a fresh netns
 
-let seq = 0;
-function freshNetns(): { name: string; path: string; remove: () => void } {
-  const name = `icts-bench-${process.pid}-${seq++}`;
-  execFileSync('ip', ['netns', 'add', name]);
-  return { name, path: `/run/netns/${name}`, remove: () => execFileSync('ip', ['netns', 'del', name]) };
-}
-
-function viaExec(nsPath: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('nsenter', [`--net=${nsPath}`, 'nft', '-f', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let err = '';
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`nft exited ${code}: ${err}`))));
-    child.stdin.end(script);
-  });
-}
-
+const fresh = () => freshNetns('bench');
+const viaExec = (nsPath: string) => nftExec(nsPath, script);
 const viaAddon = (nsPath: string) => applyNft(nsPath, script);
 
 async function timeOnce(apply: (p: string) => Promise<void>): Promise<number> {
-  const ns = freshNetns();
+  const ns = fresh();
   try {
     const t0 = process.hrtime.bigint();
     await apply(ns.path);
@@ -61,13 +34,6 @@ async function timeOnce(apply: (p: string) => Promise<void>): Promise<number> {
   } finally {
     ns.remove();
   }
-}
-
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (s.length - 1) * q;
-  const lo = Math.floor(at);
-  return s[lo] + (s[Math.ceil(at)] - s[lo]) * (at - lo);
 }
 
 /** Runs both paths N times (after a warm-up), alternating which goes first. */
@@ -103,12 +69,12 @@ async function main(): Promise<void> {
   const lines = script.split('\n').length - 1;
   console.log(`script: ${tx.length} operations of a TPROXY sidecar capture (${lines} lines with the table replace); ${N} runs per path`);
 
-  const fresh = await interleaved(timeOnce);
-  const ratio = report('apply into a fresh netns (the target):', fresh);
+  const first = await interleaved(timeOnce);
+  const ratio = report('apply into a fresh netns (the target):', first);
 
   // Secondary figure: re-applying into one netns that already holds the tables, which leaves
   // out the kernel's first-use cost in a new netns that both paths pay above.
-  const ns = freshNetns();
+  const ns = fresh();
   try {
     const again = (apply: (p: string) => Promise<void>) => {
       const t0 = process.hrtime.bigint();

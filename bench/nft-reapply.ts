@@ -4,10 +4,9 @@
 // at a time with a pause between (so no earlier close is still under way), and 16 at once into
 // 16 namespaces. Needs root and iproute2. Point ISTIO_CNI_TS_ADDON at another build to compare.
 // usage: node dist/bench/nft-reapply.js [runs, default 30] [rounds of 16, default 10]
-import { buildCapture } from '../src/capture/build';
-import { parseCaptureConfig } from '../src/capture/config';
 import { render, tablesOf } from '../src/nft/transaction';
 import { applyNft } from '../src/netns/nft';
+import { tproxyCapture } from './support/capture';
 import { BenchNetns, freshNetns, nftTables } from './support/netns';
 import { load, machine, median, ms, p90 } from './support/stats';
 
@@ -16,16 +15,7 @@ const ROUNDS = Number(process.argv[3] ?? 10);
 const WIDTH = 16;
 
 // A full TPROXY sidecar config: nat, mangle and raw tables, IPv4 and IPv6.
-const tx = buildCapture(
-  parseCaptureConfig({
-    inboundInterceptionMode: 'TPROXY',
-    inboundPortsInclude: '*',
-    outboundIPRangesInclude: '9.9.0.0/16',
-    dnsServersV4: ['127.0.0.53'],
-    redirectDNS: true,
-    enableIPv6: true,
-  }),
-);
+const tx = tproxyCapture();
 const reapply =
   tablesOf(tx)
     .map((t) => `add table ${t.family} ${t.table}\ndelete table ${t.family} ${t.table}\n`)

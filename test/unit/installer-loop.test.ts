@@ -11,6 +11,7 @@ import { atomicCopy, atomicWrite } from '../../src/installer/fsutil';
 import { InstallThrottle, Installer, installOnce } from '../../src/installer/installer';
 import { createKubeConfig, writeKubeConfigFile } from '../../src/installer/kubeconfig';
 import { MemoryLogger } from '../../src/log/logger';
+import { AgentDirs, agentDirs } from '../support/agent-proc';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { tempDir } from '../support/tmp';
 import { until } from '../support/until';
@@ -121,33 +122,20 @@ test('kubeconfig file: KUBECONFIG_MODE, unchanged token = no rewrite, rotated to
 
 const LIST = JSON.stringify({ cniVersion: '0.4.0', name: 'k8s', plugins: [{ type: 'ptp' }, { type: 'portmap' }] });
 
-interface Env {
-  root: string;
-  net: string;
-  bin: string;
-  src: string;
-  sa: string;
-  run: string;
-  cfg: InstallConfig;
-}
-
-function env(over: Partial<InstallConfig> = {}): Env {
-  const root = tmp();
-  const [net, bin, src, run] = ['net', 'bin', 'src', 'run'].map((n) => path.join(root, n));
-  for (const d of [net, bin, src]) fs.mkdirSync(d);
-  fs.writeFileSync(path.join(src, 'istio-cni'), '#!/bin/sh\n', { mode: 0o755 });
-  const sa = saDir('token-foo');
+/** The agent's directories (no primary config yet) and the install config over them. */
+function env(over: Partial<InstallConfig> = {}): AgentDirs & { cfg: InstallConfig } {
+  const d = agentDirs({ base: tmp(), api: { caPem: CA.toString(), token: 'token-foo' }, primary: false });
   const cfg = installConfig({
-    mountedCNINetDir: net,
-    cniBinTargetDirs: [bin],
-    cniBinSourceDir: src,
-    k8sServiceAccountPath: sa,
-    cniAgentRunDir: run,
+    mountedCNINetDir: d.net,
+    cniBinTargetDirs: [d.bin],
+    cniBinSourceDir: d.src,
+    k8sServiceAccountPath: d.sa,
+    cniAgentRunDir: d.run,
     k8sServiceHost: '127.0.0.1',
     k8sServicePort: '6443',
     ...over,
   });
-  return { root, net, bin, src, sa, run, cfg };
+  return { ...d, cfg };
 }
 
 const hasIstio = (f: string) => {

@@ -5,26 +5,17 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { AmbientAgent, startAgent } from '../../../src/agent/agent';
 import { parseAgentConfig } from '../../../src/agent/config';
 import { ScopeLevels } from '../../../src/log/levels';
 import { agentLogger } from '../../../src/log/winston-backend';
-import { tempDir } from '../../support/tmp';
+import { agentDirs } from '../../support/agent-proc';
 import { until } from '../../support/until';
 
-const LIST = JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'ptp' }] });
-
 function setup(apiPort: number, extraEnv: Record<string, string> = {}) {
-  const root = tempDir(path.join(os.tmpdir(), 'icts-ambient-'));
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)]));
-  for (const n of ['net', 'bin', 'src', 'sa']) fs.mkdirSync(d[n]);
-  fs.writeFileSync(path.join(d.src, 'istio-cni'), 'x', { mode: 0o755 });
-  fs.writeFileSync(path.join(d.sa, 'token'), 'tok');
-  fs.writeFileSync(path.join(d.sa, 'ca.crt'), 'CA');
-  fs.writeFileSync(path.join(d.net, '10-k8s.conflist'), LIST);
+  const d = agentDirs({ api: { caPem: 'CA', token: 'tok' } });
   const cfg = parseAgentConfig(
     {
       'mounted-cni-net-dir': d.net,
