@@ -4,6 +4,7 @@
 // log.sock and cni-shim.sock; configured by flags or, as the DaemonSet does, by environment
 // variables. Output lines are kept; the health and metrics addresses come from its log; /proc
 // tells its fds and threads.
+import * as assert from 'node:assert/strict';
 import { ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -79,19 +80,19 @@ export interface AgentProc {
 export type AgentDirPaths = Record<'net' | 'bin' | 'src' | 'sa' | 'run', string>;
 
 export function agentArgs(d: AgentDirPaths, opts: { local?: boolean } = {}): string[] {
-  const dirs = [
-    '--mounted-cni-net-dir',
-    d.net,
-    '--cni-bin-dir',
-    d.bin,
-    '--cni-bin-source-dir',
-    d.src,
-    '--service-account-dir',
-    d.sa,
-    '--cni-agent-run-dir',
-    d.run,
-  ];
-  return opts.local ? [...dirs, '--listen-address', '127.0.0.1', '--health-port', '0', '--monitoring-port', '0'] : dirs;
+  return Object.entries(agentFlags(d, opts)).flatMap(([name, value]) => [`--${name}`, value]);
+}
+
+/** The same flags by name, as parseAgentConfig takes them (for an agent started in-process). */
+export function agentFlags(d: AgentDirPaths, opts: { local?: boolean } = {}): Record<string, string> {
+  const dirs = {
+    'mounted-cni-net-dir': d.net,
+    'cni-bin-dir': d.bin,
+    'cni-bin-source-dir': d.src,
+    'service-account-dir': d.sa,
+    'cni-agent-run-dir': d.run,
+  };
+  return opts.local ? { ...dirs, 'listen-address': '127.0.0.1', 'health-port': '0', 'monitoring-port': '0' } : dirs;
 }
 
 /**
@@ -184,4 +185,20 @@ export async function startAgentProcess(d: AgentDirs, opts: AgentStartOptions = 
     throw e;
   }
   return a;
+}
+
+/**
+ * The agent against an API stand-in (its CA and token in the service account, its port as
+ * KUBERNETES_SERVICE_PORT), once it has written the plugin's kubeconfig.
+ */
+export async function startAgentFor(api: { caPem: string; token: string; port: number }, opts: AgentStartOptions = {}): Promise<AgentProc> {
+  const a = await startAgentProcess(agentDirs({ api }), { apiPort: api.port, ...opts });
+  await until('the agent wrote its kubeconfig', () => fs.existsSync(path.join(a.dirs.run, 'istio-cni-kubeconfig')), 10_000);
+  return a;
+}
+
+/** SIGTERM; the agent must exit 0 (the failure shows its last lines). */
+export async function stopAgentCleanly(a: AgentProc): Promise<void> {
+  const { code } = await a.stop();
+  assert.equal(code, 0, `the agent stopped cleanly:\n${a.out.slice(-20).join('\n')}`);
 }

@@ -11,33 +11,21 @@ import { AmbientAgent, startAgent } from '../../../src/agent/agent';
 import { parseAgentConfig } from '../../../src/agent/config';
 import { ScopeLevels } from '../../../src/log/levels';
 import { agentLogger } from '../../../src/log/winston-backend';
-import { agentDirs } from '../../support/agent-proc';
+import { agentDirs, agentFlags } from '../../support/agent-proc';
 import { until } from '../../support/until';
 
 function setup(apiPort: number, extraEnv: Record<string, string> = {}) {
   const d = agentDirs({ api: { caPem: 'CA', token: 'tok' } });
-  const cfg = parseAgentConfig(
-    {
-      'mounted-cni-net-dir': d.net,
-      'cni-bin-dir': d.bin,
-      'cni-bin-source-dir': d.src,
-      'service-account-dir': d.sa,
-      'cni-agent-run-dir': d.run,
-      'listen-address': '127.0.0.1',
-      'health-port': '0',
-      'monitoring-port': '0',
-    },
-    {
-      AMBIENT_ENABLED: 'true',
-      POD_NAMESPACE: 'istio-system',
-      NODE_NAME: 'node-a',
-      REPAIR_ENABLED: 'false',
-      KUBERNETES_SERVICE_PROTOCOL: 'http',
-      KUBERNETES_SERVICE_HOST: '127.0.0.1',
-      KUBERNETES_SERVICE_PORT: String(apiPort),
-      ...extraEnv,
-    },
-  );
+  const cfg = parseAgentConfig(agentFlags(d, { local: true }), {
+    AMBIENT_ENABLED: 'true',
+    POD_NAMESPACE: 'istio-system',
+    NODE_NAME: 'node-a',
+    REPAIR_ENABLED: 'false',
+    KUBERNETES_SERVICE_PROTOCOL: 'http',
+    KUBERNETES_SERVICE_HOST: '127.0.0.1',
+    KUBERNETES_SERVICE_PORT: String(apiPort),
+    ...extraEnv,
+  });
   const log = agentLogger({ levels: new ScopeLevels('error'), targets: [new Writable({ write: (_c, _e, cb) => cb() })] }).withScope('test');
   return { d, cfg, log };
 }

@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { AgentProc, agentDirs, startAgentProcess } from '../../support/agent-proc';
+import { AgentProc, startAgentFor, stopAgentCleanly } from '../../support/agent-proc';
 import { until } from '../../support/until';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
 import { sidecarPod } from '../../support/cni-fakes';
@@ -32,15 +32,11 @@ before(async () => {
   shim = `${ensurePayload()}/${SHIM_NAME}`;
   api = await startApiStandIn();
   api.addPod(sidecarPod({ name: 'web-1', namespace: 'shop' }));
-  agent = await startAgentProcess(agentDirs({ api: { caPem: api.caPem, token: api.token } }), { apiPort: api.port, args: ['--agent-log-level', 'debug'] });
-  await until('the agent wrote its kubeconfig', () => fs.existsSync(`${agent.dirs.run}/istio-cni-kubeconfig`), 10_000);
+  agent = await startAgentFor(api, { args: ['--agent-log-level', 'debug'] });
 });
 
 after(async () => {
-  if (agent) {
-    const { code } = await agent.stop();
-    assert.equal(code, 0, `the agent stopped cleanly:\n${agent.out.slice(-20).join('\n')}`);
-  }
+  if (agent) await stopAgentCleanly(agent);
   await api?.close();
   // Printed once, for docs/reliability.md.
   if (figures.length) console.log(`# faults-api figures\n${figures.map((f) => `#   ${f}`).join('\n')}`);

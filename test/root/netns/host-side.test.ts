@@ -20,6 +20,7 @@ import { agentLogger } from '../../../src/log/winston-backend';
 import { AmbientEnv, KUBELET_UID, rulesetText } from '../../support/ambient-env';
 import { makeNetns, requireRootAndTools } from '../../support/root';
 import { tempDir } from '../../support/tmp';
+import { AgentDirPaths, agentFlags } from '../../support/agent-proc';
 import { execFileSync } from 'node:child_process';
 
 requireRootAndTools('ip', 'nft');
@@ -78,21 +79,12 @@ test("a missing node /proc is a clear error naming the path and the chart's volu
 
 test('a missing CNI dir stops start-up before anything listens or is written', async () => {
   const root = tempDir(path.join(os.tmpdir(), 'icts-hostpaths-'));
-  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)]));
-  for (const n of ['net', 'src', 'sa']) fs.mkdirSync(d[n]);
+  const d = Object.fromEntries(['net', 'bin', 'src', 'sa', 'run'].map((n) => [n, path.join(root, n)])) as AgentDirPaths;
+  for (const n of ['net', 'src', 'sa'] as const) fs.mkdirSync(d[n]);
   fs.writeFileSync(path.join(d.src, 'istio-cni'), 'x', { mode: 0o755 });
   fs.writeFileSync(path.join(d.net, '10-k8s.conflist'), JSON.stringify({ cniVersion: '1.0.0', name: 'k8s', plugins: [{ type: 'ptp' }] }));
   const port = await freePort();
-  const flags = {
-    'mounted-cni-net-dir': d.net,
-    'cni-bin-dir': d.bin,
-    'cni-bin-source-dir': d.src,
-    'service-account-dir': d.sa,
-    'cni-agent-run-dir': d.run,
-    'listen-address': '127.0.0.1',
-    'health-port': String(port),
-    'monitoring-port': '0',
-  };
+  const flags = { ...agentFlags(d, { local: true }), 'health-port': String(port) };
   const log = agentLogger({ levels: new ScopeLevels('error'), targets: [new Writable({ write: (_c, _e, cb) => cb() })] }).withScope('cni-agent');
   await assert.rejects(
     startAgent(parseAgentConfig(flags, { REPAIR_ENABLED: 'false' }), { log }),

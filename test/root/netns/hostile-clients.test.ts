@@ -12,7 +12,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
-import { AgentProc, agentDirs, startAgentProcess } from '../../support/agent-proc';
+import { AgentProc, startAgentFor, stopAgentCleanly } from '../../support/agent-proc';
 import { until } from '../../support/until';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
 import { sidecarPod } from '../../support/cni-fakes';
@@ -46,20 +46,15 @@ before(async () => {
   // The agent starts under umask 000: its sockets must be 0600 all the same.
   const old = process.umask(0);
   try {
-    agent = await startAgentProcess(agentDirs({ api: { caPem: api.caPem, token: api.token } }), { apiPort: api.port });
+    agent = await startAgentFor(api);
   } finally {
     process.umask(old);
   }
-  await until('the agent wrote its kubeconfig', () => fs.existsSync(`${agent.dirs.run}/istio-cni-kubeconfig`), 10_000);
-  const line = await until('the health server address', () => agent.out.find((l) => l.includes('health server listening')), 5000);
-  healthPort = Number(/127\.0\.0\.1:(\d+)/.exec(line)![1]);
+  healthPort = Number(/127\.0\.0\.1:(\d+)/.exec(agent.health)![1]);
 });
 
 after(async () => {
-  if (agent) {
-    const { code } = await agent.stop();
-    assert.equal(code, 0, `the agent stopped cleanly:\n${agent.out.slice(-20).join('\n')}`);
-  }
+  if (agent) await stopAgentCleanly(agent);
   await api?.close();
   if (figures.length) console.log(`# hostile-clients figures\n${figures.map((f) => `#   ${f}`).join('\n')}`);
 });

@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Pod } from '../../../src/kube/pod';
-import { AgentProc, agentDirs, startAgentProcess } from '../../support/agent-proc';
+import { AgentProc, startAgentFor, stopAgentCleanly } from '../../support/agent-proc';
 import { until } from '../../support/until';
 import { cniEnv, pluginConf } from '../../support/cni-run';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
@@ -46,13 +46,12 @@ before(async () => {
   requireRootAndTools('ip', 'nft', 'openssl', 'flock');
   shim = path.join(ensurePayload(), SHIM_NAME);
   api = await startApiStandIn();
-  agent = await startAgentProcess(agentDirs({ api: { caPem: api.caPem, token: api.token } }), { apiPort: api.port });
-  await until('the agent wrote its kubeconfig', () => fs.existsSync(path.join(agent.dirs.run, 'istio-cni-kubeconfig')), 10_000);
+  agent = await startAgentFor(api);
 });
 
 after(async () => {
   deleteNetns(netnsNames, 'ignore');
-  if (agent) assert.equal((await agent.stop()).code, 0, agent.out.slice(-20).join('\n'));
+  if (agent) await stopAgentCleanly(agent);
   await api?.close();
 });
 
