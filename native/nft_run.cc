@@ -6,6 +6,12 @@
 // listing being `nft -j list tables; list chains` (what src/nft/plan.ts parses). A fresh pod
 // netns so gets its whole apply in one job, and a re-apply needs no listing job of its own.
 //
+// opts.ifPresent ([{table: "family name", script}, ...], with an empty `script` argument) makes
+// the job piecewise: it lists the tables the same way and runs, as one transaction, the scripts
+// of the tables that exist, in the given order; {applied, ran} says whether anything ran and
+// for which tables. A removal (DEL, cleanup) so deletes only what is there, in one job. The
+// scripts are src/nft's text; this file only picks among them.
+//
 // The netns file is opened on the JS thread, so a missing or wrong path is reported at once.
 // The job then joins a queue served by one dispatcher pthread of the addon's own (started when
 // the queue is empty and a job arrives, ended when it has drained the queue; never a libuv pool
@@ -17,8 +23,8 @@
 //
 // A job thread enters the job's netns, then leaves the process' shared fd table for a private
 // one holding only fds 0-2 (close_range with CLOSE_RANGE_UNSHARE), and only then creates the
-// script's memfd and the libnftables context (whose netlink socket is opened at creation, so
-// after setns). libnftables 1.0.6 waits on that socket with select(), and glibc aborts the
+// libnftables context (whose netlink socket is opened at creation, so after setns) and the
+// script's memfd. libnftables 1.0.6 waits on that socket with select(), and glibc aborts the
 // whole process for an fd of FD_SETSIZE (1024) or more; in a private table the socket is fd 4
 // whatever the agent has open. It returns to the dispatcher's netns before it posts its result,
 // so once a call has settled no thread is in that call's netns. It may not signal the event loop
@@ -99,6 +105,9 @@ struct NftJob {
   bool json = false;
   bool conditional = false;                // opts.ifAbsent was given
   std::vector<std::string> if_absent;      // "family name" of each table that must not exist
+  bool piecewise = false;                  // opts.ifPresent was given: `script` is made from `pieces`
+  std::vector<std::pair<std::string, std::string>> pieces;  // ("family name", script) in order
+  std::vector<std::string> ran;            // the tables whose piece ran
 
   // Set on the last job a dispatcher served before it ended: Finish joins that dispatcher, so
   // no dispatcher outlives the settling of its last job.
@@ -181,24 +190,37 @@ int RunText(struct nft_ctx* ctx, const char* text, bool json, std::string* out, 
   return rc;
 }
 
+// The tables of the netns as `list tables` prints them ("table FAMILY NAME" per line): the
+// "FAMILY NAME" of each, in *tables. Returns the run's value (0 when listed).
+int ListTableNames(struct nft_ctx* ctx, std::vector<std::string>* tables, std::string* err) {
+  std::string text;
+  int rc = RunText(ctx, "list tables", false, &text, err);
+  for (size_t at = 0; rc == 0 && at < text.size();) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    if (text.compare(at, 6, "table ") == 0) tables->push_back(text.substr(at + 6, end - at - 6));
+    at = end + 1;
+  }
+  return rc;
+}
+
+bool Listed(const std::vector<std::string>& tables, const std::string& t) {
+  for (const std::string& x : tables) {
+    if (x == t) return true;
+  }
+  return false;
+}
+
 // The precondition of a conditional job, under nft_lock on the job thread: true when none of
 // job->if_absent is among the netns' tables (then the script runs). Otherwise false, with
 // job->applied false and job->listing the JSON listing src/nft/plan.ts parses; or a failed
-// listing, in job->rc with its error in *err. The text `list tables` ("table FAMILY NAME" per
-// line) is the cheap check; the JSON listing with chains is made only when it is needed.
+// listing, in job->rc with its error in *err. The text `list tables` is the cheap check; the
+// JSON listing with chains is made only when it is needed.
 bool ListIfAbsent(struct nft_ctx* ctx, NftJob* job, std::string* out, std::string* err) {
-  std::string tables;
-  int rc = RunText(ctx, "list tables", false, &tables, err);
+  std::vector<std::string> tables;
+  int rc = ListTableNames(ctx, &tables, err);
   bool present = false;
-  size_t at = 0;
-  while (rc == 0 && !present && at < tables.size()) {
-    size_t end = tables.find('\n', at);
-    if (end == std::string::npos) end = tables.size();
-    std::string line = tables.substr(at, end - at);
-    at = end + 1;
-    if (line.compare(0, 6, "table ") != 0) continue;
-    for (const std::string& t : job->if_absent) present = present || line.compare(6, std::string::npos, t) == 0;
-  }
+  for (const std::string& t : job->if_absent) present = present || Listed(tables, t);
   if (rc == 0 && !present) return true;
   if (rc == 0) {
     job->applied = false;
@@ -212,6 +234,28 @@ bool ListIfAbsent(struct nft_ctx* ctx, NftJob* job, std::string* out, std::strin
   return false;
 }
 
+// The script of a piecewise job, under nft_lock on the job thread: the pieces of the tables
+// listed, in their order, into job->script (their tables into job->ran). True when there is
+// something to run; false when nothing is there (job->applied false) or the listing failed
+// (job->rc, the error in *err).
+bool ChoosePieces(struct nft_ctx* ctx, NftJob* job, std::string* err) {
+  std::vector<std::string> tables;
+  int rc = ListTableNames(ctx, &tables, err);
+  if (rc != 0) {
+    job->rc = rc;
+    job->listing_failed = true;
+    return false;
+  }
+  job->script.clear();
+  for (const auto& piece : job->pieces) {
+    if (!Listed(tables, piece.first)) continue;
+    job->script += piece.second;
+    job->ran.push_back(piece.first);
+  }
+  job->applied = !job->ran.empty();
+  return job->applied;
+}
+
 // Runs the job's script with libnftables. Called on the job thread, already inside the job's
 // netns and in its private fd table, so every fd made here is a low one. *held_socket gets a
 // second fd of the context's netlink socket (or -1), for the caller to close after the result
@@ -221,26 +265,16 @@ bool ListIfAbsent(struct nft_ctx* ctx, NftJob* job, std::string* out, std::strin
 // inside its sendmsg). With this fd held, nft_ctx_free's close is not the release, and takes no
 // time under nft_lock.
 void RunNft(NftJob* job, int* held_socket) {
-  // The script goes in as a file, not a buffer: for buffer input libnftables 1.0.6 prints the
-  // first line of the script under every error and no line number, while for a file it prints
-  // "file:line:col" and the offending line. A memfd is that file, named through
-  // /proc/thread-self (/proc/self/fd would be the main thread's table, not this one); that name
-  // is replaced by kScriptName in the messages.
-  int script_fd = WriteMemfd(job->script, &job->sys_errno);
-  if (script_fd < 0) {
-    job->sys_error = std::string("cannot hold the nft script in a memfd: ") + strerror(job->sys_errno);
-    return;
-  }
   struct nft_ctx* ctx = nft_ctx_new(NFT_CTX_DEFAULT);
   if (ctx == nullptr) {
     job->sys_errno = errno != 0 ? errno : ENOMEM;
     job->sys_error = "nft_ctx_new failed in " + job->path;
-    close(script_fd);
     return;
   }
   int socket_fd = FindNetfilterSocket();
   *held_socket = socket_fd >= 0 ? fcntl(socket_fd, F_DUPFD_CLOEXEC, 0) : -1;
-  std::string file = "/proc/thread-self/fd/" + std::to_string(script_fd);
+  int script_fd = -1;
+  std::string file;
   std::string out, err;
   {
     std::lock_guard<std::mutex> guard(nft_lock);
@@ -251,8 +285,23 @@ void RunNft(NftJob* job, int* held_socket) {
       bool run_script = true;
       if (job->conditional) {
         run_script = ListIfAbsent(ctx, job, &out, &err);
+      } else if (job->piecewise) {
+        run_script = ChoosePieces(ctx, job, &err);
+      }
+      // The script goes in as a file, not a buffer: for buffer input libnftables 1.0.6 prints
+      // the first line of the script under every error and no line number, while for a file it
+      // prints "file:line:col" and the offending line. A memfd is that file, named through
+      // /proc/thread-self (/proc/self/fd would be the main thread's table, not this one); that
+      // name is replaced by kScriptName in the messages.
+      if (run_script) {
+        script_fd = WriteMemfd(job->script, &job->sys_errno);
+        if (script_fd < 0) {
+          job->sys_error = std::string("cannot hold the nft script in a memfd: ") + strerror(job->sys_errno);
+          run_script = false;
+        }
       }
       if (run_script) {
+        file = "/proc/thread-self/fd/" + std::to_string(script_fd);
         nft_ctx_set_dry_run(ctx, job->dry_run);
         if (job->json) {
           nft_ctx_output_set_flags(ctx, nft_ctx_output_get_flags(ctx) | NFT_CTX_OUTPUT_JSON);
@@ -266,9 +315,9 @@ void RunNft(NftJob* job, int* held_socket) {
     }
     nft_ctx_free(ctx);
   }
-  close(script_fd);
+  if (script_fd >= 0) close(script_fd);
   job->output = std::move(out);
-  job->error = ReplaceAll(err, file + ":", std::string(kScriptName) + ":");
+  job->error = file.empty() ? err : ReplaceAll(err, file + ":", std::string(kScriptName) + ":");
 }
 
 // Guards every job's `done`; result_cv wakes the dispatcher. Static and never destroyed, so the
@@ -416,6 +465,11 @@ Napi::Value ResultObject(Napi::Env env, const NftJob& job) {
   o.Set("error", Napi::String::New(env, job.error));
   o.Set("applied", Napi::Boolean::New(env, job.applied));
   if (!job.applied) o.Set("listing", Napi::String::New(env, job.listing));
+  if (job.piecewise) {
+    Napi::Array ran = Napi::Array::New(env, job.ran.size());
+    for (uint32_t i = 0; i < job.ran.size(); i++) ran.Set(i, Napi::String::New(env, job.ran[i]));
+    o.Set("ran", ran);
+  }
   return o;
 }
 
@@ -458,7 +512,15 @@ void Finish(napi_env raw_env, void* data, void*) {
 }
 
 constexpr char kUsage[] =
-    "nftRun(netnsPath: string, script: string, dryRun: boolean, json: boolean, opts?: {ifAbsent?: string[]})";
+    "nftRun(netnsPath: string, script: string, dryRun: boolean, json: boolean, opts?: {ifAbsent?: string[]} | "
+    "{ifPresent?: {table: string, script: string}[]})";
+
+// "family name", as `nft list tables` prints it after "table ": the key of ifAbsent and ifPresent.
+bool IsTableKey(const std::string& t) {
+  size_t space = t.find(' ');
+  return space != std::string::npos && space != 0 && space + 1 != t.size() &&
+         t.find_first_of(" \n", space + 1) == std::string::npos;
+}
 
 Napi::Value NftRun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -467,23 +529,40 @@ Napi::Value NftRun(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, kUsage);
   }
   std::vector<std::string> if_absent;
+  std::vector<std::pair<std::string, std::string>> pieces;
   bool conditional = false;
+  bool piecewise = false;
   if (info.Length() > 4 && !info[4].IsUndefined()) {
     if (!info[4].IsObject() || info[4].IsArray()) throw Napi::TypeError::New(env, kUsage);
     Napi::Value list = info[4].As<Napi::Object>().Get("ifAbsent");
+    Napi::Value present = info[4].As<Napi::Object>().Get("ifPresent");
     if (!list.IsArray() && !list.IsUndefined()) throw Napi::TypeError::New(env, kUsage);
+    if (!present.IsArray() && !present.IsUndefined()) throw Napi::TypeError::New(env, kUsage);
+    if (list.IsArray() && present.IsArray()) throw Napi::TypeError::New(env, "nftRun: opts.ifAbsent and opts.ifPresent exclude each other");
     if (list.IsArray()) {
       conditional = true;
       Napi::Array a = list.As<Napi::Array>();
       for (uint32_t i = 0; i < a.Length(); i++) {
         Napi::Value v = a.Get(i);
         std::string t = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
-        size_t space = t.find(' ');
-        // "family name", as `nft list tables` prints it after "table ".
-        if (space == std::string::npos || space == 0 || space + 1 == t.size() || t.find_first_of(" \n", space + 1) != std::string::npos) {
+        if (!IsTableKey(t)) {
           throw Napi::TypeError::New(env, "nftRun: opts.ifAbsent[" + std::to_string(i) + "] must be \"family name\"");
         }
         if_absent.push_back(t);
+      }
+    }
+    if (present.IsArray()) {
+      piecewise = true;
+      Napi::Array a = present.As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); i++) {
+        Napi::Value v = a.Get(i);
+        Napi::Value t = v.IsObject() ? v.As<Napi::Object>().Get("table") : Napi::Value();
+        Napi::Value sc = v.IsObject() ? v.As<Napi::Object>().Get("script") : Napi::Value();
+        std::string key = !t.IsEmpty() && t.IsString() ? t.As<Napi::String>().Utf8Value() : "";
+        if (!IsTableKey(key) || sc.IsEmpty() || !sc.IsString()) {
+          throw Napi::TypeError::New(env, "nftRun: opts.ifPresent[" + std::to_string(i) + "] must be {table: \"family name\", script: string}");
+        }
+        pieces.emplace_back(key, sc.As<Napi::String>().Utf8Value());
       }
     }
   }
@@ -495,6 +574,12 @@ Napi::Value NftRun(const Napi::CallbackInfo& info) {
   job->json = info[3].As<Napi::Boolean>().Value();
   job->conditional = conditional;
   job->if_absent = std::move(if_absent);
+  job->piecewise = piecewise;
+  job->pieces = std::move(pieces);
+  if (piecewise && !job->script.empty()) {
+    delete job;
+    throw Napi::TypeError::New(env, "nftRun: with opts.ifPresent the script argument must be empty (the pieces are the script)");
+  }
 
   napi_value promise;
   NAPI_THROW_IF_FAILED(env, napi_create_promise(env, &job->deferred, &promise), Napi::Value());

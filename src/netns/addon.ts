@@ -5,18 +5,20 @@ import * as path from 'node:path';
 
 /** What the C++ side exports; src/netns/nft.ts is the typed surface over it. */
 export interface NativeAddon {
-  /** Runs `script` in the netns at `netnsPath` on a new pthread. Rejects with nft's diagnostics. */
   /**
-   * One nft job. With opts.ifAbsent ("family name" of tables) the script runs only if none of
-   * them exists; otherwise `applied` is false and `listing` holds `nft -j list tables; list chains`.
+   * One nft job: `script` run in the netns at `netnsPath` on a job pthread as one transaction;
+   * rejects with nft's diagnostics. With opts.ifAbsent ("family name" of tables) the script runs
+   * only if none of them exists; otherwise `applied` is false and `listing` holds
+   * `nft -j list tables; list chains`. With opts.ifPresent (and an empty `script`) the scripts of
+   * the tables that exist run, in order, as one transaction; `ran` names those tables.
    */
   nftRun(
     netnsPath: string,
     script: string,
     dryRun: boolean,
     json: boolean,
-    opts?: { ifAbsent?: readonly string[] },
-  ): Promise<{ output: string; error: string; applied: boolean; listing?: string }>;
+    opts?: { ifAbsent?: readonly string[] } | { ifPresent?: readonly { table: string; script: string }[] },
+  ): Promise<{ output: string; error: string; applied: boolean; listing?: string; ran?: string[] }>;
   withNetnsSync<T>(netnsPath: string, fn: () => T): T;
   getOriginalDst(fd: number): { address: string; port: number; family: 'IPv4' | 'IPv6' };
   createTransparentListenSocket(family: 4 | 6, address: string, port: number, backlog: number): number;

@@ -4,7 +4,7 @@
 // sockets there, and the two socket helpers redirect tests and `init --run-validation` need.
 import * as fs from 'node:fs';
 import { NftJsonRuleset } from '../nft/json';
-import { LISTING_SCRIPT, NftState, parseListing, planReplace } from '../nft/plan';
+import { LISTING_SCRIPT, NftState, parseListing, planRemove, planReplace } from '../nft/plan';
 import { TableRef, Transaction, render, tablesOf } from '../nft/transaction';
 import { addon } from './addon';
 import { NetnsError, NftError } from './errors';
@@ -193,12 +193,41 @@ export async function listRulesetJson(netns: NetnsTarget): Promise<NftJsonRulese
 }
 
 /**
- * Removes these tables from the netns in one transaction, deleting only those the listing shows:
- * nothing there is no error and costs no grace period.
+ * Removes these tables from the netns in one transaction, deleting only those that exist: one
+ * nft job lists the tables and runs the removal of each one listed (planRemove's text, one piece
+ * per table), so a DEL costs one job, and nothing there is no error and costs no grace period.
+ * Resolves to the transaction that ran. In turn with applyTransaction on the same netns.
  */
 export async function deleteTables(netns: NetnsTarget, tables: readonly TableRef[]): Promise<Transaction> {
   if (tables.length === 0) return [];
-  return applyTransaction(netns, [], { replace: tables });
+  const ns = typeof netns === 'string' ? openNetns(netns) : netns;
+  const shownAs = ns.source;
+  const key = (t: TableRef) => `${t.family} ${t.table}`;
+  // Each piece as planRemove words the removal of that table when it is there.
+  const pieces = tables.map((t) => ({ table: key(t), script: render(planRemove([t], [{ family: t.family, table: t.table, chains: [] }])) }));
+  try {
+    return await inTurn(String(ns.ino), async () => {
+      let r: Awaited<ReturnType<ReturnType<typeof addon>['nftRun']>>;
+      try {
+        r = await addon().nftRun(ns.path, '', false, false, { ifPresent: pieces });
+      } catch (e) {
+        const n = e as NativeError;
+        const message = n.message.split(ns.path).join(shownAs);
+        const err = new NftError(message, n.code ?? 'ENFT', shownAs, pieces.map((p) => p.script).join(''), n.nftError ?? '', n.nftStage ?? 'apply');
+        // As applyTransaction words it: a netns that could not be entered or listed is a listing's fault.
+        throw err.stage === 'list' || err.code !== 'ENFT' ? listFault(err, shownAs) : err;
+      }
+      if (!Array.isArray(r.ran)) throw new Error('the native addon predates nftRun(..., {ifPresent}): rebuild it (npm run install)');
+      const ran = new Set(r.ran);
+      const gone = tables.filter((t) => ran.has(key(t)));
+      return planRemove(
+        gone,
+        gone.map((t) => ({ family: t.family, table: t.table, chains: [] })),
+      );
+    });
+  } finally {
+    if (ns !== netns) (ns as NetnsHandle).release();
+  }
 }
 
 /**

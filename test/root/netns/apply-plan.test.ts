@@ -8,7 +8,6 @@ import * as assert from 'node:assert/strict';
 import { SIDECAR_TABLES } from '../../../src/capture/tables';
 import { addon } from '../../../src/netns/addon';
 import { NftError, applyTransaction, deleteTables, isNetnsFault, listRulesetJson } from '../../../src/netns/nft';
-import { LISTING_SCRIPT } from '../../../src/nft/plan';
 import { render } from '../../../src/nft/transaction';
 import { captureTx, expectedShape, makeNetns, nftCli, removeAllNetns, requireRootAndTools, shapeOfJson, vanishNetns } from './addon-support';
 
@@ -20,19 +19,25 @@ const isEmptyRuleset = (json: NftJsonRuleset) => json.nftables.every((i) => i.me
 
 const SIDECAR_IF_ABSENT = SIDECAR.map((t) => `${t.family} ${t.table}`);
 
-/** Records every script the addon is handed while fn runs, and the tables it was conditional on. */
-async function recording<T>(fn: () => Promise<T>): Promise<{ result: T; scripts: string[]; ifAbsent: (readonly string[] | undefined)[] }> {
+type Pieces = readonly { table: string; script: string }[];
+
+/** Records every script the addon is handed while fn runs, the tables it was conditional on, and a piecewise job's pieces. */
+async function recording<T>(
+  fn: () => Promise<T>,
+): Promise<{ result: T; scripts: string[]; ifAbsent: (readonly string[] | undefined)[]; ifPresent: (Pieces | undefined)[] }> {
   const native = addon();
   const real = native.nftRun;
   const scripts: string[] = [];
   const ifAbsent: (readonly string[] | undefined)[] = [];
+  const ifPresent: (Pieces | undefined)[] = [];
   native.nftRun = (p, script, dry, json, opts) => {
     scripts.push(script);
-    ifAbsent.push(opts?.ifAbsent);
+    ifAbsent.push(opts && 'ifAbsent' in opts ? opts.ifAbsent : undefined);
+    ifPresent.push(opts && 'ifPresent' in opts ? opts.ifPresent : undefined);
     return real.call(native, p, script, dry, json, opts);
   };
   try {
-    return { result: await fn(), scripts, ifAbsent };
+    return { result: await fn(), scripts, ifAbsent, ifPresent };
   } finally {
     native.nftRun = real;
   }
@@ -159,15 +164,56 @@ describe('apply plan on the kernel', () => {
     });
   });
 
-  test('removal sends nothing when nothing is there, and deletes only what is', async () => {
+  test('removal is one job that deletes only what is there: nothing there runs nothing', async () => {
     const ns = makeNetns();
+    // One piece per owned table, in order, each planRemove's text for that table.
+    const pieces = SIDECAR.map((t) => ({ table: `${t.family} ${t.table}`, script: `delete table ${t.family} ${t.table}\n` }));
     try {
       let r = await recording(() => deleteTables(ns.path, SIDECAR));
-      assert.deepEqual(r.scripts, [LISTING_SCRIPT]);
+      assert.deepEqual(r.scripts, [''], 'one job, its script made of the pieces in the addon');
+      assert.deepEqual(r.ifPresent, [pieces]);
+      assert.deepEqual(r.result, [], 'nothing there: nothing ran');
       await applyTransaction(ns.path, captureTx('empty'), { replace: SIDECAR });
+      const before = await listRulesetJson(ns.path);
+      assert.ok(!isEmptyRuleset(before));
       r = await recording(() => deleteTables(ns.path, SIDECAR));
-      assert.deepEqual(r.scripts, [LISTING_SCRIPT, 'delete table inet istio-proxy-nat\n']);
+      assert.deepEqual(r.scripts, ['']);
+      assert.equal(render(r.result), 'delete table inet istio-proxy-nat\n', 'only the table that was there');
       assert.ok(isEmptyRuleset(await listRulesetJson(ns.path)));
+    } finally {
+      ns.remove();
+    }
+  });
+
+  test('a piecewise job runs the pieces of the tables that exist as one transaction: one failing piece leaves every table', async () => {
+    const ns = makeNetns();
+    try {
+      nftCli(ns, ['-f', '-'], 'add table inet icts-a\nadd table ip icts-b\n');
+      const job = addon().nftRun(ns.path, '', false, false, {
+        ifPresent: [
+          { table: 'inet icts-a', script: 'delete table inet icts-a\n' },
+          { table: 'inet icts-absent', script: 'this is not nft\n' },
+          { table: 'ip icts-b', script: 'delete chain ip icts-b no-such-chain\n' },
+        ],
+      });
+      await assert.rejects(job, (e: Error & { code?: string }) => {
+        assert.equal(e.code, 'ENFT', String(e));
+        assert.match(e.message, /no-such-chain/, 'the failing piece is named');
+        assert.doesNotMatch(e.message, /this is not nft/, 'the piece of an absent table was not sent');
+        return true;
+      });
+      const tables = nftCli(ns, ['list', 'tables']);
+      assert.match(tables, /table inet icts-a/, 'nothing applied: the first piece went back with the failing one');
+      assert.match(tables, /table ip icts-b/);
+      const ok = await addon().nftRun(ns.path, '', false, false, {
+        ifPresent: [
+          { table: 'ip icts-b', script: 'delete table ip icts-b\n' },
+          { table: 'inet icts-absent', script: 'this is not nft\n' },
+          { table: 'inet icts-a', script: 'delete table inet icts-a\n' },
+        ],
+      });
+      assert.deepEqual([ok.applied, ok.ran], [true, ['ip icts-b', 'inet icts-a']], 'the pieces that ran, in the given order');
+      assert.equal(nftCli(ns, ['list', 'tables']), '');
     } finally {
       ns.remove();
     }
