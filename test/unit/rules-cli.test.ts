@@ -1,4 +1,4 @@
-// The rules command as a user meets it: flags, --config files, bad input.
+// The rules command as a user meets it: flags, --config files, bad input; and init's --netns.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -55,6 +55,13 @@ test('config file: unknown key, not JSON, bad value', () => {
 test('environment variables are validated and named', () => {
   assertBadInput(['rules', '--dry-run'], ['ISTIO_OUTBOUND_OWNER_GROUPS', 'a;b'], { ISTIO_OUTBOUND_OWNER_GROUPS: 'a;b' });
   assertBadInput(['rules', '--dry-run'], ['REDIRECT_DNS', 'maybe'], { REDIRECT_DNS: 'maybe' });
+});
+
+test('init: a --netns or NETWORK_NAMESPACE that is not a network namespace is bad input, one line, nothing applied', () => {
+  assertBadInput(['init', '--netns', '/nonexistent/netns'], ['--netns', '/nonexistent/netns', 'does not exist']);
+  assertBadInput(['init', '--netns', '/etc/hostname'], ['--netns', '/etc/hostname', 'is not a network namespace']);
+  assertBadInput(['init', '--cleanup', '--netns', '/nonexistent/netns'], ['--netns', '/nonexistent/netns']);
+  assertBadInput(['init'], ['--network-namespace', '/nonexistent/netns'], { NETWORK_NAMESPACE: '/nonexistent/netns' });
 });
 
 test('unknown flags are refused', () => {
