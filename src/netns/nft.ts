@@ -4,7 +4,7 @@
 // sockets there, and the two socket helpers redirect tests and `init --run-validation` need.
 import * as fs from 'node:fs';
 import { NftJsonRuleset } from '../nft/json';
-import { LISTING_SCRIPT, NftState, parseListing, planRemove, planReplace } from '../nft/plan';
+import { LISTING_SCRIPT, NftState, RULESET_SCRIPT, parseListing, planRemove, planReplace } from '../nft/plan';
 import { TableRef, Transaction, render, tablesOf } from '../nft/transaction';
 import { addon } from './addon';
 import { NetnsError, NftError } from './errors';
@@ -188,7 +188,7 @@ function applyIn(ns: NetnsRef, tx: Transaction, opts: TransactionOptions): Promi
 
 /** `nft -j list ruleset` in the netns, parsed. */
 export async function listRulesetJson(netns: NetnsTarget): Promise<NftJsonRuleset> {
-  const out = await run(pathOf(netns), 'list ruleset', false, true, shownOf(netns));
+  const out = await run(pathOf(netns), RULESET_SCRIPT, false, true, shownOf(netns));
   return JSON.parse(out) as NftJsonRuleset;
 }
 

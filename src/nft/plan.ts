@@ -103,3 +103,6 @@ export function parseListing(text: string): NftState {
 
 /** The nft commands whose `-j` output parseListing reads. */
 export const LISTING_SCRIPT = 'list tables\nlist chains\n';
+
+/** The nft command whose `-j` output is the whole ruleset (NftJsonRuleset). */
+export const RULESET_SCRIPT = 'list ruleset';
