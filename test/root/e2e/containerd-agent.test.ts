@@ -25,21 +25,17 @@ import { ensurePayload } from '../../support/payload';
 import { E2eAgent, agentWaits, stopAgentProcess } from './agent-wait';
 import {
   BIN,
-  E2eWorld,
+  E2eRun,
   EXCLUDED_NAMESPACES,
   NETWORK_NAME,
   PLUGIN_ENTRY_KEYS,
   PLUGIN_TYPE,
   RunningPod,
-  Timings,
   agentEnv,
   assertNothingLeft,
   eth0,
-  openWorld,
-  setUp,
   referenceRuleset,
   ruleset,
-  tearDownAtEnd,
 } from './harness';
 import { PodSpecLite, injectedPod } from './pods';
 import { agentArgs } from '../../support/agent-proc';
@@ -58,11 +54,8 @@ for (const [v, ok] of [
   if (value !== undefined && value !== '' && !(ok as readonly string[]).includes(value)) throw new Error(`${v}=${value}: expected one of ${ok.join(', ')}`);
 }
 
-let world: E2eWorld | undefined;
-const timings = new Timings();
-const { note } = timings;
-
-const w = (): E2eWorld => setUp(world);
+const e2e = new E2eRun();
+const { note, w } = e2e;
 
 /** A GET that fails after 5 s rather than hang the test. */
 const get = (url: string) => httpGet(url, { timeoutMs: 5000 });
@@ -220,16 +213,15 @@ after(async () => {
     const r = await stopAgentProcess(agent);
     process.stderr.write(`e2e: the node agent was still running at the end; stopped (${JSON.stringify(r)})\n`);
   }
-  if (agent && world && process.env.ICTS_E2E_KEEP_LOG === '1') fs.writeFileSync(`${world.dir}.agent.log`, `${agent.out.join('\n')}\n`);
-  await tearDownAtEnd(world);
-  timings.print(
+  if (agent && e2e.world && process.env.ICTS_E2E_KEEP_LOG === '1') fs.writeFileSync(`${e2e.world.dir}.agent.log`, `${agent.out.join('\n')}\n`);
+  await e2e.end(
     `containerd + agent e2e timings (ms, payload: ${SELF_CONTAINED ? 'self-contained' : 'launcher'}, agent mount namespace: ${AGENT_IN_RUNTIME_MNTNS ? 'containerd' : 'host'})`,
   );
 });
 
 describe('the node agent installs istio-cni-ts into a real containerd node and takes it out again', () => {
   test('set up: root and tools, API stand-in, containerd with only the primary network (bridge → portmap)', { timeout: 120_000 }, async () => {
-    world = openWorld();
+    const world = e2e.open();
     if (SELF_CONTAINED) {
       const tp = performance.now();
       selfContainedPayload = ensurePayload();

@@ -31,7 +31,7 @@ import { makePki } from '../../support/tls';
 import { ZtunnelStandIn } from '../../support/ztunnel-standin';
 import { AMBIENT_NS_LABEL, SELECTORS_YAML } from '../../support/ambient-env';
 import { E2eAgent, agentWaits, stopAgentProcess } from './agent-wait';
-import { BIN, E2eWorld, PLUGIN_TYPE, RunningPod, Timings, agentEnv, assertNothingLeft, openWorld, setUp, tearDownAtEnd } from './harness';
+import { BIN, E2eRun, PLUGIN_TYPE, RunningPod, agentEnv, assertNothingLeft } from './harness';
 import { PodSpecLite, nodePod } from './pods';
 import { agentArgs } from '../../support/agent-proc';
 import {
@@ -60,9 +60,8 @@ const MONITORING_PORT = 15014;
 const REFERENCE_PLUGINS = ['bridge', 'host-local', 'loopback', 'portmap'];
 const REDIRECTION = 'ambient.istio.io/redirection';
 
-let world: E2eWorld | undefined;
-const timings = new Timings();
-const { note } = timings;
+const e2e = new E2eRun();
+const { note, w } = e2e;
 
 /** What the set-up test builds around containerd (the agent's node). */
 interface AmbientNode {
@@ -76,7 +75,6 @@ interface AmbientNode {
 }
 let node: AmbientNode | undefined;
 
-const w = (): E2eWorld => setUp(world);
 function a(): AgentProc {
   if (!agent) throw new Error('the agent was not started (see the failure of the agent test)');
   return agent;
@@ -172,7 +170,7 @@ after(async () => {
     const r = await stopAgentProcess(agent);
     process.stderr.write(`e2e: the ambient agent was still running at the end; stopped (${JSON.stringify(r)})\n`);
   }
-  if (agent && world && process.env.ICTS_E2E_KEEP_LOG === '1') fs.writeFileSync(`${world.dir}.agent.log`, `${agent.out.join('\n')}\n`);
+  if (agent && e2e.world && process.env.ICTS_E2E_KEEP_LOG === '1') fs.writeFileSync(`${e2e.world.dir}.agent.log`, `${agent.out.join('\n')}\n`);
   if (node) {
     node.standIn.close();
     node.kubelet.kill('SIGKILL');
@@ -180,8 +178,7 @@ after(async () => {
     await node.api.close();
     node.netns.remove();
   }
-  await tearDownAtEnd(world);
-  timings.print('containerd ambient e2e timings (ms)');
+  await e2e.end('containerd ambient e2e timings (ms)');
 });
 
 describe('containerd: pods in an ambient namespace started through CRI are enrolled end to end by the agent process', () => {
@@ -189,7 +186,7 @@ describe('containerd: pods in an ambient namespace started through CRI are enrol
     'set up: root and tools, containerd with bridge → portmap, API stand-in, agent netns and /host, kubelet and ztunnel stand-ins',
     { timeout: 120_000 },
     async () => {
-      world = openWorld();
+      const world = e2e.open();
       const missing = ['chroot', 'setpriv', 'sleep'].filter((t) => spawnSync('sh', ['-c', `command -v ${t}`], { stdio: 'ignore' }).status !== 0);
       if (missing.length) throw new Error(`the containerd ambient e2e test needs ${missing.join(', ')} on PATH (coreutils, util-linux)`);
       const swept = sweepStaleAgentNetns();

@@ -12,30 +12,23 @@ import * as fs from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { processes } from './containerd';
 import {
-  E2eWorld,
+  E2eRun,
   EXCLUDED_NAMESPACES,
   PLUGIN_ENTRY_KEYS,
   PLUGIN_TYPE,
   RunningPod,
-  Timings,
   assertNothingLeft,
   eth0,
-  openWorld,
-  setUp,
   referenceRuleset,
-  ruleset,
   rulesCli,
+  ruleset,
   sh,
-  tearDownAtEnd,
 } from './harness';
 import { PodSpecLite, VALIDATION_ARGS, injectedPod, iptablesArgs, plainPod } from './pods';
 
 const T = { timeout: 60_000 };
-let world: E2eWorld | undefined;
-const timings = new Timings();
-const { note } = timings;
-
-const w = (): E2eWorld => setUp(world);
+const e2e = new E2eRun();
+const { note, w } = e2e;
 
 const ipRules = (nsPath: string) => sh(['nsenter', `--net=${nsPath}`, 'ip', '-4', 'rule', 'show']);
 const table133 = (nsPath: string) => sh(['nsenter', `--net=${nsPath}`, 'ip', '-4', 'route', 'show', 'table', '133']);
@@ -97,22 +90,21 @@ async function run(key: string, spec: PodSpecLite): Promise<RunningPod> {
 
 let cniTimed = false;
 function noteCniTimings(): void {
-  if (cniTimed || !world) return;
+  if (cniTimed || !e2e.world) return;
   cniTimed = true;
-  for (const ms of world.cniAddMs()) note('CNI ADD, whole chain (containerd log)', ms);
+  for (const ms of e2e.world.cniAddMs()) note('CNI ADD, whole chain (containerd log)', ms);
 }
 
 after(async () => {
   noteCniTimings();
   // Also on failure: nothing may outlive the run.
-  await tearDownAtEnd(world);
-  timings.print('containerd e2e timings (ms)');
+  await e2e.end('containerd e2e timings (ms)');
 });
 
 describe('containerd CRI runs bridge → portmap → istio-cni-ts', () => {
   // A test, not a before hook: a missing prerequisite then counts as a failure, loudly.
   test('set up: root and tools, API stand-in, conflist and kubeconfig, pause image, containerd to CRI-ready', { timeout: 120_000 }, async () => {
-    world = openWorld();
+    const world = e2e.open();
     const t0 = performance.now();
     await world.setup();
     note('setup (CA, image, containerd to CRI-ready)', performance.now() - t0);

@@ -562,16 +562,33 @@ export function openWorld(say: (m: string) => void = (m) => process.stderr.write
   return world;
 }
 
-/** The world a file's set-up test opened; fails, pointing at that test, when it did not get so far. */
-export function setUp(world: E2eWorld | undefined): E2eWorld {
-  if (!world) throw new Error('the e2e world was not set up (see the failure of the set-up test)');
-  return world;
-}
+/**
+ * One e2e file's run: the world its set-up test opens and the timings noted along the way; at the
+ * end (also after a failure) the world torn down and the timings printed.
+ */
+export class E2eRun {
+  world?: E2eWorld;
+  readonly timings = new Timings();
+  readonly note = this.timings.note;
 
-/** Tears the world down at the end of a file, also after a failure, saying what it had to clean up. */
-export async function tearDownAtEnd(world: E2eWorld | undefined): Promise<void> {
-  const problems = await world?.teardown();
-  if (problems?.length) process.stderr.write(`e2e teardown cleaned up:\n  ${problems.join('\n  ')}\n`);
+  /** Opens the world (openWorld); the set-up test calls it. */
+  open(): E2eWorld {
+    this.world = openWorld();
+    return this.world;
+  }
+
+  /** The world; fails, pointing at the set-up test, when that did not get so far. */
+  readonly w = (): E2eWorld => {
+    if (!this.world) throw new Error('the e2e world was not set up (see the failure of the set-up test)');
+    return this.world;
+  };
+
+  /** Tears the world down, saying what it had to clean up, and prints the timings under `title`. */
+  async end(title: string): Promise<void> {
+    const problems = await this.world?.teardown();
+    if (problems?.length) process.stderr.write(`e2e teardown cleaned up:\n  ${problems.join('\n  ')}\n`);
+    this.timings.print(title);
+  }
 }
 
 /**
