@@ -130,28 +130,50 @@ export function cniEnv(command: string, over: Record<string, string | undefined>
   return Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined)) as Record<string, string>;
 }
 
-/** A network config as install-cni writes the chained entry, with the list's version applied. */
-export function netconf(over: Record<string, unknown> = {}): string {
+/** The same for `pod`'s container `ctr-<name>` in `netns`, as kubelet's runtime names them. */
+export function podCniEnv(command: string, netns: string, pod: { namespace: string; name: string }, over: Record<string, string> = {}): Record<string, string> {
+  return cniEnv(command, {
+    CNI_CONTAINERID: `ctr-${pod.name}`,
+    CNI_NETNS: netns,
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=ctr-${pod.name};K8S_POD_UID=uid-${pod.name}`,
+    ...over,
+  });
+}
+
+/**
+ * The network config a runtime hands our plugin as Istio's chained entry (debug logs, kube-system
+ * excluded) with the previous plugin's result; `over` adds or replaces keys.
+ */
+export function pluginConf(runDir: string, prevResult: unknown, over: Record<string, unknown> = {}): string {
   return JSON.stringify({
     cniVersion: '1.0.0',
     name: 'k8s-pod-network',
     type: 'istio-cni',
+    plugin_log_level: 'debug',
+    cni_agent_run_dir: runDir,
+    exclude_namespaces: ['kube-system'],
+    pod_namespace: 'istio-system',
+    prevResult,
+    ...over,
+  });
+}
+
+/** The whole entry install-cni writes (info logs, ambient off, native nftables) for the pod in POD_NETNS. */
+export function netconf(over: Record<string, unknown> = {}): string {
+  const prevResult = {
+    cniVersion: '1.0.0',
+    interfaces: [{ name: 'eth0', sandbox: POD_NETNS }],
+    ips: [{ address: '10.0.0.2/24', gateway: '10.0.0.1', interface: 0 }],
+    routes: [{ dst: '0.0.0.0/0' }],
+    dns: {},
+  };
+  return pluginConf('/var/run/istio-cni', prevResult, {
     ipam: {},
     dns: {},
     plugin_log_level: 'info',
-    cni_agent_run_dir: '/var/run/istio-cni',
     ambient_enabled: false,
     enablement_selectors: [{ podSelector: { matchLabels: { 'istio.io/dataplane-mode': 'ambient' } } }],
-    exclude_namespaces: ['kube-system'],
-    pod_namespace: 'istio-system',
     native_nftables: true,
-    prevResult: {
-      cniVersion: '1.0.0',
-      interfaces: [{ name: 'eth0', sandbox: POD_NETNS }],
-      ips: [{ address: '10.0.0.2/24', gateway: '10.0.0.1', interface: 0 }],
-      routes: [{ dst: '0.0.0.0/0' }],
-      dns: {},
-    },
     ...over,
   });
 }

@@ -13,37 +13,6 @@ export interface CniRun {
   ms: number;
 }
 
-/**
- * The network config a runtime hands our plugin as Istio's chained entry (debug logs, kube-system
- * excluded) with the previous plugin's result; `over` adds or replaces keys.
- */
-export function pluginConf(runDir: string, prevResult: unknown, over: Record<string, unknown> = {}): string {
-  return JSON.stringify({
-    cniVersion: '1.0.0',
-    name: 'k8s-pod-network',
-    type: 'istio-cni',
-    plugin_log_level: 'debug',
-    cni_agent_run_dir: runDir,
-    exclude_namespaces: ['kube-system'],
-    pod_namespace: 'istio-system',
-    prevResult,
-    ...over,
-  });
-}
-
-/** The CNI_* variables a kubelet's runtime sets for a pod's container `ctr-<name>`; `over` adds or replaces. */
-export function cniEnv(command: string, netns: string, pod: { namespace: string; name: string }, over: Record<string, string> = {}): Record<string, string> {
-  return {
-    CNI_COMMAND: command,
-    CNI_CONTAINERID: `ctr-${pod.name}`,
-    CNI_NETNS: netns,
-    CNI_IFNAME: 'eth0',
-    CNI_PATH: '/opt/cni/bin',
-    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${pod.namespace};K8S_POD_NAME=${pod.name};K8S_POD_INFRA_CONTAINER_ID=ctr-${pod.name};K8S_POD_UID=uid-${pod.name}`,
-    ...over,
-  };
-}
-
 /** `bin` defaults to this checkout's executable (a test may run a private copy of the package). */
 export function runPlugin(env: Record<string, string>, stdin: string, bin = BIN): Promise<CniRun> {
   const t0 = Date.now();

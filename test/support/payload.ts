@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from './conformance';
-import { pluginConf } from './cni-run';
+import { pluginConf } from './cni-fakes';
 import { tempDir } from './tmp';
 
 export const TEST_PAYLOAD = path.join(PACKAGE_ROOT, 'build', 'test-payload');

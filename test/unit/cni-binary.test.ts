@@ -12,8 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { PACKAGE_ROOT } from '../support/conformance';
 import { istioKubeconfig, makePki } from '../support/tls';
-import { sidecarPod } from '../support/cni-fakes';
-import { pluginConf } from '../support/cni-run';
+import { pluginConf, sidecarPod } from '../support/cni-fakes';
 import { tempDir } from '../support/tmp';
 import { CniErrorResult } from '../../src/cni/errors';
 

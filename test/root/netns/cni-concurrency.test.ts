@@ -13,7 +13,8 @@ import * as path from 'node:path';
 import { Pod } from '../../../src/kube/pod';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
 import { addCheckDel, assertNetnsGone, deleteNetns, mixedPod, newPairStats, podNetns, prevResultIn } from '../../support/concurrent-pods';
-import { CniRun, cniEnv, pluginConf, runPlugin } from '../../support/cni-run';
+import { CniRun, runPlugin } from '../../support/cni-run';
+import { pluginConf, podCniEnv } from '../../support/cni-fakes';
 import { PACKAGE_ROOT } from '../../support/conformance';
 import { requireRootAndTools } from '../../support/root';
 import { tempDir } from '../../support/tmp';
@@ -75,7 +76,7 @@ function cni(command: string, netns: string, pod: Pod, i: number): Promise<CniRu
     pod_lookup_attempts: 3,
     pod_lookup_interval_ms: 50,
   });
-  return runPlugin(cniEnv(command, netns, pod.metadata as { name: string; namespace: string }), conf, BIN);
+  return runPlugin(podCniEnv(command, netns, pod.metadata as { name: string; namespace: string }), conf, BIN);
 }
 
 /** Processes whose command line runs the plugin binary. */

@@ -11,8 +11,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Pod } from '../../../src/kube/pod';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
-import { sidecarPod } from '../../support/cni-fakes';
-import { CniRun, cniEnv, pluginConf, runPlugin } from '../../support/cni-run';
+import { pluginConf, podCniEnv, sidecarPod } from '../../support/cni-fakes';
+import { CniRun, runPlugin } from '../../support/cni-run';
 import { makeNetns, netnsTableNames, requireRootAndTools } from '../../support/root';
 import { CLIENT, PEER2_V4, PEER_V4, PEER_V6, POD_V4, ProbeReply, Topology, makeTopology, probe, startServer } from '../../support/topology';
 import { tempDir } from '../../support/tmp';
@@ -40,7 +40,7 @@ const netconf = (netns: string, over: Record<string, unknown> = {}): string =>
 const ref = (pod: Pod) => ({ namespace: pod.metadata!.namespace!, name: pod.metadata!.name! });
 
 async function cni(command: string, netns: string, pod: Pod, over: { env?: Record<string, string>; conf?: Record<string, unknown> } = {}): Promise<CniRun> {
-  return runPlugin(cniEnv(command, netns, ref(pod), over.env), netconf(netns, over.conf));
+  return runPlugin(podCniEnv(command, netns, ref(pod), over.env), netconf(netns, over.conf));
 }
 
 function ok(r: CniRun, what: string): void {

@@ -12,8 +12,8 @@ import * as fs from 'node:fs';
 import { AgentProc, startAgentFor, stopAgentCleanly } from '../../support/agent-proc';
 import { until } from '../../support/until';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
-import { sidecarPod } from '../../support/cni-fakes';
-import { BIN, CniRun, pluginConf } from '../../support/cni-run';
+import { pluginConf, sidecarPod } from '../../support/cni-fakes';
+import { BIN, CniRun } from '../../support/cni-run';
 import { SHIM_NAME, ensurePayload, runAsync } from '../../support/payload';
 import { makeNetns, netnsTableNames, requireRootAndTools } from '../../support/root';
 

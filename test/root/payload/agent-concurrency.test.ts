@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { Pod } from '../../../src/kube/pod';
 import { AgentProc, startAgentFor, stopAgentCleanly } from '../../support/agent-proc';
 import { until } from '../../support/until';
-import { cniEnv, pluginConf } from '../../support/cni-run';
+import { pluginConf, podCniEnv } from '../../support/cni-fakes';
 import { ApiStandIn, startApiStandIn } from '../../support/kube-api';
 import {
   CniOut,
@@ -63,7 +63,7 @@ async function cni(command: string, netns: string, pod: Pod, i: number): Promise
   const r = await runAsync(shim, [], {
     env: {
       PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
-      ...cniEnv(command, netns, { name, namespace }),
+      ...podCniEnv(command, netns, { name, namespace }),
       ISTIO_CNI_SHIM_DEBUG: '1',
       ISTIO_CNI_SHIM_PLUGIN: '/nonexistent/icts-no-fallback',
     },
