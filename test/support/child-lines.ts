@@ -64,3 +64,13 @@ export async function stopChild(c: WatchedChild, graceMs = 10_000): Promise<Exit
     clearTimeout(t);
   }
 }
+
+/** Whether process `pid` still exists (signal 0). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -32,6 +32,13 @@ export function makeNetns(tag: string): { name: string; path: string; remove: ()
   };
 }
 
+/** Runs a command to its end: its stdout, or an error naming it with its exit status and stderr. */
+export function sh(cmd: string[], input?: string, timeoutMs = 30_000): string {
+  const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', input, timeout: timeoutMs });
+  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: exit ${r.status}: ${r.stderr}`);
+  return r.stdout;
+}
+
 /** Run a command inside a named netns and return stdout; throws with stderr on failure. */
 export function inNetns(name: string, cmd: string[], input?: string): string {
   const r = spawnSync('ip', ['netns', 'exec', name, ...cmd], { encoding: 'utf8', input });

@@ -22,8 +22,8 @@ import {
   referenceRuleset,
   rulesCli,
   ruleset,
-  sh,
 } from './harness';
+import { sh } from '../../support/root';
 import { PodSpecLite, VALIDATION_ARGS, injectedPod, iptablesArgs, plainPod } from './pods';
 
 const T = { timeout: 60_000 };

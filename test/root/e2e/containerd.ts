@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CriClient, criClient } from './cri';
+import { alive } from '../../support/child-lines';
 
 export interface ContainerdOptions {
   dir: string;
@@ -313,13 +314,4 @@ export function killStrays(o: { mntNs?: number; podNetns?: ReadonlySet<number>; 
     }
   }
   return killed;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }

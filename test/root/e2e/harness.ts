@@ -14,6 +14,7 @@ import { PACKAGE_ROOT } from '../../support/conformance';
 import { PrivateContainerd, killStrays, processes } from './containerd';
 import { SandboxStatus, kubeletSandboxConfig, sandboxNetnsPath } from './cri';
 import { KubeApiStandIn } from '../../support/kube-api';
+import { sh } from '../../support/root';
 import { SELECTORS_YAML } from '../../support/selectors';
 import { makePki } from '../../support/tls';
 import { buildPauseImage } from './pause-image';
@@ -77,13 +78,6 @@ export function hostPathState(): Record<string, string> {
       }
     }),
   );
-}
-
-/** Runs a command to its end: its stdout, or an error naming it with its exit status and stderr. */
-export function sh(cmd: string[], input?: string): string {
-  const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', input, timeout: 30_000 });
-  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: exit ${r.status}: ${r.stderr}`);
-  return r.stdout;
 }
 
 /** `nft list ruleset` in a network namespace. */

@@ -35,8 +35,8 @@ import { MANGLE, NAT, RAW, PROBE_SET_PREFIX } from '../../../src/ambient/tables'
 import { render } from '../../../src/nft/transaction';
 import { AmbientEnv, KUBELET_UID, NODE, SELECTORS_YAML, TestPod, ipRules, rulesetText } from '../../support/ambient-env';
 import { AmbientChildConfig } from '../../support/ambient-agent-child';
-import { onLines } from '../../support/child-lines';
-import { requireRootAndTools } from '../../support/root';
+import { alive, onLines } from '../../support/child-lines';
+import { requireRootAndTools, sh as shell } from '../../support/root';
 import { Received, ZtunnelStandIn } from '../../support/ztunnel-standin';
 import { until } from '../../support/until';
 
@@ -182,20 +182,7 @@ const tail = (a: AgentProcess, n = 30) =>
     .map((l) => `${l.level} ${l.msg} ${JSON.stringify(l.fields ?? {})}`)
     .join('\n')}`;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const sh = (cmd: string[], input?: string) => {
-  const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', input, timeout: 20_000 });
-  if (r.status !== 0) throw new Error(`${cmd.join(' ')}: exit ${r.status}: ${r.stderr}`);
-  return r.stdout;
-};
+const sh = (cmd: string[], input?: string) => shell(cmd, input, 20_000);
 
 const shAsync = (cmd: string[]) =>
   new Promise<string>((resolve, reject) =>
