@@ -18,7 +18,7 @@ import { NodePods } from '../../../src/agent/node-pods';
 import { MemoryLogger } from '../../../src/log/logger';
 import { KUBECONFIG_NAME } from '../../../src/kube/kubeconfig';
 import { RestClient } from '../../../src/kube/rest';
-import { cniEnv, sidecarPod } from '../../support/cni-fakes';
+import { cniEnv, pluginConf, sidecarPod } from '../../support/cni-fakes';
 import { KubeApiStandIn, NODE, Obj } from '../../support/kube-api';
 import { inNetns, makeNetns, requireRootAndTools } from '../../support/root';
 import { istioKubeconfig, makePki } from '../../support/tls';
@@ -52,17 +52,8 @@ async function add(name: string, uid: string | undefined, withCache = true): Pro
       CNI_NETNS: ns.path,
       CNI_ARGS: `K8S_POD_NAMESPACE=shop;K8S_POD_NAME=${name};K8S_POD_INFRA_CONTAINER_ID=c-${name}${uid === undefined ? '' : `;K8S_POD_UID=${uid}`}`,
     });
-    const stdin = JSON.stringify({
-      cniVersion: '1.0.0',
-      name: 'k8s-pod-network',
-      type: 'istio-cni',
-      cni_agent_run_dir: runDir,
-      exclude_namespaces: ['kube-system'],
-      pod_namespace: 'istio-system',
-      pod_lookup_attempts: 1,
-      pod_lookup_interval_ms: 10,
-      prevResult: { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: ns.path }], ips: [{ address: '10.9.0.2/24', interface: 0 }] },
-    });
+    const prevResult = { cniVersion: '1.0.0', interfaces: [{ name: 'eth0', sandbox: ns.path }], ips: [{ address: '10.9.0.2/24', interface: 0 }] };
+    const stdin = pluginConf(runDir, prevResult, { pod_lookup_attempts: 1, pod_lookup_interval_ms: 10 });
     const r = await handler(env, stdin);
     // The result echoes prevResult, whose sandbox is this netns: named alike for comparing.
     return { exitCode: r.exitCode, stdout: r.stdout.split(ns.path).join('<netns>'), ruleset: inNetns(ns.name, ['nft', 'list', 'ruleset']) };
