@@ -85,4 +85,14 @@ int OpenNetns(const std::string& path, std::string* message, int* err) {
   return fd;
 }
 
+const char kSelfNetns[] = "/proc/thread-self/ns/net";
+
+void RestoreOrDie(int saved_fd, const char* who) {
+  if (setns(saved_fd, CLONE_NEWNET) != 0) {
+    std::string why = std::string(who) + ": cannot return the JS thread to its network namespace: " + strerror(errno);
+    Napi::Error::Fatal("istio-cni-ts native addon", why.c_str());
+  }
+  close(saved_fd);
+}
+
 }  // namespace icts

@@ -21,6 +21,12 @@ std::string ErrnoName(int err);
 // and fills *message with a sentence that names the path, and *err with the errno.
 int OpenNetns(const std::string& path, std::string* message, int* err);
 
+// The calling thread's own netns file, and the way back to it: setns(saved_fd) and close it.
+// Returning must not fail; if it somehow does, the JS thread would go on in a pod's namespace,
+// so the process stops instead (both callers run on the JS thread).
+extern const char kSelfNetns[];
+void RestoreOrDie(int saved_fd, const char* who);
+
 // Initialisers for each part of the addon, called from the module's Init.
 void InitNft(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);

@@ -1,9 +1,9 @@
 // withNetnsSync(netnsPath, fn): runs fn() on the JS thread with that thread inside the given
 // network namespace, and puts the thread back where it was before returning or rethrowing.
 //
-// This is the only place the JS thread changes namespace. It exists so that a socket (e.g. a
-// netlink socket) can be created bound to a pod's netns: a socket keeps the namespace it was
-// created in. Nothing asynchronous may run inside fn (no await): the switch lasts exactly as
+// One of the two places the JS thread changes namespace (the other: nftRun's inline run,
+// nft_run.cc). It exists so that a socket (e.g. a netlink socket) can be created bound to a
+// pod's netns: a socket keeps the namespace it was created in. Nothing asynchronous may run inside fn (no await): the switch lasts exactly as
 // long as the synchronous call.
 
 #include <errno.h>
@@ -19,19 +19,6 @@
 
 namespace icts {
 namespace {
-
-const char kSelfNetns[] = "/proc/thread-self/ns/net";
-
-// Returning to the original namespace must not fail; if it somehow does, this thread would go
-// on running JS in a pod's namespace, so stop the process instead of continuing wrongly.
-void RestoreOrDie(int saved_fd) {
-  if (setns(saved_fd, CLONE_NEWNET) != 0) {
-    std::string why = std::string("withNetnsSync: cannot return the JS thread to its network namespace: ") +
-                      strerror(errno);
-    Napi::Error::Fatal("istio-cni-ts native addon", why.c_str());
-  }
-  close(saved_fd);
-}
 
 Napi::Value WithNetnsSync(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -64,10 +51,10 @@ Napi::Value WithNetnsSync(const Napi::CallbackInfo& info) {
   try {
     result = fn.Call(env.Undefined(), {});
   } catch (...) {
-    RestoreOrDie(saved);
+    RestoreOrDie(saved, "withNetnsSync");
     throw;
   }
-  RestoreOrDie(saved);
+  RestoreOrDie(saved, "withNetnsSync");
   return result;
 }
 

@@ -10,15 +10,17 @@ export interface NativeAddon {
    * rejects with nft's diagnostics. With opts.ifAbsent ("family name" of tables) the script runs
    * only if none of them exists; otherwise `applied` is false and `listing` holds
    * `nft -j list tables; list chains`. With opts.ifPresent (and an empty `script`) the scripts of
-   * the tables that exist run, in order, as one transaction; `ran` names those tables.
+   * the tables that exist run, in order, as one transaction; `ran` names those tables. With
+   * opts.inline the job may run on the JS thread (only for jobs that delete or flush no existing
+   * object); `onJsThread` says whether it did.
    */
   nftRun(
     netnsPath: string,
     script: string,
     dryRun: boolean,
     json: boolean,
-    opts?: { ifAbsent?: readonly string[] } | { ifPresent?: readonly { table: string; script: string }[] },
-  ): Promise<{ output: string; error: string; applied: boolean; listing?: string; ran?: string[] }>;
+    opts?: { ifAbsent?: readonly string[]; inline?: boolean } | { ifPresent?: readonly { table: string; script: string }[] },
+  ): Promise<{ output: string; error: string; applied: boolean; listing?: string; ran?: string[]; onJsThread: boolean }>;
   withNetnsSync<T>(netnsPath: string, fn: () => T): T;
   getOriginalDst(fd: number): { address: string; port: number; family: 'IPv4' | 'IPv6' };
   createTransparentListenSocket(family: 4 | 6, address: string, port: number, backlog: number): number;

@@ -48,10 +48,25 @@ interface NativeError extends Error {
 /** The script's output, or (with ifAbsent given, when one of those tables exists) the listing. */
 type RunResult = { applied: true; output: string } | { applied: false; listing: string };
 
-async function runJob(netnsPath: string, script: string, dryRun: boolean, json: boolean, shownAs: string, ifAbsent?: readonly TableRef[]): Promise<RunResult> {
+/**
+ * One job of the addon. `readOnly`: the script lists and changes nothing (or, with ifAbsent,
+ * changes only a netns without those tables); such a job may run on the JS thread (nftRun's
+ * opts.inline): its socket's close waits for no grace period, and it skips the thread hand-offs
+ * that cost a fresh pod's ADD more than its apply.
+ */
+async function runJob(
+  netnsPath: string,
+  script: string,
+  dryRun: boolean,
+  json: boolean,
+  shownAs: string,
+  ifAbsent?: readonly TableRef[],
+  readOnly = false,
+): Promise<RunResult> {
   let r: Awaited<ReturnType<ReturnType<typeof addon>['nftRun']>>;
   try {
-    const opts = ifAbsent && { ifAbsent: ifAbsent.map((t) => `${t.family} ${t.table}`) };
+    const inline = readOnly || ifAbsent !== undefined;
+    const opts = { ...(ifAbsent && { ifAbsent: ifAbsent.map((t) => `${t.family} ${t.table}`) }), ...(inline && { inline }) };
     r = await addon().nftRun(netnsPath, script, dryRun, json, opts);
   } catch (e) {
     const n = e as NativeError;
@@ -65,8 +80,8 @@ async function runJob(netnsPath: string, script: string, dryRun: boolean, json: 
   return r.applied ? { applied: true, output: r.output } : { applied: false, listing: r.listing ?? '' };
 }
 
-async function run(netnsPath: string, script: string, dryRun: boolean, json: boolean, shownAs = netnsPath): Promise<string> {
-  const r = await runJob(netnsPath, script, dryRun, json, shownAs);
+async function run(netnsPath: string, script: string, dryRun: boolean, json: boolean, shownAs = netnsPath, readOnly = false): Promise<string> {
+  const r = await runJob(netnsPath, script, dryRun, json, shownAs, undefined, readOnly);
   return r.applied ? r.output : '';
 }
 
@@ -84,7 +99,7 @@ function listFault(n: NftError, shownAs: string): NftError {
 export async function listNftState(netns: NetnsTarget, shownAs = shownOf(netns)): Promise<NftState> {
   let out: string;
   try {
-    out = await run(pathOf(netns), LISTING_SCRIPT, false, true, shownAs);
+    out = await run(pathOf(netns), LISTING_SCRIPT, false, true, shownAs, true);
   } catch (e) {
     throw listFault(e as NftError, shownAs);
   }
@@ -188,7 +203,7 @@ function applyIn(ns: NetnsRef, tx: Transaction, opts: TransactionOptions): Promi
 
 /** `nft -j list ruleset` in the netns, parsed. */
 export async function listRulesetJson(netns: NetnsTarget): Promise<NftJsonRuleset> {
-  const out = await run(pathOf(netns), RULESET_SCRIPT, false, true, shownOf(netns));
+  const out = await run(pathOf(netns), RULESET_SCRIPT, false, true, shownOf(netns), true);
   return JSON.parse(out) as NftJsonRuleset;
 }
 
