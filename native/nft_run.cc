@@ -13,9 +13,9 @@
 // scripts are src/nft's text; this file only picks among them.
 //
 // The netns file is opened on the JS thread, so a missing or wrong path is reported at once.
-// The job then joins a queue served by one dispatcher pthread of the addon's own (started when
-// the queue is empty and a job arrives, ended when it has drained the queue; never a libuv pool
-// thread, never the JS thread). The dispatcher never changes namespace and never calls
+// Unless it runs inline (below), the job then joins a queue served by one dispatcher pthread of
+// the addon's own (started when the queue is empty and a job arrives, ended when it has drained
+// the queue; never a libuv pool thread, never the JS thread). The dispatcher never changes namespace and never calls
 // libnftables: for each job it starts a job thread and waits for that job's result, then
 // releases the job's thread-safe function, which brings us back to the JS thread where the
 // Promise is settled. The dispatcher's last job joins it before settling, so once every call has
