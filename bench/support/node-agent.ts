@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parse } from 'yaml';
 import { BIN, PACKAGE_ROOT, PAYLOAD_DIR } from './paths';
-import { freePort, onLines } from './testbed';
+import { freePort, onLines, untilOrFail } from './testbed';
 
 export interface NodeDirs {
   /** The host's /etc/cni/net.d (MOUNTED_CNI_NET_DIR); must hold the primary conflist. */
@@ -83,16 +83,12 @@ function agentCommand(command: string[], args: string[], root = PACKAGE_ROOT): {
   };
 }
 
-async function until<T>(what: string, f: () => T | undefined | false, ms: number, proc: ChildProcess, out: string[]): Promise<T> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = f();
-    if (v) return v;
-    if (proc.exitCode !== null || proc.signalCode !== null)
-      throw new Error(`the agent exited (${proc.exitCode ?? proc.signalCode}) while the bench waited for ${what}:\n${out.slice(-30).join('\n')}`);
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}:\n${out.slice(-30).join('\n')}`);
-    await sleep(50);
-  }
+/** The tests' one `until`, failing at once (with the agent's output) when the agent has exited. */
+function until<T>(what: string, f: () => T | undefined | false, ms: number, proc: ChildProcess, out: string[]): Promise<T> {
+  return untilOrFail(what, f, ms, 50, {
+    abort: () => (proc.exitCode !== null || proc.signalCode !== null ? `the agent exited (${proc.exitCode ?? proc.signalCode})` : undefined),
+    detail: () => `:\n${out.slice(-30).join('\n')}`,
+  });
 }
 
 /**

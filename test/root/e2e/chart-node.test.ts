@@ -28,7 +28,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { until as untilOrFail } from '../../support/until';
 import { makeNetns } from '../../support/root';
 import { KubeApiStandIn, Obj } from '../../support/kube-api';
 import { makePki } from '../../support/tls';
@@ -75,20 +75,18 @@ const w = () => world ?? assert.fail('the e2e world was not set up');
 const n = () => node ?? assert.fail('the node was not set up');
 const a = () => agent ?? assert.fail('the agent pod was not started');
 
+/** The one `until`, failing at once (with the agent's log) when the agent container has exited. */
 async function until(what: string, f: () => boolean | Promise<boolean>, ms: number, every = 100): Promise<void> {
-  const t0 = Date.now();
-  for (;;) {
-    if (await f()) return;
-    if (agent?.container) {
+  await untilOrFail(what, f, ms, every, {
+    abort: async () => {
+      if (!agent?.container) return undefined;
       const st = await w()
         .cri.containerStatus(agent.container)
         .catch(() => undefined);
-      if (st && st.state === 'CONTAINER_EXITED')
-        assert.fail(`the agent container exited (${st.exit_code}) while waiting for ${what}:\n${agentLog().slice(-40).join('\n')}`);
-    }
-    if (Date.now() - t0 > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}\n${agentLog().slice(-30).join('\n')}`);
-    await sleep(every);
-  }
+      return st && st.state === 'CONTAINER_EXITED' ? `the agent container exited (${st.exit_code})` : undefined;
+    },
+    detail: () => `:\n${agentLog().slice(-40).join('\n')}`,
+  });
 }
 
 /** The agent container's log lines (CRI log format: time stream tag message). */
