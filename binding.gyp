@@ -19,10 +19,15 @@
     },
     {
       "target_name": "istio-cni-shim",
-      "type": "executable",
-      "sources": ["native/cni-shim.c"],
-      "cflags": ["-std=c11", "-O2", "-Wall", "-Wextra"],
-      "ldflags": ["-static", "-s"]
+      "type": "none",
+      "actions": [
+        {
+          "action_name": "musl_static_shim",
+          "inputs": ["native/cni-shim.c"],
+          "outputs": ["<(PRODUCT_DIR)/istio-cni-shim"],
+          "action": ["musl-gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-static", "-s", "-o", "<@(_outputs)", "<@(_inputs)"]
+        }
+      ]
     }
   ]
 }
