@@ -48,6 +48,23 @@ interface NativeError extends Error {
 /** The script's output, or (with ifAbsent given, when one of those tables exists) the listing. */
 type RunResult = { applied: true; output: string } | { applied: false; listing: string };
 
+/** A table as the addon's ifAbsent and ifPresent name it: "family name", as `nft list tables` prints it. */
+const tableKey = (t: TableRef) => `${t.family} ${t.table}`;
+
+type NativeOpts = Parameters<ReturnType<typeof addon>['nftRun']>[4];
+
+/** nftRun, its failure as an NftError naming `shownAs` (the path the caller gave) and `script`. */
+async function nativeJob(netnsPath: string, script: string, dryRun: boolean, json: boolean, shownAs: string, opts?: NativeOpts, shownScript = script) {
+  try {
+    return await addon().nftRun(netnsPath, script, dryRun, json, opts);
+  } catch (e) {
+    const n = e as NativeError;
+    // Through a handle the addon names /proc/self/fd/N; the caller knows the path it gave.
+    const message = shownAs === netnsPath ? n.message : n.message.split(netnsPath).join(shownAs);
+    throw new NftError(message, n.code ?? 'ENFT', shownAs, shownScript, n.nftError ?? '', n.nftStage ?? 'apply');
+  }
+}
+
 /**
  * One job of the addon. `readOnly`: the script lists and changes nothing (or, with ifAbsent,
  * changes only a netns without those tables); such a job may run on the JS thread (nftRun's
@@ -63,17 +80,8 @@ async function runJob(
   ifAbsent?: readonly TableRef[],
   readOnly = false,
 ): Promise<RunResult> {
-  let r: Awaited<ReturnType<ReturnType<typeof addon>['nftRun']>>;
-  try {
-    const inline = readOnly || ifAbsent !== undefined;
-    const opts = { ...(ifAbsent && { ifAbsent: ifAbsent.map((t) => `${t.family} ${t.table}`) }), ...(inline && { inline }) };
-    r = await addon().nftRun(netnsPath, script, dryRun, json, opts);
-  } catch (e) {
-    const n = e as NativeError;
-    // Through a handle the addon names /proc/self/fd/N; the caller knows the path it gave.
-    const message = shownAs === netnsPath ? n.message : n.message.split(netnsPath).join(shownAs);
-    throw new NftError(message, n.code ?? 'ENFT', shownAs, script, n.nftError ?? '', n.nftStage ?? 'apply');
-  }
+  const inline = readOnly || ifAbsent !== undefined;
+  const r = await nativeJob(netnsPath, script, dryRun, json, shownAs, { ...(ifAbsent && { ifAbsent: ifAbsent.map(tableKey) }), ...(inline && { inline }) });
   // An addon built before opts existed ignores them and runs the script: say so, rather than
   // plan from an empty "listing" and send the script a second time.
   if (typeof r.applied !== 'boolean') throw new Error('the native addon predates nftRun(..., {ifAbsent}): rebuild it (npm run install)');
@@ -217,24 +225,21 @@ export async function deleteTables(netns: NetnsTarget, tables: readonly TableRef
   if (tables.length === 0) return [];
   const ns = typeof netns === 'string' ? openNetns(netns) : netns;
   const shownAs = ns.source;
-  const key = (t: TableRef) => `${t.family} ${t.table}`;
   // Each piece as planRemove words the removal of that table when it is there.
-  const pieces = tables.map((t) => ({ table: key(t), script: render(planRemove([t], [{ family: t.family, table: t.table, chains: [] }])) }));
+  const pieces = tables.map((t) => ({ table: tableKey(t), script: render(planRemove([t], [{ family: t.family, table: t.table, chains: [] }])) }));
   try {
     return await inTurn(String(ns.ino), async () => {
-      let r: Awaited<ReturnType<ReturnType<typeof addon>['nftRun']>>;
+      let r: Awaited<ReturnType<typeof nativeJob>>;
       try {
-        r = await addon().nftRun(ns.path, '', false, false, { ifPresent: pieces });
+        r = await nativeJob(ns.path, '', false, false, shownAs, { ifPresent: pieces }, pieces.map((p) => p.script).join(''));
       } catch (e) {
-        const n = e as NativeError;
-        const message = n.message.split(ns.path).join(shownAs);
-        const err = new NftError(message, n.code ?? 'ENFT', shownAs, pieces.map((p) => p.script).join(''), n.nftError ?? '', n.nftStage ?? 'apply');
+        const err = e as NftError;
         // As applyTransaction words it: a netns that could not be entered or listed is a listing's fault.
         throw err.stage === 'list' || err.code !== 'ENFT' ? listFault(err, shownAs) : err;
       }
       if (!Array.isArray(r.ran)) throw new Error('the native addon predates nftRun(..., {ifPresent}): rebuild it (npm run install)');
       const ran = new Set(r.ran);
-      const gone = tables.filter((t) => ran.has(key(t)));
+      const gone = tables.filter((t) => ran.has(tableKey(t)));
       return planRemove(
         gone,
         gone.map((t) => ({ family: t.family, table: t.table, chains: [] })),
